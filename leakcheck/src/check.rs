@@ -1,0 +1,885 @@
+//! A running check: baseline, checkpoints, settling, classification, report.
+//!
+//! The lifecycle is explicit: [`CheckBuilder`] starts a [`Check`] (taking the baseline), the code
+//! under test runs on [`Check::block_on`] or [`Check::handle`], [`Check::checkpoint`] records
+//! counts, and [`Check::finish`] settles, classifies, shuts the runtime down with a bounded
+//! timeout and returns the [`Report`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::task::Id;
+
+use crate::config::{CheckBuilder, Kinds};
+use crate::process::{self, SocketTable};
+use crate::report::{
+    Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
+    SCHEMA_VERSION,
+};
+use crate::rules::{RuleSet, Subject};
+use crate::tasks::{self, AwaitTrace, DumpOutcome, Frame, Registry, Symbolizer, TaskRecord};
+use crate::{component, Error};
+
+/// Worker and blocking threads of a runtime built by leakcheck carry this name.
+pub const RUNTIME_THREAD_NAME: &str = "leakcheck-rt";
+
+const BACKOFF_START: Duration = Duration::from_micros(50);
+const BACKOFF_CAP: Duration = Duration::from_millis(5);
+
+/// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
+const AWAIT_TRACES_PER_SITE: usize = 4;
+
+/// Which runtime a check builds.
+enum RuntimeSpec {
+    None,
+    CurrentThread,
+    MultiThread(usize),
+    Custom(tokio::runtime::Builder),
+}
+
+impl CheckBuilder {
+    /// Starts a check of the process-wide kinds only (threads, descriptors, children): for
+    /// synchronous code.
+    pub fn start(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::None)
+    }
+
+    /// Starts a check with an instrumented current-thread runtime.
+    pub fn start_current_thread(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::CurrentThread)
+    }
+
+    /// Starts a check with an instrumented multi-thread runtime of `workers` threads.
+    pub fn start_multi_thread(self, workers: usize) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::MultiThread(workers.max(1)))
+    }
+
+    /// Starts a check on a runtime built from the caller's own `builder`, after installing the
+    /// task hooks on it (they replace any spawn/terminate hooks the builder had).
+    pub fn start_with(self, builder: tokio::runtime::Builder) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::Custom(builder))
+    }
+}
+
+/// Live counts per (kind, component).
+type Counts = BTreeMap<(Kind, String), usize>;
+
+struct Baseline {
+    tasks: FxHashSet<Id>,
+    task_count: usize,
+    threads: HashSet<(i32, u64)>,
+    fds: HashSet<(i32, String)>,
+    children: HashSet<(i32, u64)>,
+}
+
+/// A running leak check. See the [module docs](self).
+pub struct Check {
+    label: Option<String>,
+    settle: Duration,
+    dump_timeout: Duration,
+    shutdown_timeout: Duration,
+    kinds: Kinds,
+    rules: RuleSet,
+    runtime: Option<tokio::runtime::Runtime>,
+    registry: Option<Arc<Registry>>,
+    baseline: Baseline,
+    checkpoints: Mutex<Vec<(String, Counts)>>,
+    components: Mutex<FxHashMap<usize, Arc<str>>>,
+    symbols: Mutex<Symbolizer>,
+    notes: Vec<Note>,
+    _serial: Option<SerialGuard>,
+}
+
+impl Check {
+    /// A builder with every setting at its default (nothing read from the environment).
+    pub fn builder() -> CheckBuilder {
+        CheckBuilder::default()
+    }
+
+    fn start(cfg: CheckBuilder, spec: RuntimeSpec) -> Result<Check, Error> {
+        let mut kinds = cfg.kinds;
+        let mut notes = Vec::new();
+        if matches!(spec, RuntimeSpec::None) {
+            kinds.tasks = false;
+        }
+        if kinds.any_process() && !process::supported() {
+            notes.push(Note {
+                kind: None,
+                message: "threads, file descriptors and child processes are not checked on this platform (no /proc)".into(),
+            });
+            kinds.threads = false;
+            kinds.fds = false;
+            kinds.children = false;
+        }
+        // Process-wide kinds would blame one check for another's resources: one at a time.
+        let serial = kinds.any_process().then(SerialGuard::acquire);
+        if kinds.any_process() && !matches!(spec, RuntimeSpec::None) {
+            warm_up_tokio_globals();
+        }
+        // The baseline comes before the runtime exists, so its threads and descriptors are
+        // checked too: they must be gone once it shuts down.
+        let threads = if kinds.threads {
+            process::threads()
+        } else {
+            Vec::new()
+        };
+        let fds = if kinds.fds {
+            process::fds()
+        } else {
+            Vec::new()
+        };
+        let children = if kinds.children {
+            process::children()
+        } else {
+            Vec::new()
+        };
+
+        let mut registry = None;
+        let runtime = match spec {
+            RuntimeSpec::None => None,
+            spec => {
+                let custom = matches!(spec, RuntimeSpec::Custom(_));
+                let reg = Registry::new(cfg.backtraces);
+                let mut b = match spec {
+                    RuntimeSpec::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+                    RuntimeSpec::MultiThread(n) => {
+                        let mut b = tokio::runtime::Builder::new_multi_thread();
+                        b.worker_threads(n);
+                        b
+                    }
+                    RuntimeSpec::Custom(b) => b,
+                    RuntimeSpec::None => unreachable!(),
+                };
+                if !custom {
+                    b.thread_name(RUNTIME_THREAD_NAME).enable_all();
+                }
+                if tasks::instrument(&mut b, &reg) {
+                    registry = Some(reg);
+                } else if kinds.tasks {
+                    notes.push(Note {
+                        kind: Some(Kind::Task),
+                        message: "tasks are counted, not identified: build with RUSTFLAGS=\"--cfg tokio_unstable\" for spawn sites, backtraces and await traces".into(),
+                    });
+                }
+                Some(b.build().map_err(Error::Runtime)?)
+            }
+        };
+        let task_count = runtime
+            .as_ref()
+            .map_or(0, |r| r.metrics().num_alive_tasks());
+        let baseline = Baseline {
+            tasks: registry.as_ref().map(|r| r.ids()).unwrap_or_default(),
+            task_count,
+            threads: threads.iter().map(|t| (t.tid, t.start)).collect(),
+            fds: fds.iter().map(|f| (f.fd, f.target.clone())).collect(),
+            children: children.iter().map(|c| (c.pid, c.start)).collect(),
+        };
+        let check = Check {
+            label: cfg.label,
+            settle: cfg.settle,
+            dump_timeout: cfg.dump_timeout,
+            shutdown_timeout: cfg.shutdown_timeout,
+            kinds,
+            rules: cfg.rules,
+            runtime,
+            registry,
+            baseline,
+            checkpoints: Mutex::new(Vec::new()),
+            components: Mutex::new(FxHashMap::default()),
+            symbols: Mutex::new(Symbolizer::default()),
+            notes,
+            _serial: serial,
+        };
+        let counts = check.counts_with(&threads, &fds, &children);
+        lock(&check.checkpoints).push(("baseline".into(), counts));
+        Ok(check)
+    }
+
+    /// The checked runtime's handle, to spawn onto it or enter it.
+    ///
+    /// # Panics
+    /// When the check was started without a runtime ([`CheckBuilder::start`]).
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime().handle()
+    }
+
+    /// Runs `future` to completion on the checked runtime.
+    ///
+    /// # Panics
+    /// When the check was started without a runtime ([`CheckBuilder::start`]).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime().block_on(future)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("this check has no runtime: start it with start_current_thread, start_multi_thread or start_with")
+    }
+
+    /// Records the live count of every kind per component under `name`, for the lifecycle table.
+    pub fn checkpoint(&self, name: impl Into<String>) {
+        let threads = if self.kinds.threads {
+            process::threads()
+        } else {
+            Vec::new()
+        };
+        let fds = if self.kinds.fds {
+            process::fds()
+        } else {
+            Vec::new()
+        };
+        let children = if self.kinds.children {
+            process::children()
+        } else {
+            Vec::new()
+        };
+        let counts = self.counts_with(&threads, &fds, &children);
+        lock(&self.checkpoints).push((name.into(), counts));
+    }
+
+    fn counts_with(
+        &self,
+        threads: &[process::Thread],
+        fds: &[process::Fd],
+        children: &[process::Child],
+    ) -> Counts {
+        let mut c = Counts::new();
+        if self.kinds.tasks {
+            match &self.registry {
+                Some(reg) => {
+                    for (_, rec) in reg.snapshot() {
+                        *c.entry((Kind::Task, self.task_component(&rec).to_string()))
+                            .or_default() += 1;
+                    }
+                }
+                None => {
+                    if let Some(rt) = &self.runtime {
+                        *c.entry((Kind::Task, "(unidentified)".into())).or_default() +=
+                            rt.metrics().num_alive_tasks();
+                    }
+                }
+            }
+        }
+        for t in threads {
+            *c.entry((Kind::Thread, component::of_thread(&t.name)))
+                .or_default() += 1;
+        }
+        if !fds.is_empty() {
+            let sockets = SocketTable::read();
+            for f in fds {
+                *c.entry((Kind::Fd, f.kind(&sockets))).or_default() += 1;
+            }
+        }
+        for ch in children {
+            *c.entry((Kind::Child, component::of_cmdline(&ch.cmdline)))
+                .or_default() += 1;
+        }
+        c
+    }
+
+    fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
+        let key = rec.location as *const _ as usize;
+        lock(&self.components)
+            .entry(key)
+            .or_insert_with(|| component::of_path(rec.location.file()).into())
+            .clone()
+    }
+
+    /// Settles, classifies and reports. Tasks are checked while the runtime still runs (so their
+    /// await traces can be dumped); then the runtime is shut down within the shutdown timeout and
+    /// threads, descriptors and children are checked.
+    pub fn finish(mut self) -> Report {
+        let mut notes = std::mem::take(&mut self.notes);
+        let mut lingered = Vec::new();
+        let mut stats = SettleStats {
+            deadline_ms: ms(self.settle),
+            ..Default::default()
+        };
+        let mut survivors = Vec::new();
+        let start = Instant::now();
+
+        if self.kinds.tasks {
+            survivors.extend(self.settle_tasks(start, &mut stats, &mut lingered, &mut notes));
+        }
+        let task_counts = self.kinds.tasks.then(|| self.counts_with(&[], &[], &[]));
+        if let Some(rt) = self.runtime.take() {
+            let t = Instant::now();
+            rt.shutdown_timeout(self.shutdown_timeout);
+            if t.elapsed() >= self.shutdown_timeout {
+                notes.push(Note {
+                    kind: Some(Kind::Thread),
+                    message: format!(
+                        "the runtime did not shut down within {} ms: a blocking task (spawn_blocking or block_in_place) is still running; its thread is reported",
+                        self.shutdown_timeout.as_millis()
+                    ),
+                });
+            }
+        }
+        if self.kinds.any_process() {
+            survivors.extend(self.settle_process(&mut stats, &mut lingered, &mut notes));
+        }
+        stats.elapsed_ms = ms(start.elapsed());
+
+        // Lifecycle: the checkpoints, then the end state.
+        let mut fin = if self.kinds.any_process() {
+            let threads = if self.kinds.threads {
+                process::threads()
+            } else {
+                Vec::new()
+            };
+            let fds = if self.kinds.fds {
+                process::fds()
+            } else {
+                Vec::new()
+            };
+            let children = if self.kinds.children {
+                process::children()
+            } else {
+                Vec::new()
+            };
+            self.counts_with(&threads, &fds, &children)
+        } else {
+            Counts::new()
+        };
+        if let Some(tc) = task_counts {
+            fin.extend(tc);
+        }
+        let lifecycle = lifecycle(&lock(&self.checkpoints), fin);
+
+        survivors.sort_by(|a, b| {
+            (
+                a.status != Status::Unknown,
+                a.kind,
+                &a.component,
+                &a.description,
+            )
+                .cmp(&(
+                    b.status != Status::Unknown,
+                    b.kind,
+                    &b.component,
+                    &b.description,
+                ))
+        });
+        let clean = !survivors.iter().any(|s| s.status == Status::Unknown);
+        if stats.timed_out && clean {
+            stats.timed_out = false;
+        }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            label: self.label.clone(),
+            clean,
+            kinds: self.kinds.list(),
+            survivors,
+            lingered,
+            settle: stats,
+            lifecycle,
+            notes,
+        }
+    }
+
+    fn settle_tasks(
+        &self,
+        start: Instant,
+        stats: &mut SettleStats,
+        lingered: &mut Vec<Lingered>,
+        notes: &mut Vec<Note>,
+    ) -> Vec<Survivor> {
+        let Some(rt) = &self.runtime else {
+            return Vec::new();
+        };
+        let Some(reg) = &self.registry else {
+            return self.settle_task_count(rt, start, stats);
+        };
+        let deadline = start + self.settle;
+        let mut first: Option<FxHashMap<Id, (String, String)>> = None;
+        let mut gone_at: FxHashMap<Id, Duration> = FxHashMap::default();
+        let survivors = loop {
+            stats.rounds += 1;
+            let seen = reg.terminations();
+            let live: Vec<(Id, TaskRecord)> = reg
+                .snapshot()
+                .into_iter()
+                .filter(|(id, _)| !self.baseline.tasks.contains(id))
+                .collect();
+            let classified: Vec<Survivor> = live
+                .iter()
+                .map(|(id, rec)| self.task_survivor(reg, *id, rec, None))
+                .collect();
+            match &first {
+                None => {
+                    first = Some(
+                        classified
+                            .iter()
+                            .zip(&live)
+                            .map(|(s, (id, _))| (*id, (s.component.clone(), s.description.clone())))
+                            .collect(),
+                    )
+                }
+                Some(f) => {
+                    let alive: FxHashSet<Id> = live.iter().map(|(id, _)| *id).collect();
+                    for id in f.keys() {
+                        if !alive.contains(id) {
+                            gone_at.entry(*id).or_insert_with(|| start.elapsed());
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if classified.iter().all(|s| s.status != Status::Unknown) || now >= deadline {
+                if now >= deadline && classified.iter().any(|s| s.status == Status::Unknown) {
+                    stats.timed_out = true;
+                }
+                break live;
+            }
+            // Event-driven: the terminate hook wakes us.
+            reg.wait_for_termination(seen, deadline - now);
+        };
+        if let Some(first) = first {
+            for (id, after) in gone_at {
+                if let Some((component, description)) = first.get(&id) {
+                    lingered.push(Lingered {
+                        kind: Kind::Task,
+                        component: component.clone(),
+                        description: description.clone(),
+                        exited_after_ms: ms(after),
+                    });
+                }
+            }
+        }
+        if survivors.is_empty() {
+            return Vec::new();
+        }
+        // Await traces for a few tasks per spawn site.
+        let mut per_site: HashMap<usize, usize> = HashMap::new();
+        let wanted: FxHashSet<Id> = survivors
+            .iter()
+            .filter(|(_, rec)| {
+                let n = per_site
+                    .entry(rec.location as *const _ as usize)
+                    .or_default();
+                *n += 1;
+                *n <= AWAIT_TRACES_PER_SITE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let traces = match tasks::dump(rt, &wanted, self.dump_timeout) {
+            DumpOutcome::Done(traces) => traces,
+            DumpOutcome::TimedOut(t) => {
+                notes.push(Note {
+                    kind: Some(Kind::Task),
+                    message: format!(
+                        "the task dump did not finish within {:.0} ms (a worker thread is blocked?): survivors are shown without await traces",
+                        ms(t)
+                    ),
+                });
+                FxHashMap::default()
+            }
+            DumpOutcome::Unsupported(why) => {
+                notes.push(Note {
+                    kind: Some(Kind::Task),
+                    message: why.into(),
+                });
+                FxHashMap::default()
+            }
+        };
+        if survivors.len() > wanted.len() {
+            notes.push(Note {
+                kind: Some(Kind::Task),
+                message: format!(
+                    "await traces are shown for up to {AWAIT_TRACES_PER_SITE} tasks per spawn site ({} of {} survivors)",
+                    wanted.len(),
+                    survivors.len()
+                ),
+            });
+        }
+        survivors
+            .iter()
+            .map(|(id, rec)| self.task_survivor(reg, *id, rec, traces.get(id).cloned()))
+            .collect()
+    }
+
+    fn settle_task_count(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        start: Instant,
+        stats: &mut SettleStats,
+    ) -> Vec<Survivor> {
+        let deadline = start + self.settle;
+        let mut backoff = BACKOFF_START;
+        loop {
+            stats.rounds += 1;
+            let extra = rt
+                .metrics()
+                .num_alive_tasks()
+                .saturating_sub(self.baseline.task_count);
+            let now = Instant::now();
+            if extra == 0 || now >= deadline {
+                stats.timed_out = extra > 0;
+                return (0..extra)
+                    .map(|i| Survivor {
+                        kind: Kind::Task,
+                        id: format!("?{i}"),
+                        component: "(unidentified)".into(),
+                        status: self.classify(&Subject { kind: Kind::Task, component: "(unidentified)", ..Default::default() }),
+                        description: "a task of the checked runtime (no spawn site without --cfg tokio_unstable)".into(),
+                        spawn_location: None,
+                        name: None,
+                        parent: None,
+                        user_frame: None,
+                        backtrace: Vec::new(),
+                        await_trace: None,
+                        age_ms: None,
+                    })
+                    .collect();
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+    }
+
+    fn task_survivor(
+        &self,
+        reg: &Registry,
+        id: Id,
+        rec: &TaskRecord,
+        await_trace: Option<AwaitTrace>,
+    ) -> Survivor {
+        let frames: Vec<Frame> = rec
+            .frames
+            .as_deref()
+            .map(|ips| lock(&self.symbols).resolve(ips))
+            .unwrap_or_default();
+        let user: Vec<Frame> = frames.into_iter().filter(|f| !f.is_runtime()).collect();
+        let mut component = self.task_component(rec).to_string();
+        if component == "tokio" || component == "std" {
+            if let Some(f) = user.first() {
+                component = component::of_function(&f.function);
+            }
+        }
+        let location = format!(
+            "{}:{}:{}",
+            rec.location.file(),
+            rec.location.line(),
+            rec.location.column()
+        );
+        let status = self.classify(&Subject {
+            kind: Kind::Task,
+            component: &component,
+            spawn_location: Some(&location),
+            frames: &user,
+            await_trace: await_trace.as_ref(),
+            task_name: rec.name.as_deref(),
+            ..Default::default()
+        });
+        let age = reg.epoch() + Duration::from_nanos(rec.spawned_ns);
+        Survivor {
+            kind: Kind::Task,
+            id: id.to_string(),
+            component,
+            status,
+            description: format!("task spawned at {location}"),
+            spawn_location: Some(location),
+            name: rec.name.as_deref().map(str::to_string),
+            parent: rec.parent.map(|p| p.to_string()),
+            user_frame: user.first().cloned(),
+            backtrace: user,
+            await_trace,
+            age_ms: Some(ms(age.elapsed())),
+        }
+    }
+
+    fn classify(&self, s: &Subject<'_>) -> Status {
+        match self.rules.first_match(s) {
+            Some(r) => Status::Known {
+                rule: r.name().to_string(),
+                reason: r.reason().to_string(),
+                origin: r.origin().map(str::to_string),
+            },
+            None => Status::Unknown,
+        }
+    }
+
+    fn process_survivors(
+        &self,
+        waiting: &HashSet<i32>,
+        excluded: &mut usize,
+    ) -> Vec<(String, Survivor)> {
+        let mut out = Vec::new();
+        if self.kinds.threads {
+            for t in process::threads() {
+                if self.baseline.threads.contains(&(t.tid, t.start)) {
+                    continue;
+                }
+                if waiting.contains(&t.tid) {
+                    *excluded += 1;
+                    continue;
+                }
+                let component = component::of_thread(&t.name);
+                let status = self.classify(&Subject {
+                    kind: Kind::Thread,
+                    component: &component,
+                    thread_name: Some(&t.name),
+                    ..Default::default()
+                });
+                let mut description = format!("thread `{}`", t.name);
+                if t.name == RUNTIME_THREAD_NAME {
+                    description.push_str(" (outlived the runtime's shutdown: a stuck spawn_blocking or block_in_place?)");
+                }
+                out.push((
+                    format!("t{}:{}", t.tid, t.start),
+                    Survivor::process(
+                        Kind::Thread,
+                        t.tid.to_string(),
+                        component,
+                        status,
+                        description,
+                        Some(t.name),
+                    ),
+                ));
+            }
+        }
+        if self.kinds.fds {
+            let fds: Vec<_> = process::fds()
+                .into_iter()
+                .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())))
+                .collect();
+            if !fds.is_empty() {
+                let sockets = SocketTable::read();
+                for f in fds {
+                    let component = f.kind(&sockets);
+                    let target = f.describe(&sockets);
+                    let status = self.classify(&Subject {
+                        kind: Kind::Fd,
+                        component: &component,
+                        fd_target: Some(&target),
+                        ..Default::default()
+                    });
+                    out.push((
+                        format!("f{}:{}", f.fd, f.target),
+                        Survivor::process(
+                            Kind::Fd,
+                            f.fd.to_string(),
+                            component,
+                            status,
+                            target,
+                            None,
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.kinds.children {
+            for c in process::children() {
+                if self.baseline.children.contains(&(c.pid, c.start)) {
+                    continue;
+                }
+                let component = component::of_cmdline(&c.cmdline);
+                let status = self.classify(&Subject {
+                    kind: Kind::Child,
+                    component: &component,
+                    child_cmdline: Some(&c.cmdline),
+                    ..Default::default()
+                });
+                let description = if c.state == 'Z' {
+                    format!("{} (exited, never waited for)", c.cmdline)
+                } else {
+                    c.cmdline.clone()
+                };
+                out.push((
+                    format!("c{}:{}", c.pid, c.start),
+                    Survivor::process(
+                        Kind::Child,
+                        c.pid.to_string(),
+                        component,
+                        status,
+                        description,
+                        None,
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    fn settle_process(
+        &self,
+        stats: &mut SettleStats,
+        lingered: &mut Vec<Lingered>,
+        notes: &mut Vec<Note>,
+    ) -> Vec<Survivor> {
+        let start = Instant::now();
+        let deadline = start + self.settle;
+        let mut backoff = BACKOFF_START;
+        let mut first: Option<HashMap<String, Survivor>> = None;
+        let mut gone_at: HashMap<String, Duration> = HashMap::new();
+        let mut excluded;
+        let survivors = loop {
+            stats.rounds += 1;
+            excluded = 0;
+            let waiting = SerialGuard::waiting();
+            let now_list = self.process_survivors(&waiting, &mut excluded);
+            match &first {
+                None => first = Some(now_list.iter().cloned().collect()),
+                Some(f) => {
+                    let alive: HashSet<&String> = now_list.iter().map(|(k, _)| k).collect();
+                    for k in f.keys() {
+                        if !alive.contains(k) {
+                            gone_at.entry(k.clone()).or_insert_with(|| start.elapsed());
+                        }
+                    }
+                }
+            }
+            let unknown = now_list.iter().any(|(_, s)| s.status == Status::Unknown);
+            let now = Instant::now();
+            if !unknown || now >= deadline {
+                if unknown {
+                    stats.timed_out = true;
+                }
+                break now_list;
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        };
+        if let Some(first) = first {
+            for (k, after) in gone_at {
+                if let Some(s) = first.get(&k) {
+                    lingered.push(Lingered {
+                        kind: s.kind,
+                        component: s.component.clone(),
+                        description: s.description.clone(),
+                        exited_after_ms: ms(after),
+                    });
+                }
+            }
+        }
+        if excluded > 0 {
+            notes.push(Note {
+                kind: Some(Kind::Thread),
+                message: format!(
+                    "{excluded} thread(s) waiting to start their own leak check were not counted"
+                ),
+            });
+        }
+        survivors.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
+impl Survivor {
+    fn process(
+        kind: Kind,
+        id: String,
+        component: String,
+        status: Status,
+        description: String,
+        name: Option<String>,
+    ) -> Self {
+        Survivor {
+            kind,
+            id,
+            component,
+            status,
+            description,
+            spawn_location: None,
+            name,
+            parent: None,
+            user_frame: None,
+            backtrace: Vec::new(),
+            await_trace: None,
+            age_ms: None,
+        }
+    }
+}
+
+fn lifecycle(checkpoints: &[(String, Counts)], fin: Counts) -> Lifecycle {
+    let mut columns: Vec<String> = checkpoints.iter().map(|(n, _)| n.clone()).collect();
+    columns.push("final".into());
+    let all: Vec<&Counts> = checkpoints
+        .iter()
+        .map(|(_, c)| c)
+        .chain(std::iter::once(&fin))
+        .collect();
+    let mut keys: Vec<&(Kind, String)> = all.iter().flat_map(|c| c.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let rows = keys
+        .into_iter()
+        .map(|k| LifecycleRow {
+            kind: k.0,
+            component: k.1.clone(),
+            counts: all.iter().map(|c| c.get(k).copied().unwrap_or(0)).collect(),
+        })
+        .collect();
+    Lifecycle { columns, rows }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// tokio creates a process-wide socket pair for signal delivery the first time a runtime with a
+/// signal driver is built, and keeps it for the life of the process: a harmless singleton. Create
+/// it before the first baseline so that no check blames its test for it.
+fn warm_up_tokio_globals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            drop(rt);
+        }
+    });
+}
+
+/// One check of process-wide kinds at a time per process. Threads blocked here are known to
+/// leakcheck and not blamed on the running check.
+struct SerialGuard;
+
+static SERIAL: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+static WAITING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+impl SerialGuard {
+    fn acquire() -> SerialGuard {
+        let tid = process::current_tid();
+        lock(&WAITING).push(tid);
+        let mut busy = lock(&SERIAL.0);
+        while *busy {
+            busy = SERIAL.1.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        lock(&WAITING).retain(|t| *t != tid);
+        SerialGuard
+    }
+
+    fn waiting() -> HashSet<i32> {
+        lock(&WAITING).iter().copied().collect()
+    }
+}
+
+impl Drop for SerialGuard {
+    fn drop(&mut self) {
+        *lock(&SERIAL.0) = false;
+        SERIAL.1.notify_one();
+    }
+}
+
+/// Names the tasks spawned inside `f` on this thread, so that reports show the name. tokio does
+/// not pass the name given to `tokio::task::Builder` to task hooks; wrap that call:
+///
+/// ```
+/// # let check = leakcheck::Check::builder().start_current_thread().unwrap();
+/// # let _g = check.handle().enter();
+/// let handle = leakcheck::with_task_name("dispatcher", || tokio::spawn(async {}));
+/// # drop(handle);
+/// ```
+pub fn with_task_name<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    tasks::with_name(name, f)
+}

@@ -1,0 +1,393 @@
+//! Configuration of a check: code defaults, `leakcheck.toml`, then `LEAKCHECK_*` variables.
+//!
+//! | variable | setting | default |
+//! |---|---|---|
+//! | `LEAKCHECK_SETTLE_MS` | [`CheckBuilder::settle_deadline`] | [`DEFAULT_SETTLE`] (1000 ms) |
+//! | `LEAKCHECK_DUMP_TIMEOUT_MS` | [`CheckBuilder::dump_timeout`] | [`DEFAULT_DUMP_TIMEOUT`] (1000 ms) |
+//! | `LEAKCHECK_SHUTDOWN_TIMEOUT_MS` | [`CheckBuilder::shutdown_timeout`] | [`DEFAULT_SHUTDOWN_TIMEOUT`] (1000 ms) |
+//! | `LEAKCHECK_BACKTRACE` | [`CheckBuilder::backtraces`] | [`DEFAULT_BACKTRACES`] (`true`) |
+//! | `LEAKCHECK_KINDS` | [`CheckBuilder::kinds`] | all: `tasks,threads,fds,children` |
+//! | `LEAKCHECK_CONFIG` | the file [`CheckBuilder::with_env`] reads | `leakcheck.toml` in the nearest ancestor of `CARGO_MANIFEST_DIR` (or the current directory) |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::report::Kind;
+use crate::rules::{FileConfig, Rule, RuleSet};
+use crate::Error;
+
+/// How long a check waits for survivors to exit before it calls them leaks, per phase (tasks
+/// while the runtime runs; threads, descriptors and children after it shut down).
+///
+/// Settling is event-driven (a task's exit wakes the check at once) or polls with a backoff from
+/// 50 µs to 5 ms, so a clean check never waits for this deadline: only a failing one does. One
+/// second is ten times the slowest clean shutdown we measured (an rdkafka client dropping its
+/// threads, 10-100 ms) and keeps a failing test fast.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
+
+/// How long a task dump may take before the check goes on without await traces. Dumps hang when
+/// a worker thread is blocked.
+pub const DEFAULT_DUMP_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long the checked runtime's shutdown may wait for blocking tasks (`spawn_blocking`)
+/// before the check reports their threads instead of hanging.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Whether spawn backtraces are captured (about 0.1-0.3 µs per spawn with frame pointers).
+pub const DEFAULT_BACKTRACES: bool = true;
+
+/// Which kinds of resources a check tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kinds {
+    /// Tokio tasks of the checked runtime.
+    pub tasks: bool,
+    /// OS threads.
+    pub threads: bool,
+    /// File descriptors.
+    pub fds: bool,
+    /// Child processes.
+    pub children: bool,
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Kinds {
+    /// Every kind.
+    pub const ALL: Kinds = Kinds {
+        tasks: true,
+        threads: true,
+        fds: true,
+        children: true,
+    };
+
+    /// Parses `tasks,threads,fds,children` (any subset, any order).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut k = Kinds {
+            tasks: false,
+            threads: false,
+            fds: false,
+            children: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "tasks" => k.tasks = true,
+                "threads" => k.threads = true,
+                "fds" => k.fds = true,
+                "children" => k.children = true,
+                other => {
+                    return Err(format!(
+                        "unknown kind `{other}`: expected a comma-separated list of tasks, threads, fds, children"
+                    ))
+                }
+            }
+        }
+        Ok(k)
+    }
+
+    pub(crate) fn list(&self) -> Vec<Kind> {
+        [
+            (self.tasks, Kind::Task),
+            (self.threads, Kind::Thread),
+            (self.fds, Kind::Fd),
+            (self.children, Kind::Child),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect()
+    }
+
+    pub(crate) fn any_process(&self) -> bool {
+        self.threads || self.fds || self.children
+    }
+}
+
+/// Configures and starts a [`Check`](crate::Check).
+///
+/// `Default` takes every setting from the `DEFAULT_*` constants; nothing is read from the
+/// environment unless [`with_env`](Self::with_env) is called.
+#[derive(Clone, Debug)]
+pub struct CheckBuilder {
+    pub(crate) label: Option<String>,
+    pub(crate) settle: Duration,
+    pub(crate) dump_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) backtraces: bool,
+    pub(crate) kinds: Kinds,
+    pub(crate) rules: RuleSet,
+}
+
+impl Default for CheckBuilder {
+    fn default() -> Self {
+        Self {
+            label: None,
+            settle: DEFAULT_SETTLE,
+            dump_timeout: DEFAULT_DUMP_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            backtraces: DEFAULT_BACKTRACES,
+            kinds: Kinds::ALL,
+            rules: RuleSet::new(),
+        }
+    }
+}
+
+impl CheckBuilder {
+    /// Names the check in its report (usually the test's name).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Sets the settle deadline (default [`DEFAULT_SETTLE`]).
+    pub fn settle_deadline(mut self, d: Duration) -> Self {
+        self.settle = d;
+        self
+    }
+
+    /// Sets the task dump timeout (default [`DEFAULT_DUMP_TIMEOUT`]).
+    pub fn dump_timeout(mut self, d: Duration) -> Self {
+        self.dump_timeout = d;
+        self
+    }
+
+    /// Sets the runtime shutdown timeout (default [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Turns spawn backtraces on or off (default [`DEFAULT_BACKTRACES`]).
+    pub fn backtraces(mut self, on: bool) -> Self {
+        self.backtraces = on;
+        self
+    }
+
+    /// Chooses which kinds are checked (default: all).
+    pub fn kinds(mut self, kinds: Kinds) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
+    /// Allows survivors that match `rule`. Rules added in code come before file rules, so the
+    /// narrower scope's reason is shown; no rule ever replaces another.
+    pub fn allow(mut self, rule: Rule) -> Self {
+        let mut rules = RuleSet::new();
+        rules.push(rule);
+        rules.extend(std::mem::take(&mut self.rules));
+        self.rules = rules;
+        self
+    }
+
+    /// Applies a configuration file: its settings, and its rules after the ones already set.
+    pub fn with_file(self, path: &Path) -> Result<Self, Error> {
+        let file = FileConfig::read(path)?;
+        self.apply_file(file)
+    }
+
+    fn apply_file(mut self, file: FileConfig) -> Result<Self, Error> {
+        let s = file.settings;
+        if let Some(ms) = s.settle_ms {
+            self.settle = Duration::from_millis(ms);
+        }
+        if let Some(ms) = s.dump_timeout_ms {
+            self.dump_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = s.shutdown_timeout_ms {
+            self.shutdown_timeout = Duration::from_millis(ms);
+        }
+        if let Some(b) = s.backtrace {
+            self.backtraces = b;
+        }
+        if let Some(k) = s.kinds {
+            self.kinds = Kinds::parse(&k.join(",")).map_err(|reason| Error::ParseFile {
+                path: file.path.clone(),
+                message: format!("settings.kinds: {reason}"),
+            })?;
+        }
+        self.rules.extend(file.rules);
+        Ok(self)
+    }
+
+    /// Reads the environment: the configuration file (`LEAKCHECK_CONFIG`, or `leakcheck.toml`
+    /// found upward from `CARGO_MANIFEST_DIR` or the current directory), then each
+    /// `LEAKCHECK_*` variable over it. An empty variable counts as unset; an invalid value is an
+    /// error naming the variable.
+    pub fn with_env(self) -> Result<Self, Error> {
+        self.with_env_from(|k| std::env::var(k).ok())
+    }
+
+    pub(crate) fn with_env_from(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let file = match get("LEAKCHECK_CONFIG") {
+            Some(p) => Some(PathBuf::from(p)),
+            None => get("CARGO_MANIFEST_DIR")
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_dir().ok())
+                .and_then(|d| FileConfig::find(&d)),
+        };
+        if let Some(path) = file {
+            self = self.with_file(&path)?;
+        }
+        let ms = |var: &'static str| -> Result<Option<Duration>, Error> {
+            get(var)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| Error::Env {
+                            var,
+                            value: v.clone(),
+                            reason: "expected a whole number of milliseconds".into(),
+                        })
+                })
+                .transpose()
+        };
+        if let Some(d) = ms("LEAKCHECK_SETTLE_MS")? {
+            self.settle = d;
+        }
+        if let Some(d) = ms("LEAKCHECK_DUMP_TIMEOUT_MS")? {
+            self.dump_timeout = d;
+        }
+        if let Some(d) = ms("LEAKCHECK_SHUTDOWN_TIMEOUT_MS")? {
+            self.shutdown_timeout = d;
+        }
+        if let Some(v) = get("LEAKCHECK_BACKTRACE") {
+            self.backtraces = match v.trim() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                _ => {
+                    return Err(Error::Env {
+                        var: "LEAKCHECK_BACKTRACE",
+                        value: v,
+                        reason: "expected one of 1, 0, true, false, on, off".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("LEAKCHECK_KINDS") {
+            self.kinds = Kinds::parse(&v).map_err(|reason| Error::Env {
+                var: "LEAKCHECK_KINDS",
+                value: v,
+                reason,
+            })?;
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn no_file() -> (&'static str, &'static str) {
+        ("CARGO_MANIFEST_DIR", "/nonexistent-leakcheck-dir")
+    }
+
+    #[test]
+    fn defaults_come_from_the_constants() {
+        let b = CheckBuilder::default();
+        assert_eq!(b.settle, DEFAULT_SETTLE);
+        assert_eq!(b.dump_timeout, DEFAULT_DUMP_TIMEOUT);
+        assert_eq!(b.backtraces, DEFAULT_BACKTRACES);
+        assert_eq!(b.kinds, Kinds::ALL);
+    }
+
+    #[test]
+    fn env_overrides_and_empty_counts_as_unset() {
+        let b = CheckBuilder::default()
+            .with_env_from(env(&[
+                no_file(),
+                ("LEAKCHECK_SETTLE_MS", "250"),
+                ("LEAKCHECK_BACKTRACE", "off"),
+                ("LEAKCHECK_KINDS", "tasks, fds"),
+                ("LEAKCHECK_DUMP_TIMEOUT_MS", ""),
+            ]))
+            .unwrap();
+        assert_eq!(b.settle, Duration::from_millis(250));
+        assert!(!b.backtraces);
+        assert_eq!(
+            b.kinds,
+            Kinds {
+                tasks: true,
+                threads: false,
+                fds: true,
+                children: false
+            }
+        );
+        assert_eq!(b.dump_timeout, DEFAULT_DUMP_TIMEOUT);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        for (var, value) in [
+            ("LEAKCHECK_SETTLE_MS", "1s"),
+            ("LEAKCHECK_BACKTRACE", "maybe"),
+            ("LEAKCHECK_KINDS", "tasks,sockets"),
+        ] {
+            let e = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), (var, value)]))
+                .unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(var) && msg.contains(value), "{msg}");
+        }
+    }
+
+    #[test]
+    fn env_wins_over_the_file_and_the_file_over_the_default() {
+        let dir = std::env::temp_dir().join(format!("leakcheck-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("member")).unwrap();
+        std::fs::write(
+            dir.join("leakcheck.toml"),
+            "[settings]\nsettle_ms = 300\ndump_timeout_ms = 400\n\n[[allow]]\nname = \"f\"\nreason = \"file\"\nthread_name = \"x\"\n",
+        )
+        .unwrap();
+        let member = dir.join("member").display().to_string();
+        let b = CheckBuilder::default()
+            .with_env_from(env(&[
+                ("CARGO_MANIFEST_DIR", &member),
+                ("LEAKCHECK_SETTLE_MS", "50"),
+            ]))
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(b.settle, Duration::from_millis(50));
+        assert_eq!(b.dump_timeout, Duration::from_millis(400));
+        assert_eq!(b.rules.iter().map(|r| r.name()).collect::<Vec<_>>(), ["f"]);
+    }
+
+    #[test]
+    fn code_rules_come_first_and_file_rules_add_up() {
+        let b = CheckBuilder::default()
+            .allow(Rule::builder("code", "c").thread_name("a").build().unwrap())
+            .apply_file(
+                FileConfig::parse(
+                    "[[allow]]\nname = \"file\"\nreason = \"f\"\nthread_name = \"b\"\n",
+                    Path::new("leakcheck.toml"),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+            .allow(
+                Rule::builder("narrow", "n")
+                    .thread_name("c")
+                    .build()
+                    .unwrap(),
+            );
+        let names: Vec<_> = b.rules.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["narrow", "code", "file"]);
+    }
+}

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod check;
+mod component;
+mod config;
+mod error;
+mod process;
+mod report;
+mod rules;
+mod tasks;
+
+pub use check::{with_task_name, Check, RUNTIME_THREAD_NAME};
+pub use config::{
+    CheckBuilder, Kinds, DEFAULT_BACKTRACES, DEFAULT_DUMP_TIMEOUT, DEFAULT_SETTLE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
+pub use error::Error;
+pub use report::{
+    Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
+    SCHEMA_VERSION,
+};
+pub use rules::{FileConfig, Rule, RuleBuilder, RuleSet};
+pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
+
+/// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    /// Captures a spawn backtrace as the spawn hook does (for the benchmark).
+    pub fn capture_backtrace() -> usize {
+        crate::tasks::capture_for_bench()
+    }
+}

@@ -1,0 +1,394 @@
+//! Human text and its normalized form for snapshots: one renderer, two styles.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::normalized::{count_bucket, normalize};
+use super::{Kind, Report, Status, Survivor};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Human,
+    Normalized,
+}
+
+impl Report {
+    /// The report for a person: headline, survivors grouped by spawn site, the lifecycle table,
+    /// settling, notes and one hint.
+    pub fn to_text(&self) -> String {
+        render(self, Style::Human)
+    }
+
+    /// The report without ids, addresses, absolute paths, timings and counts that vary from run
+    /// to run: stable input for `insta` snapshots.
+    pub fn to_normalized(&self) -> String {
+        render(self, Style::Normalized)
+    }
+}
+
+/// Survivors that share kind, status, component and site.
+struct Group<'a> {
+    members: Vec<&'a Survivor>,
+}
+
+fn group_key(s: &Survivor) -> (bool, Kind, String, String, String) {
+    let status = match &s.status {
+        Status::Known { rule, .. } => rule.clone(),
+        Status::Unknown => String::new(),
+    };
+    let site = match s.kind {
+        Kind::Task => s
+            .spawn_location
+            .clone()
+            .unwrap_or_else(|| s.description.clone()),
+        _ => normalize(&s.description),
+    };
+    (
+        s.status != Status::Unknown,
+        s.kind,
+        s.component.clone(),
+        status,
+        site,
+    )
+}
+
+fn render(r: &Report, style: Style) -> String {
+    let norm = |t: &str| match style {
+        Style::Human => t.to_string(),
+        Style::Normalized => normalize(t),
+    };
+    let mut out = String::new();
+    let unknown: Vec<_> = r.unknown().collect();
+    let known = r.known().count();
+    let label = r
+        .label
+        .as_deref()
+        .map(|l| format!(" in `{l}`"))
+        .unwrap_or_default();
+
+    // Headline.
+    if unknown.is_empty() {
+        let _ = write!(out, "leakcheck: clean{label}");
+        if known > 0 {
+            let _ = write!(
+                out,
+                " ({} known survivor{})",
+                num(known, style),
+                plural(known)
+            );
+        }
+    } else {
+        let mut per_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+        for s in &unknown {
+            *per_kind.entry(s.kind).or_default() += 1;
+        }
+        let kinds: Vec<_> = per_kind
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "{} {}",
+                    num(*n, style),
+                    if *n == 1 { k.singular() } else { k.plural() }
+                )
+            })
+            .collect();
+        let _ = write!(out, "leakcheck: leaked {}{label}", kinds.join(", "));
+        if known > 0 {
+            let _ = write!(
+                out,
+                " (and {} known survivor{})",
+                num(known, style),
+                plural(known)
+            );
+        }
+    }
+    out.push('\n');
+
+    // Survivors, grouped.
+    let mut groups: BTreeMap<_, Group<'_>> = BTreeMap::new();
+    for s in &r.survivors {
+        groups
+            .entry(group_key(s))
+            .or_insert_with(|| Group {
+                members: Vec::new(),
+            })
+            .members
+            .push(s);
+    }
+    for g in groups.values() {
+        out.push('\n');
+        render_group(&mut out, g, style, &norm);
+    }
+
+    // Lingered.
+    if !r.lingered.is_empty() {
+        out.push('\n');
+        let mut by: BTreeMap<(Kind, String, String), (usize, f64)> = BTreeMap::new();
+        for l in &r.lingered {
+            let e = by
+                .entry((l.kind, l.component.clone(), norm(&l.description)))
+                .or_default();
+            e.0 += 1;
+            e.1 = e.1.max(l.exited_after_ms);
+        }
+        out.push_str("lingered after the body, then exited (not leaks):\n");
+        for ((kind, component, desc), (n, ms)) in by {
+            let _ = write!(out, "  {} · {component} · {desc}", kind.singular());
+            if style == Style::Human {
+                let _ = write!(out, " ×{n}, gone after {ms:.1} ms");
+            }
+            out.push('\n');
+        }
+    }
+
+    // Lifecycle table.
+    if r.lifecycle.columns.len() > 2 || !r.lifecycle.rows.is_empty() {
+        out.push('\n');
+        render_lifecycle(&mut out, r, style);
+    }
+
+    // Settling.
+    if style == Style::Human {
+        let _ = writeln!(
+            out,
+            "\nsettled in {:.1} ms ({} rounds, deadline {:.0} ms){}",
+            r.settle.elapsed_ms,
+            r.settle.rounds,
+            r.settle.deadline_ms,
+            if r.settle.timed_out {
+                ": deadline passed with unknown survivors left"
+            } else {
+                ""
+            }
+        );
+    }
+
+    // Notes.
+    if !r.notes.is_empty() {
+        out.push('\n');
+        for n in &r.notes {
+            let _ = writeln!(out, "note: {}", norm(&n.message));
+        }
+    }
+
+    // One hint.
+    if let Some(first) = unknown.first() {
+        out.push('\n');
+        out.push_str(&hint(first, style));
+    }
+    out
+}
+
+fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&str) -> String) {
+    let s = g.members[0];
+    let n = g.members.len();
+    let status = match &s.status {
+        Status::Unknown => "UNKNOWN".to_string(),
+        Status::Known { .. } => "KNOWN".to_string(),
+    };
+    let what = match s.kind {
+        Kind::Task => s
+            .spawn_location
+            .as_deref()
+            .map(|l| format!("spawned at {}", norm(l)))
+            .unwrap_or_else(|| norm(&s.description)),
+        _ => norm(&s.description),
+    };
+    let count = match style {
+        Style::Human => format!(" ×{n}"),
+        Style::Normalized => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{status} {}{count} · {} · {what}",
+        s.kind.singular(),
+        s.component
+    );
+    if let Status::Known {
+        rule,
+        reason,
+        origin,
+    } = &s.status
+    {
+        let from = origin
+            .as_deref()
+            .map(|o| format!(" ({})", norm(o)))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    allowed by  rule `{rule}`{from}: {reason}");
+    }
+    if let Some(name) = &s.name {
+        if s.kind == Kind::Task {
+            let _ = writeln!(out, "    name        {}", norm(name));
+        }
+    }
+    if let Some(f) = &s.user_frame {
+        let _ = writeln!(out, "    spawned in  {}", norm(&f.display()));
+    }
+    if let Some(t) = &s.await_trace {
+        if t.leaves.is_empty() {
+            let _ = writeln!(out, "    waiting on  no tokio resource (a future nothing will wake, such as `pending()`)");
+        }
+        for leaf in &t.leaves {
+            let at = leaf.frames.first().map(|f| norm(&f.display()));
+            match (&leaf.resource, at) {
+                (Some(r), Some(at)) => {
+                    let _ = writeln!(out, "    waiting on  {} in {at}", norm(r));
+                }
+                (Some(r), None) => {
+                    let _ = writeln!(out, "    waiting on  {}", norm(r));
+                }
+                (None, Some(at)) => {
+                    let _ = writeln!(out, "    waiting in  {at}");
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    if s.parent.is_some() {
+        let parents: Vec<_> = g.members.iter().filter_map(|m| m.parent.clone()).collect();
+        match style {
+            Style::Human => {
+                let _ = writeln!(out, "    spawned by  task {}", parents.join(", "));
+            }
+            Style::Normalized => {
+                let _ = writeln!(out, "    spawned by  another task");
+            }
+        }
+    }
+    if style == Style::Human {
+        let ids: Vec<_> = g.members.iter().take(8).map(|m| m.id.as_str()).collect();
+        let more = if n > 8 {
+            format!(" and {} more", n - 8)
+        } else {
+            String::new()
+        };
+        let age = g
+            .members
+            .iter()
+            .filter_map(|m| m.age_ms)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        let id_name = match s.kind {
+            Kind::Task => "task id",
+            Kind::Thread => "tid",
+            Kind::Fd => "fd",
+            Kind::Child => "pid",
+        };
+        let _ = write!(out, "    {id_name:<11} {}{more}", ids.join(", "));
+        if let Some(a) = age {
+            let _ = write!(out, "; alive {a:.1} ms");
+        }
+        out.push('\n');
+    }
+}
+
+fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
+    let cols = &r.lifecycle.columns;
+    let head_w = r
+        .lifecycle
+        .rows
+        .iter()
+        .map(|row| row.kind.singular().len() + 1 + row.component.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let cell = |n: usize, prev: Option<usize>| -> String {
+        match style {
+            Style::Human => match prev {
+                Some(p) if p != n => format!("{n} ({:+})", n as i64 - p as i64),
+                _ => n.to_string(),
+            },
+            Style::Normalized => count_bucket(n).to_string(),
+        }
+    };
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            r.lifecycle
+                .rows
+                .iter()
+                .map(|row| cell(row.counts[i], i.checked_sub(1).map(|p| row.counts[p])).len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let _ = write!(out, "{:<head_w$}", "lifecycle");
+    for (c, w) in cols.iter().zip(&widths) {
+        let _ = write!(out, "  {c:>w$}");
+    }
+    out.push('\n');
+    for row in &r.lifecycle.rows {
+        let head = format!("{} {}", row.kind.singular(), row.component);
+        let _ = write!(out, "{head:<head_w$}");
+        for (i, w) in widths.iter().enumerate() {
+            let c = cell(row.counts[i], i.checked_sub(1).map(|p| row.counts[p]));
+            let _ = write!(out, "  {c:>w$}");
+        }
+        out.push('\n');
+    }
+}
+
+fn hint(s: &Survivor, style: Style) -> String {
+    let (key, value) = match s.kind {
+        Kind::Task => (
+            "spawn_location",
+            s.spawn_location
+                .clone()
+                .map(|l| file_of(&l))
+                .unwrap_or_default(),
+        ),
+        Kind::Thread => ("thread_name", s.name.clone().unwrap_or_default()),
+        Kind::Fd => ("fd_target", s.description.clone()),
+        Kind::Child => ("child_cmdline", s.description.clone()),
+    };
+    let value = match style {
+        Style::Human => value,
+        Style::Normalized => normalize(&value),
+    };
+    let fix = match s.kind {
+        Kind::Task => {
+            "await its JoinHandle (or abort it) before the check ends, and drop what it waits on"
+        }
+        Kind::Thread => "join the thread (or drop the client that owns it) before the check ends",
+        Kind::Fd => "close the descriptor (drop the socket, file or client) before the check ends",
+        Kind::Child => "kill and wait for the child before the check ends",
+    };
+    format!(
+        "hint: {fix}. If it is harmless, allow it in leakcheck.toml:\n  [[allow]]\n  name = \"...\"\n  reason = \"...\"\n  kind = \"{}\"\n  {key} = '{}'\n",
+        match s.kind {
+            Kind::Task => "task",
+            Kind::Thread => "thread",
+            Kind::Fd => "fd",
+            Kind::Child => "child",
+        },
+        regex::escape(&value)
+    )
+}
+
+/// `src/a.rs:10:5` → `src/a.rs`: a rule on the file survives edits above the line.
+fn file_of(location: &str) -> String {
+    let mut parts = location.rsplitn(3, ':');
+    let (col, line, file) = (parts.next(), parts.next(), parts.next());
+    match (col, line, file) {
+        (Some(c), Some(l), Some(f)) if c.parse::<u32>().is_ok() && l.parse::<u32>().is_ok() => {
+            f.to_string()
+        }
+        _ => location.to_string(),
+    }
+}
+
+fn num(n: usize, style: Style) -> String {
+    match style {
+        Style::Human => n.to_string(),
+        Style::Normalized => count_bucket(n).to_string(),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

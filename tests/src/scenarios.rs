@@ -1,0 +1,508 @@
+//! Leak scenarios. A body gets the check (to spawn onto its runtime) and whether to leak; it
+//! returns a `Leftovers` that the caller drops after the report, so a leaky scenario releases
+//! what it leaked (threads unblocked, children killed) before the next test.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use leakcheck::{Check, CheckBuilder, Kind, Rule};
+
+/// What a leak must look like in the report.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub kind: Kind,
+    /// The survivor's component, exactly.
+    pub component: &'static str,
+    /// A fragment of its description (spawn site, thread name, target, command line).
+    pub description: &'static str,
+    /// `None` for an unknown survivor (a failure); `Some(rule)` for a known one.
+    pub known_as: Option<&'static str>,
+}
+
+/// Anything a scenario keeps alive until the report is taken; dropped afterwards.
+pub type Leftovers = Vec<Box<dyn Send>>;
+
+pub struct Scenario {
+    pub name: &'static str,
+    /// The check's configuration (runtime flavor and rules are chosen by `start`).
+    pub configure: fn(CheckBuilder) -> CheckBuilder,
+    pub start: fn(CheckBuilder) -> Check,
+    pub body: fn(&Check, bool) -> Leftovers,
+    /// The survivors the leaky variant must show (each entry one or more); the clean twin must
+    /// show none unknown.
+    pub expected: &'static [Expected],
+    /// Whether the leaky variant still passes (lingering tasks, known survivors).
+    pub leaky_passes: bool,
+}
+
+fn multi(b: CheckBuilder) -> Check {
+    b.start_multi_thread(2).expect("start check")
+}
+
+fn current(b: CheckBuilder) -> Check {
+    b.start_current_thread().expect("start check")
+}
+
+fn sync(b: CheckBuilder) -> Check {
+    b.start().expect("start check")
+}
+
+fn same(b: CheckBuilder) -> CheckBuilder {
+    b
+}
+
+const THIS_FILE: &str = "tests::scenarios";
+
+/// Releases a blocked thread when dropped.
+struct Release(mpsc::Sender<()>);
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Kills and reaps a child when dropped.
+struct Reap(std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn infinite_loop(check: &Check, leaky: bool) -> Leftovers {
+    check.block_on(async {
+        let task = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        if !leaky {
+            task.abort();
+            let _ = task.await;
+        }
+    });
+    Vec::new()
+}
+
+fn channel_blocked(check: &Check, leaky: bool) -> Leftovers {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+    let task = check
+        .handle()
+        .spawn(async move { while rx.recv().await.is_some() {} });
+    if leaky {
+        // The sender outlives the check: the task waits forever.
+        return vec![Box::new(tx)];
+    }
+    drop(tx);
+    check.block_on(task).unwrap();
+    Vec::new()
+}
+
+fn interval_loop(check: &Check, leaky: bool) -> Leftovers {
+    check.block_on(async {
+        let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stop => break,
+                }
+            }
+        });
+        if leaky {
+            std::mem::forget(stop_tx);
+        } else {
+            stop_tx.send(()).unwrap();
+            task.await.unwrap();
+        }
+    });
+    Vec::new()
+}
+
+/// A pool whose `close()` joins its workers but, in the broken variant, not its dispatcher.
+struct Pool {
+    jobs: Option<tokio::sync::mpsc::Sender<u32>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
+    _dispatch_tx: Option<tokio::sync::mpsc::Sender<u32>>,
+}
+
+impl Pool {
+    fn new(workers: usize) -> Pool {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(16);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let (dtx, mut drx) = tokio::sync::mpsc::channel::<u32>(16);
+        let workers = (0..workers)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move { while rx.lock().await.recv().await.is_some() {} })
+            })
+            .collect();
+        let forward = tx.clone();
+        let dispatcher = tokio::spawn(async move {
+            while let Some(j) = drx.recv().await {
+                if forward.send(j).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Pool {
+            jobs: Some(tx),
+            workers,
+            dispatcher: Some(dispatcher),
+            _dispatch_tx: Some(dtx),
+        }
+    }
+
+    async fn close(mut self, join_dispatcher: bool) -> Leftovers {
+        drop(self.jobs.take());
+        let mut keep: Leftovers = Vec::new();
+        if join_dispatcher {
+            drop(self._dispatch_tx.take());
+            self.dispatcher.take().unwrap().await.unwrap();
+        } else {
+            // The bug: the dispatcher's input stays open and nobody awaits it.
+            keep.push(Box::new(self._dispatch_tx.take()));
+        }
+        for w in self.workers.drain(..) {
+            if join_dispatcher {
+                w.await.unwrap();
+            } else {
+                w.abort();
+            }
+        }
+        keep
+    }
+}
+
+fn pool_dispatcher(check: &Check, leaky: bool) -> Leftovers {
+    check.block_on(async {
+        let pool = Pool::new(2);
+        pool.close(!leaky).await
+    })
+}
+
+fn stuck_spawn_blocking(check: &Check, leaky: bool) -> Leftovers {
+    let (tx, rx) = mpsc::channel::<()>();
+    let task = check.handle().spawn_blocking(move || {
+        let _ = rx.recv();
+    });
+    if leaky {
+        return vec![Box::new(Release(tx))];
+    }
+    drop(tx);
+    check.block_on(task).unwrap();
+    Vec::new()
+}
+
+fn std_thread(_check: &Check, leaky: bool) -> Leftovers {
+    let (tx, rx) = mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("orphan-worker".into())
+        .spawn(move || {
+            let _ = rx.recv();
+        })
+        .unwrap();
+    if leaky {
+        return vec![Box::new(Release(tx))];
+    }
+    drop(tx);
+    t.join().unwrap();
+    Vec::new()
+}
+
+fn tcp_left_open(_check: &Check, leaky: bool) -> Leftovers {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    drop(listener);
+    drop(server);
+    if leaky {
+        return vec![Box::new(client)];
+    }
+    drop(client);
+    Vec::new()
+}
+
+fn child_running(_check: &Check, leaky: bool) -> Leftovers {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    if leaky {
+        return vec![Box::new(Reap(child))];
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Vec::new()
+}
+
+fn child_never_waited(_check: &Check, leaky: bool) -> Leftovers {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    if leaky {
+        // Exited, but nobody waits: a zombie. Wait until it has exited (not a blind sleep).
+        let pid = child.id();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        {
+            std::thread::yield_now();
+        }
+        return vec![Box::new(Reap(child))];
+    }
+    child.wait().unwrap();
+    Vec::new()
+}
+
+fn file_left_open(_check: &Check, leaky: bool) -> Leftovers {
+    let path = std::env::temp_dir().join(format!("leakcheck-scenario-{}.log", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    writeln!(f, "hello").unwrap();
+    if leaky {
+        return vec![Box::new(f)];
+    }
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    Vec::new()
+}
+
+fn lingers_50ms(check: &Check, _leaky: bool) -> Leftovers {
+    check
+        .handle()
+        .spawn(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    Vec::new()
+}
+
+fn exits_after_deadline(check: &Check, leaky: bool) -> Leftovers {
+    let wait = if leaky { 400 } else { 20 };
+    check
+        .handle()
+        .spawn(async move { tokio::time::sleep(Duration::from_millis(wait)).await });
+    Vec::new()
+}
+
+fn short_deadline(b: CheckBuilder) -> CheckBuilder {
+    b.settle_deadline(Duration::from_millis(100))
+}
+
+/// Stands for a third-party library's harmless global ticker.
+mod metrics_lib {
+    pub fn start_global_ticker() {
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+    }
+}
+
+fn known_singleton(check: &Check, _leaky: bool) -> Leftovers {
+    check.block_on(async { metrics_lib::start_global_ticker() });
+    Vec::new()
+}
+
+fn allow_metrics(b: CheckBuilder) -> CheckBuilder {
+    b.allow(
+        Rule::builder(
+            "metrics-ticker",
+            "the metrics library starts one global ticker and never stops it",
+        )
+        .kind(Kind::Task)
+        .top_frame(r"metrics_lib::start_global_ticker")
+        .build()
+        .unwrap(),
+    )
+}
+
+fn spawned_by_leaked(check: &Check, leaky: bool) -> Leftovers {
+    check.block_on(async {
+        let parent = tokio::spawn(async {
+            let child = tokio::spawn(std::future::pending::<()>());
+            // Aborting the parent drops this guard, which aborts the child.
+            let _guard = AbortOnDrop(child.abort_handle());
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        if !leaky {
+            parent.abort();
+            let _ = parent.await;
+        }
+    });
+    Vec::new()
+}
+
+fn forgotten_pending(check: &Check, leaky: bool) -> Leftovers {
+    let task = check.handle().spawn(std::future::pending::<()>());
+    if !leaky {
+        task.abort();
+        let _ = check.block_on(task);
+    }
+    Vec::new()
+}
+
+macro_rules! exp {
+    ($kind:ident, $component:expr, $desc:expr) => {
+        Expected {
+            kind: Kind::$kind,
+            component: $component,
+            description: $desc,
+            known_as: None,
+        }
+    };
+    ($kind:ident, $component:expr, $desc:expr, known $rule:expr) => {
+        Expected {
+            kind: Kind::$kind,
+            component: $component,
+            description: $desc,
+            known_as: Some($rule),
+        }
+    };
+}
+
+/// The corpus.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "infinite_loop_task",
+        configure: same,
+        start: multi,
+        body: infinite_loop,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "channel_sender_kept_alive",
+        configure: same,
+        start: current,
+        body: channel_blocked,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "interval_never_cancelled",
+        configure: same,
+        start: multi,
+        body: interval_loop,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "pool_close_skips_dispatcher",
+        configure: same,
+        start: multi,
+        body: pool_dispatcher,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "stuck_spawn_blocking",
+        configure: |b| b.shutdown_timeout(Duration::from_millis(100)),
+        start: multi,
+        body: stuck_spawn_blocking,
+        expected: &[
+            exp!(Thread, "tokio (checked runtime)", "stuck spawn_blocking"),
+            // The blocked thread keeps the runtime's drivers alive.
+            exp!(Fd, "epoll", "eventpoll"),
+            exp!(Fd, "eventfd", "eventfd"),
+            exp!(Fd, "unix", "unix"),
+        ],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "std_thread_never_joined",
+        configure: same,
+        start: sync,
+        body: std_thread,
+        expected: &[exp!(Thread, "orphan-worker", "thread `orphan-worker`")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "tcp_connection_left_open",
+        configure: same,
+        start: sync,
+        body: tcp_left_open,
+        expected: &[exp!(Fd, "tcp", "tcp 127.0.0.1:")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "child_left_running",
+        configure: same,
+        start: sync,
+        body: child_running,
+        expected: &[exp!(Child, "sleep", "sleep 30")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "child_never_waited",
+        configure: same,
+        start: sync,
+        body: child_never_waited,
+        expected: &[exp!(Child, "true", "never waited for")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "file_left_open",
+        configure: same,
+        start: sync,
+        body: file_left_open,
+        expected: &[exp!(Fd, "file", "leakcheck-scenario-")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "task_lingers_50ms",
+        configure: same,
+        start: multi,
+        body: lingers_50ms,
+        expected: &[],
+        leaky_passes: true,
+    },
+    Scenario {
+        name: "task_exits_after_deadline",
+        configure: short_deadline,
+        start: multi,
+        body: exits_after_deadline,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "known_singleton",
+        configure: allow_metrics,
+        start: multi,
+        body: known_singleton,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs", known "metrics-ticker")],
+        leaky_passes: true,
+    },
+    Scenario {
+        name: "task_spawned_by_leaked_task",
+        configure: same,
+        start: multi,
+        body: spawned_by_leaked,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "join_handle_dropped_on_pending",
+        configure: same,
+        start: current,
+        body: forgotten_pending,
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+    },
+];
+
+/// Finds a scenario by name.
+pub fn scenario(name: &str) -> &'static Scenario {
+    SCENARIOS
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no scenario `{name}`"))
+}
