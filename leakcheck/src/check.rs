@@ -37,7 +37,7 @@ enum RuntimeSpec {
     None,
     CurrentThread,
     MultiThread(usize),
-    Custom(tokio::runtime::Builder),
+    Custom(Box<tokio::runtime::Builder>),
 }
 
 impl CheckBuilder {
@@ -60,7 +60,7 @@ impl CheckBuilder {
     /// Starts a check on a runtime built from the caller's own `builder`, after installing the
     /// task hooks on it (they replace any spawn/terminate hooks the builder had).
     pub fn start_with(self, builder: tokio::runtime::Builder) -> Result<Check, Error> {
-        Check::start(self, RuntimeSpec::Custom(builder))
+        Check::start(self, RuntimeSpec::Custom(Box::new(builder)))
     }
 }
 
@@ -150,7 +150,7 @@ impl Check {
                         b.worker_threads(n);
                         b
                     }
-                    RuntimeSpec::Custom(b) => b,
+                    RuntimeSpec::Custom(b) => *b,
                     RuntimeSpec::None => unreachable!(),
                 };
                 if !custom {
@@ -264,7 +264,8 @@ impl Check {
                 }
             }
         }
-        for t in threads {
+        let waiting = SerialGuard::waiting();
+        for t in threads.iter().filter(|t| !waiting.contains(&t.tid)) {
             *c.entry((Kind::Thread, component::of_thread(&t.name)))
                 .or_default() += 1;
         }
@@ -320,7 +321,7 @@ impl Check {
             }
         }
         if self.kinds.any_process() {
-            survivors.extend(self.settle_process(&mut stats, &mut lingered, &mut notes));
+            survivors.extend(self.settle_process(&mut stats, &mut lingered));
         }
         stats.elapsed_ms = ms(start.elapsed());
 
@@ -709,7 +710,6 @@ impl Check {
         &self,
         stats: &mut SettleStats,
         lingered: &mut Vec<Lingered>,
-        notes: &mut Vec<Note>,
     ) -> Vec<Survivor> {
         let start = Instant::now();
         let deadline = start + self.settle;
@@ -756,14 +756,7 @@ impl Check {
                 }
             }
         }
-        if excluded > 0 {
-            notes.push(Note {
-                kind: Some(Kind::Thread),
-                message: format!(
-                    "{excluded} thread(s) waiting to start their own leak check were not counted"
-                ),
-            });
-        }
+        stats.waiting_threads = excluded;
         survivors.into_iter().map(|(_, s)| s).collect()
     }
 }

@@ -110,7 +110,7 @@ mod tests {
         );
         assert_eq!(
             of_function("<eventbus::Bus as Drop>::drop"),
-            "eventbus::Bus"
+            "eventbus"
         );
         assert_eq!(of_thread("rdk:broker1001"), "rdkafka");
         assert_eq!(of_thread("metrics-ticker-3"), "metrics-ticker");

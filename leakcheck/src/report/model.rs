@@ -128,6 +128,9 @@ pub struct SettleStats {
     pub rounds: u32,
     /// Whether the deadline passed with unknown survivors left.
     pub timed_out: bool,
+    /// Threads of other leak checks waiting for their turn (one check of process-wide kinds
+    /// runs at a time), which were not counted.
+    pub waiting_threads: usize,
 }
 
 /// Live counts per component at the baseline, at each checkpoint and at the end.

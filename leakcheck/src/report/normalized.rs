@@ -34,6 +34,8 @@ pub(crate) fn normalize(text: &str) -> String {
                 r"/(?:[^\s:/']+/)*(?P<m>(?:leakcheck|eventbus|tests|fixtures)/)",
                 "$m",
             ),
+            // Build hashes in executable (main thread) names.
+            (r"-[0-9a-f]{7,16}\b", "-<hash>"),
             // Temporary directories.
             (r"/tmp/[^\s']*", "<tmp>"),
         ]

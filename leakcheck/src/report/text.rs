@@ -161,6 +161,13 @@ fn render(r: &Report, style: Style) -> String {
                 ""
             }
         );
+        if r.settle.waiting_threads > 0 {
+            let _ = writeln!(
+                out,
+                "not counted: {} thread(s) waiting to start their own leak check",
+                r.settle.waiting_threads
+            );
+        }
     }
 
     // Notes.
@@ -287,6 +294,7 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
         .lifecycle
         .rows
         .iter()
+        .filter(|row| shown(row, style))
         .map(|row| row.kind.singular().len() + 1 + row.component.len())
         .max()
         .unwrap_or(9)
@@ -307,6 +315,7 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
             r.lifecycle
                 .rows
                 .iter()
+                .filter(|row| shown(row, style))
                 .map(|row| cell(row.counts[i], i.checked_sub(1).map(|p| row.counts[p])).len())
                 .max()
                 .unwrap_or(0)
@@ -318,7 +327,12 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
         let _ = write!(out, "  {c:>w$}");
     }
     out.push('\n');
+    let mut unchanged = 0;
     for row in &r.lifecycle.rows {
+        if !shown(row, style) {
+            unchanged += 1;
+            continue;
+        }
         let head = format!("{} {}", row.kind.singular(), row.component);
         let _ = write!(out, "{head:<head_w$}");
         for (i, w) in widths.iter().enumerate() {
@@ -326,6 +340,24 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
             let _ = write!(out, "  {c:>w$}");
         }
         out.push('\n');
+    }
+    if unchanged > 0 && style == Style::Human {
+        let _ = writeln!(
+            out,
+            "({} component{} unchanged)",
+            num(unchanged, style),
+            plural(unchanged)
+        );
+    }
+}
+
+/// Rows that changed; in snapshots only components the check created (none at the baseline),
+/// since what existed before (test harness threads, inherited descriptors) varies by runner.
+fn shown(row: &super::LifecycleRow, style: Style) -> bool {
+    let changed = row.counts.windows(2).any(|w| w[0] != w[1]);
+    match style {
+        Style::Human => changed,
+        Style::Normalized => changed && row.counts.first() == Some(&0),
     }
 }
 

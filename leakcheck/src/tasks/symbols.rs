@@ -96,7 +96,7 @@ fn resolve_one(ip: usize) -> Vec<Frame> {
                 .name()
                 .map(|n| format!("{n:#}"))
                 .unwrap_or_else(|| format!("{ip:#x}")),
-            file: sym.filename().map(|p| relative(p)),
+            file: sym.filename().map(relative),
             line: sym.lineno(),
         })
     });

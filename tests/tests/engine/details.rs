@@ -1,11 +1,211 @@
-//! Details of reports beyond detection: await traces, parents, lingering, formats.
+//! Details of reports beyond detection: await traces, parents, lingering, checkpoints, rules
+//! files, degraded dumps, and the JSON and normalized forms.
+
+use std::time::Duration;
+
+use leakcheck::{Check, Kind, Status};
 
 use crate::support::run;
 
 #[test]
-fn debug_json() {
-    let r = run("task_spawned_by_leaked_task", true);
-    println!("{}", r.to_json());
+fn a_blocked_task_shows_the_resource_and_the_await_point() {
     let r = run("channel_sender_kept_alive", true);
-    println!("{}", r.to_text());
+    let s = r.unknown().next().expect("one unknown task");
+    let trace = s.await_trace.as_ref().expect("an await trace");
+    let leaf = &trace.leaves[0];
+    assert!(
+        leaf.resource.as_deref().unwrap_or("").contains("mpsc"),
+        "{leaf:?}"
+    );
+    let at = trace.await_point().expect("an await point in user code");
+    assert!(at.function.contains("channel_blocked"), "{at:?}");
+    assert_eq!(at.file.as_deref(), Some("tests/src/scenarios.rs"));
+    assert!(
+        r.to_text().contains("waiting on  tokio::sync::mpsc"),
+        "{}",
+        r.to_text()
+    );
+    let user = s
+        .user_frame
+        .as_ref()
+        .expect("a user frame from the spawn backtrace");
+    assert!(
+        user.function.contains("scenarios::channel_blocked"),
+        "{user:?}"
+    );
+}
+
+#[test]
+fn a_task_spawned_by_a_leaked_task_names_its_parent() {
+    let r = run("task_spawned_by_leaked_task", true);
+    let tasks: Vec<_> = r.unknown().filter(|s| s.kind == Kind::Task).collect();
+    assert_eq!(tasks.len(), 2, "{}", r.to_text());
+    let parent = tasks
+        .iter()
+        .find(|s| s.parent.is_none())
+        .expect("the parent");
+    let child = tasks
+        .iter()
+        .find(|s| s.parent.is_some())
+        .expect("the child");
+    assert_eq!(child.parent.as_deref(), Some(parent.id.as_str()));
+    assert!(r
+        .to_text()
+        .contains(&format!("spawned by  task {}", parent.id)));
+}
+
+#[test]
+fn a_lingering_task_passes_and_is_listed_with_its_exit_time() {
+    let r = run("task_lingers_50ms", true);
+    assert!(r.is_clean(), "{}", r.to_text());
+    let l = r
+        .lingered
+        .iter()
+        .find(|l| l.kind == Kind::Task)
+        .expect("the lingering task");
+    assert_eq!(l.component, "tests::scenarios");
+    assert!(
+        l.exited_after_ms >= 30.0 && l.exited_after_ms < 1000.0,
+        "{l:?}"
+    );
+    assert!(r.to_text().contains("lingered after the body, then exited"));
+}
+
+#[test]
+fn checkpoints_build_the_lifecycle_table() {
+    let check = Check::builder()
+        .label("lifecycle")
+        .start_multi_thread(2)
+        .unwrap();
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let mut rx = tx.subscribe();
+            check.handle().spawn(async move {
+                let _ = rx.recv().await;
+            })
+        })
+        .collect();
+    check.checkpoint("created");
+    drop(tx);
+    check.block_on(async {
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    check.checkpoint("closed");
+    let r = check.finish();
+    assert!(r.is_clean(), "{}", r.to_text());
+    assert_eq!(
+        r.lifecycle.columns,
+        ["baseline", "created", "closed", "final"]
+    );
+    let row = r
+        .lifecycle
+        .rows
+        .iter()
+        .find(|row| row.kind == Kind::Task && row.component == "tests::engine")
+        .unwrap_or_else(|| panic!("no task row in {:#?}", r.lifecycle));
+    assert_eq!(row.counts, [0, 3, 0, 0]);
+    assert!(r.to_text().contains("3 (+3)"), "{}", r.to_text());
+}
+
+#[test]
+fn rules_from_a_file_allow_a_thread_and_say_where_they_come_from() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("leakcheck.toml");
+    std::fs::write(
+        &file,
+        "[[allow]]\nname = \"global-ticker\"\nreason = \"a library's one global ticker thread\"\nkind = \"thread\"\nthread_name = '^global-ticker$'\n",
+    )
+    .unwrap();
+    let check = Check::builder().with_file(&file).unwrap().start().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("global-ticker".into())
+        .spawn(move || {
+            let _ = rx.recv();
+        })
+        .unwrap();
+    let r = check.finish();
+    drop(tx);
+    t.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(r.is_clean(), "{}", r.to_text());
+    let s = r.known().next().expect("a known survivor");
+    match &s.status {
+        Status::Known {
+            rule,
+            reason,
+            origin,
+        } => {
+            assert_eq!(rule, "global-ticker");
+            assert!(reason.contains("global ticker"));
+            assert!(origin.as_deref().unwrap().ends_with("leakcheck.toml"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        r.to_text().contains("allowed by  rule `global-ticker`"),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn a_blocked_worker_degrades_the_dump_with_a_note_instead_of_hanging() {
+    let check = Check::builder()
+        .label("blocked worker")
+        .settle_deadline(Duration::from_millis(50))
+        .dump_timeout(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_millis(100))
+        .start_multi_thread(1)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    check.handle().spawn(async move {
+        // Blocks the only worker thread: a dump can never complete.
+        let _ = rx.recv();
+    });
+    let started = std::time::Instant::now();
+    let r = check.finish();
+    drop(tx);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!r.is_clean());
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.message.contains("task dump did not finish")),
+        "{}",
+        r.to_text()
+    );
+    let task = r
+        .unknown()
+        .find(|s| s.kind == Kind::Task)
+        .expect("the blocking task");
+    assert_eq!(task.component, "tests::engine");
+    assert!(task.await_trace.is_none());
+}
+
+#[test]
+fn json_carries_the_schema_version_and_the_classification() {
+    let r = run("known_singleton", true);
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["clean"], true);
+    let s = &v["survivors"][0];
+    assert_eq!(s["kind"], "task");
+    assert_eq!(s["status"], "known");
+    assert_eq!(s["rule"], "metrics-ticker");
+    assert_eq!(s["component"], "tests::scenarios");
+}
+
+#[test]
+fn normalized_reports_are_stable_snapshots() {
+    let r = run("channel_sender_kept_alive", true);
+    insta::assert_snapshot!("channel_sender_kept_alive", r.to_normalized());
+    let r = run("known_singleton", true);
+    insta::assert_snapshot!("known_singleton", r.to_normalized());
+    let r = run("tcp_connection_left_open", true);
+    insta::assert_snapshot!("tcp_connection_left_open", r.to_normalized());
 }
