@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::Id;
 
 use crate::config::{CheckBuilder, Kinds};
-use crate::process::{self, SocketTable};
+use crate::process;
 use crate::report::{
     Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
     SCHEMA_VERSION,
@@ -61,6 +61,36 @@ impl CheckBuilder {
     /// task hooks on it (they replace any spawn/terminate hooks the builder had).
     pub fn start_with(self, builder: tokio::runtime::Builder) -> Result<Check, Error> {
         Check::start(self, RuntimeSpec::Custom(Box::new(builder)))
+    }
+}
+
+/// One reading of the process-wide kinds a check tracks.
+#[derive(Default)]
+struct ProcessState {
+    threads: Vec<process::Thread>,
+    fds: Vec<process::Fd>,
+    children: Vec<process::Child>,
+}
+
+impl ProcessState {
+    fn read(kinds: &Kinds) -> Self {
+        Self {
+            threads: if kinds.threads {
+                process::threads()
+            } else {
+                Vec::new()
+            },
+            fds: if kinds.fds {
+                process::fds()
+            } else {
+                Vec::new()
+            },
+            children: if kinds.children {
+                process::children()
+            } else {
+                Vec::new()
+            },
+        }
     }
 }
 
@@ -121,21 +151,7 @@ impl Check {
         }
         // The baseline comes before the runtime exists, so its threads and descriptors are
         // checked too: they must be gone once it shuts down.
-        let threads = if kinds.threads {
-            process::threads()
-        } else {
-            Vec::new()
-        };
-        let fds = if kinds.fds {
-            process::fds()
-        } else {
-            Vec::new()
-        };
-        let children = if kinds.children {
-            process::children()
-        } else {
-            Vec::new()
-        };
+        let state = ProcessState::read(&kinds);
 
         let mut registry = None;
         let runtime = match spec {
@@ -173,9 +189,9 @@ impl Check {
         let baseline = Baseline {
             tasks: registry.as_ref().map(|r| r.ids()).unwrap_or_default(),
             task_count,
-            threads: threads.iter().map(|t| (t.tid, t.start)).collect(),
-            fds: fds.iter().map(|f| (f.fd, f.target.clone())).collect(),
-            children: children.iter().map(|c| (c.pid, c.start)).collect(),
+            threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
+            fds: state.fds.iter().map(|f| (f.fd, f.target.clone())).collect(),
+            children: state.children.iter().map(|c| (c.pid, c.start)).collect(),
         };
         let check = Check {
             label: cfg.label,
@@ -193,7 +209,7 @@ impl Check {
             notes,
             _serial: serial,
         };
-        let counts = check.counts_with(&threads, &fds, &children);
+        let counts = check.counts_with(&state);
         lock(&check.checkpoints).push(("baseline".into(), counts));
         Ok(check)
     }
@@ -214,6 +230,10 @@ impl Check {
         self.runtime().block_on(future)
     }
 
+    pub(crate) fn runtime_ref(&self) -> &tokio::runtime::Runtime {
+        self.runtime()
+    }
+
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime
             .as_ref()
@@ -222,31 +242,16 @@ impl Check {
 
     /// Records the live count of every kind per component under `name`, for the lifecycle table.
     pub fn checkpoint(&self, name: impl Into<String>) {
-        let threads = if self.kinds.threads {
-            process::threads()
-        } else {
-            Vec::new()
-        };
-        let fds = if self.kinds.fds {
-            process::fds()
-        } else {
-            Vec::new()
-        };
-        let children = if self.kinds.children {
-            process::children()
-        } else {
-            Vec::new()
-        };
-        let counts = self.counts_with(&threads, &fds, &children);
+        let counts = self.counts_with(&ProcessState::read(&self.kinds));
         lock(&self.checkpoints).push((name.into(), counts));
     }
 
-    fn counts_with(
-        &self,
-        threads: &[process::Thread],
-        fds: &[process::Fd],
-        children: &[process::Child],
-    ) -> Counts {
+    fn counts_with(&self, state: &ProcessState) -> Counts {
+        let ProcessState {
+            threads,
+            fds,
+            children,
+        } = state;
         let mut c = Counts::new();
         if self.kinds.tasks {
             match &self.registry {
@@ -269,11 +274,8 @@ impl Check {
             *c.entry((Kind::Thread, component::of_thread(&t.name)))
                 .or_default() += 1;
         }
-        if !fds.is_empty() {
-            let sockets = SocketTable::read();
-            for f in fds {
-                *c.entry((Kind::Fd, f.kind(&sockets))).or_default() += 1;
-            }
+        for f in fds {
+            *c.entry((Kind::Fd, f.kind())).or_default() += 1;
         }
         for ch in children {
             *c.entry((Kind::Child, component::of_cmdline(&ch.cmdline)))
@@ -306,7 +308,10 @@ impl Check {
         if self.kinds.tasks {
             survivors.extend(self.settle_tasks(start, &mut stats, &mut lingered, &mut notes));
         }
-        let task_counts = self.kinds.tasks.then(|| self.counts_with(&[], &[], &[]));
+        let task_counts = self
+            .kinds
+            .tasks
+            .then(|| self.counts_with(&ProcessState::default()));
         if let Some(rt) = self.runtime.take() {
             let t = Instant::now();
             rt.shutdown_timeout(self.shutdown_timeout);
@@ -320,32 +325,16 @@ impl Check {
                 });
             }
         }
+        let mut last_state = ProcessState::default();
         if self.kinds.any_process() {
-            survivors.extend(self.settle_process(&mut stats, &mut lingered));
+            let (found, state) = self.settle_process(&mut stats, &mut lingered);
+            survivors.extend(found);
+            last_state = state;
         }
         stats.elapsed_ms = ms(start.elapsed());
 
         // Lifecycle: the checkpoints, then the end state.
-        let mut fin = if self.kinds.any_process() {
-            let threads = if self.kinds.threads {
-                process::threads()
-            } else {
-                Vec::new()
-            };
-            let fds = if self.kinds.fds {
-                process::fds()
-            } else {
-                Vec::new()
-            };
-            let children = if self.kinds.children {
-                process::children()
-            } else {
-                Vec::new()
-            };
-            self.counts_with(&threads, &fds, &children)
-        } else {
-            Counts::new()
-        };
+        let mut fin = self.counts_with(&last_state);
         if let Some(tc) = task_counts {
             fin.extend(tc);
         }
@@ -396,33 +385,17 @@ impl Check {
             return self.settle_task_count(rt, start, stats);
         };
         let deadline = start + self.settle;
-        let mut first: Option<FxHashMap<Id, (String, String)>> = None;
+        let mut first: Option<Vec<(Id, TaskRecord)>> = None;
         let mut gone_at: FxHashMap<Id, Duration> = FxHashMap::default();
         let survivors = loop {
             stats.rounds += 1;
             let seen = reg.terminations();
-            let live: Vec<(Id, TaskRecord)> = reg
-                .snapshot()
-                .into_iter()
-                .filter(|(id, _)| !self.baseline.tasks.contains(id))
-                .collect();
-            let classified: Vec<Survivor> = live
-                .iter()
-                .map(|(id, rec)| self.task_survivor(reg, *id, rec, None))
-                .collect();
+            let (live, unknown) = self.task_round(reg);
             match &first {
-                None => {
-                    first = Some(
-                        classified
-                            .iter()
-                            .zip(&live)
-                            .map(|(s, (id, _))| (*id, (s.component.clone(), s.description.clone())))
-                            .collect(),
-                    )
-                }
+                None => first = Some(live.clone()),
                 Some(f) => {
                     let alive: FxHashSet<Id> = live.iter().map(|(id, _)| *id).collect();
-                    for id in f.keys() {
+                    for (id, _) in f {
                         if !alive.contains(id) {
                             gone_at.entry(*id).or_insert_with(|| start.elapsed());
                         }
@@ -430,25 +403,22 @@ impl Check {
                 }
             }
             let now = Instant::now();
-            if classified.iter().all(|s| s.status != Status::Unknown) || now >= deadline {
-                if now >= deadline && classified.iter().any(|s| s.status == Status::Unknown) {
-                    stats.timed_out = true;
-                }
+            if !unknown || now >= deadline {
+                stats.timed_out = unknown;
                 break live;
             }
             // Event-driven: the terminate hook wakes us.
             reg.wait_for_termination(seen, deadline - now);
         };
-        if let Some(first) = first {
-            for (id, after) in gone_at {
-                if let Some((component, description)) = first.get(&id) {
-                    lingered.push(Lingered {
-                        kind: Kind::Task,
-                        component: component.clone(),
-                        description: description.clone(),
-                        exited_after_ms: ms(after),
-                    });
-                }
+        for (id, rec) in first.unwrap_or_default() {
+            if let Some(after) = gone_at.get(&id) {
+                let s = self.task_survivor(reg, id, &rec, None);
+                lingered.push(Lingered {
+                    kind: Kind::Task,
+                    component: s.component,
+                    description: s.description,
+                    exited_after_ms: ms(*after),
+                });
             }
         }
         if survivors.is_empty() {
@@ -542,6 +512,28 @@ impl Check {
         }
     }
 
+    pub(crate) fn bench_task_round(&self) -> (usize, bool) {
+        match &self.registry {
+            Some(reg) => {
+                let (live, unknown) = self.task_round(reg);
+                (live.len(), unknown)
+            }
+            None => (0, false),
+        }
+    }
+
+    /// One settling round: the tasks created since the baseline that are alive, and whether any
+    /// of them is unknown (rules are only evaluated while none is found).
+    fn task_round(&self, reg: &Registry) -> (Vec<(Id, TaskRecord)>, bool) {
+        let live = reg.snapshot_except(&self.baseline.tasks);
+        let unknown = !live.is_empty()
+            && (self.rules.is_empty()
+                || live.iter().any(|(id, rec)| {
+                    self.task_survivor(reg, *id, rec, None).status == Status::Unknown
+                }));
+        (live, unknown)
+    }
+
     fn task_survivor(
         &self,
         reg: &Registry,
@@ -606,12 +598,13 @@ impl Check {
 
     fn process_survivors(
         &self,
+        state: &ProcessState,
         waiting: &HashSet<i32>,
         excluded: &mut usize,
     ) -> Vec<(String, Survivor)> {
         let mut out = Vec::new();
         if self.kinds.threads {
-            for t in process::threads() {
+            for t in &state.threads {
                 if self.baseline.threads.contains(&(t.tid, t.start)) {
                     continue;
                 }
@@ -638,21 +631,20 @@ impl Check {
                         component,
                         status,
                         description,
-                        Some(t.name),
+                        Some(t.name.clone()),
                     ),
                 ));
             }
         }
         if self.kinds.fds {
-            let fds: Vec<_> = process::fds()
-                .into_iter()
-                .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())))
-                .collect();
-            if !fds.is_empty() {
-                let sockets = SocketTable::read();
+            let fds = state
+                .fds
+                .iter()
+                .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())));
+            {
                 for f in fds {
-                    let component = f.kind(&sockets);
-                    let target = f.describe(&sockets);
+                    let component = f.kind();
+                    let target = f.describe();
                     let status = self.classify(&Subject {
                         kind: Kind::Fd,
                         component: &component,
@@ -674,7 +666,7 @@ impl Check {
             }
         }
         if self.kinds.children {
-            for c in process::children() {
+            for c in &state.children {
                 if self.baseline.children.contains(&(c.pid, c.start)) {
                     continue;
                 }
@@ -710,18 +702,19 @@ impl Check {
         &self,
         stats: &mut SettleStats,
         lingered: &mut Vec<Lingered>,
-    ) -> Vec<Survivor> {
+    ) -> (Vec<Survivor>, ProcessState) {
         let start = Instant::now();
         let deadline = start + self.settle;
         let mut backoff = BACKOFF_START;
         let mut first: Option<HashMap<String, Survivor>> = None;
         let mut gone_at: HashMap<String, Duration> = HashMap::new();
         let mut excluded;
-        let survivors = loop {
+        let (survivors, state) = loop {
             stats.rounds += 1;
             excluded = 0;
             let waiting = SerialGuard::waiting();
-            let now_list = self.process_survivors(&waiting, &mut excluded);
+            let state = ProcessState::read(&self.kinds);
+            let now_list = self.process_survivors(&state, &waiting, &mut excluded);
             match &first {
                 None => first = Some(now_list.iter().cloned().collect()),
                 Some(f) => {
@@ -739,7 +732,7 @@ impl Check {
                 if unknown {
                     stats.timed_out = true;
                 }
-                break now_list;
+                break (now_list, state);
             }
             std::thread::sleep(backoff.min(deadline - now));
             backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -757,7 +750,7 @@ impl Check {
             }
         }
         stats.waiting_threads = excluded;
-        survivors.into_iter().map(|(_, s)| s).collect()
+        (survivors.into_iter().map(|(_, s)| s).collect(), state)
     }
 }
 

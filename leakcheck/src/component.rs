@@ -108,10 +108,7 @@ mod tests {
             of_function("eventbus::pool::Pool::run::{{closure}}"),
             "eventbus::pool"
         );
-        assert_eq!(
-            of_function("<eventbus::Bus as Drop>::drop"),
-            "eventbus"
-        );
+        assert_eq!(of_function("<eventbus::Bus as Drop>::drop"), "eventbus");
         assert_eq!(of_thread("rdk:broker1001"), "rdkafka");
         assert_eq!(of_thread("metrics-ticker-3"), "metrics-ticker");
         assert_eq!(of_thread("42"), "42");

@@ -30,4 +30,14 @@ pub mod __private {
     pub fn capture_backtrace() -> usize {
         crate::tasks::capture_for_bench()
     }
+
+    /// The check's runtime (the benchmark drives it directly).
+    pub fn runtime(check: &crate::Check) -> &tokio::runtime::Runtime {
+        check.runtime_ref()
+    }
+
+    /// Runs one settling round of `check`'s tasks: (survivors, any unknown).
+    pub fn task_round(check: &crate::Check) -> (usize, bool) {
+        check.bench_task_round()
+    }
 }

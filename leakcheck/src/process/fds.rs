@@ -1,8 +1,7 @@
 //! File descriptors of this process from `/proc/self/fd`; sockets are resolved to protocol and
-//! addresses through `/proc/self/net/*`.
+//! addresses from the descriptors themselves.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// One open descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -15,12 +14,11 @@ pub(crate) struct Fd {
 impl Fd {
     /// The descriptor's type, used as its component: `tcp`, `udp`, `unix`, `socket`, `pipe`,
     /// `eventfd`, `epoll`, `timerfd`, `file`...
-    pub(crate) fn kind(&self, sockets: &SocketTable) -> String {
+    pub(crate) fn kind(&self) -> String {
         if let Some(inode) = inode_of(&self.target, "socket:[") {
-            return sockets
-                .get(inode)
-                .map(|s| s.proto.clone())
-                .unwrap_or_else(|| "socket".into());
+            return socket(self.fd, inode)
+                .map_or("socket", |s| s.proto)
+                .to_string();
         }
         if self.target.starts_with("pipe:") {
             return "pipe".into();
@@ -37,9 +35,9 @@ impl Fd {
     }
 
     /// A readable description: `tcp 127.0.0.1:40000 -> 127.0.0.1:9092 (ESTABLISHED)`.
-    pub(crate) fn describe(&self, sockets: &SocketTable) -> String {
+    pub(crate) fn describe(&self) -> String {
         if let Some(inode) = inode_of(&self.target, "socket:[") {
-            if let Some(s) = sockets.get(inode) {
+            if let Some(s) = socket(self.fd, inode) {
                 return s.to_string();
             }
         }
@@ -75,18 +73,23 @@ fn inode_of<'a>(target: &'a str, prefix: &str) -> Option<&'a str> {
     target.strip_prefix(prefix)?.strip_suffix(']')
 }
 
-/// One socket from `/proc/self/net/*`.
+/// One socket of this process, read from the descriptor itself.
 #[derive(Clone, Debug)]
 pub(crate) struct Socket {
-    pub(crate) proto: String,
-    pub(crate) local: String,
+    pub(crate) proto: &'static str,
+    pub(crate) local: Option<String>,
     pub(crate) remote: Option<String>,
     pub(crate) state: Option<&'static str>,
 }
 
 impl std::fmt::Display for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.proto, self.local)?;
+        write!(
+            f,
+            "{} {}",
+            self.proto,
+            self.local.as_deref().unwrap_or("(unnamed)")
+        )?;
         if let Some(r) = &self.remote {
             write!(f, " -> {r}")?;
         }
@@ -97,94 +100,114 @@ impl std::fmt::Display for Socket {
     }
 }
 
-/// Sockets by inode, read once per report.
-#[derive(Default)]
-pub(crate) struct SocketTable(HashMap<String, Socket>);
-
-impl SocketTable {
-    pub(crate) fn read() -> Self {
-        let mut map = HashMap::new();
-        for proto in ["tcp", "tcp6", "udp", "udp6"] {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/self/net/{proto}")) else {
-                continue;
+/// Reads protocol, addresses and TCP state of `fd` with `getsockopt`/`getsockname`, after
+/// checking with `fstat` that the descriptor still is the socket `inode` (it may have been closed
+/// and reused since it was listed). Cheaper and more exact than parsing `/proc/self/net/*`.
+#[cfg(target_os = "linux")]
+fn socket(fd: i32, inode: &str) -> Option<Socket> {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: every call gets a valid descriptor number (at worst a closed one, which fails with
+    // EBADF) and buffers of the sizes passed.
+    unsafe {
+        let mut st: libc::stat = zeroed();
+        if libc::fstat(fd, &mut st) != 0 || st.st_ino.to_string() != inode {
+            return None;
+        }
+        let opt = |name: libc::c_int| -> Option<libc::c_int> {
+            let mut v: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            (libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0)
+                .then_some(v)
+        };
+        let domain = opt(libc::SO_DOMAIN)?;
+        let ty = opt(libc::SO_TYPE)?;
+        let proto = match (domain, ty) {
+            (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) => "tcp",
+            (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) => "udp",
+            (libc::AF_UNIX, _) => "unix",
+            (libc::AF_NETLINK, _) => "netlink",
+            _ => "socket",
+        };
+        let addr = |peer: bool| -> Option<String> {
+            let mut ss: libc::sockaddr_storage = zeroed();
+            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let p = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+            let rc = if peer {
+                libc::getpeername(fd, p, &mut len)
+            } else {
+                libc::getsockname(fd, p, &mut len)
             };
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() < 10 {
-                    continue;
-                }
-                let tcp = proto.starts_with("tcp");
-                let remote = parse_addr(f[2]).filter(|a| a.port() != 0);
-                let state = if tcp { tcp_state(f[3]) } else { None };
-                let listening = state == Some("LISTEN");
-                map.insert(
-                    f[9].to_string(),
-                    Socket {
-                        proto: proto.trim_end_matches('6').to_string(),
-                        local: parse_addr(f[1]).map(|a| a.to_string()).unwrap_or_default(),
-                        remote: if listening {
-                            None
-                        } else {
-                            remote.map(|a| a.to_string())
-                        },
-                        state,
-                    },
-                );
+            if rc != 0 {
+                return None;
             }
-        }
-        if let Ok(text) = std::fs::read_to_string("/proc/self/net/unix") {
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() < 7 {
-                    continue;
+            match ss.ss_family as libc::c_int {
+                libc::AF_INET => {
+                    let a = &*(p as *const libc::sockaddr_in);
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                    Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)).to_string())
                 }
-                map.insert(
-                    f[6].to_string(),
-                    Socket {
-                        proto: "unix".into(),
-                        local: f
-                            .get(7)
-                            .map(|p| p.to_string())
-                            .unwrap_or_else(|| "(unnamed)".into()),
-                        remote: None,
-                        state: None,
-                    },
-                );
+                libc::AF_INET6 => {
+                    let a = &*(p as *const libc::sockaddr_in6);
+                    let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                    let ip = ip
+                        .to_ipv4_mapped()
+                        .map(std::net::IpAddr::V4)
+                        .unwrap_or(ip.into());
+                    Some(SocketAddr::new(ip, u16::from_be(a.sin6_port)).to_string())
+                }
+                libc::AF_UNIX => {
+                    let a = &*(p as *const libc::sockaddr_un);
+                    let n = (len as usize).saturating_sub(size_of::<libc::sa_family_t>());
+                    let path: Vec<u8> = a.sun_path[..n.min(a.sun_path.len())]
+                        .iter()
+                        .map(|c| *c as u8)
+                        .take_while(|c| *c != 0)
+                        .collect();
+                    (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned())
+                }
+                _ => None,
             }
-        }
-        Self(map)
-    }
-
-    pub(crate) fn get(&self, inode: &str) -> Option<&Socket> {
-        self.0.get(inode)
+        };
+        let state = (proto == "tcp").then(|| {
+            let mut info: libc::tcp_info = zeroed();
+            let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            (rc == 0).then(|| tcp_state(info.tcpi_state)).flatten()
+        });
+        let state = state.flatten();
+        let remote = if state == Some("LISTEN") {
+            None
+        } else {
+            addr(true)
+        };
+        Some(Socket {
+            proto,
+            local: addr(false),
+            remote,
+            state,
+        })
     }
 }
 
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = match ip.len() {
-        8 => std::net::IpAddr::V4(Ipv4Addr::from(
-            u32::from_str_radix(ip, 16).ok()?.to_le_bytes(),
-        )),
-        32 => {
-            let mut b = [0u8; 16];
-            for (i, chunk) in b.chunks_mut(4).enumerate() {
-                let w = u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok()?;
-                chunk.copy_from_slice(&w.to_le_bytes());
-            }
-            let v6 = Ipv6Addr::from(b);
-            v6.to_ipv4_mapped()
-                .map(std::net::IpAddr::V4)
-                .unwrap_or(std::net::IpAddr::V6(v6))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
+#[cfg(not(target_os = "linux"))]
+fn socket(_fd: i32, _inode: &str) -> Option<Socket> {
+    None
 }
 
-fn tcp_state(hex: &str) -> Option<&'static str> {
-    Some(match u8::from_str_radix(hex, 16).ok()? {
+fn tcp_state(n: u8) -> Option<&'static str> {
+    Some(match n {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",
         3 => "SYN_RECV",
@@ -204,32 +227,38 @@ fn tcp_state(hex: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_proc_net_addresses() {
-        // 127.0.0.1:8080 as the kernel prints it on little-endian machines.
-        assert_eq!(
-            parse_addr("0100007F:1F90").unwrap().to_string(),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(
-            parse_addr("00000000000000000000000001000000:0050")
-                .unwrap()
-                .to_string(),
-            "[::1]:80"
-        );
-        assert_eq!(tcp_state("0A"), Some("LISTEN"));
+    fn find(port: u16) -> Fd {
+        fds()
+            .into_iter()
+            .find(|f| f.describe().contains(&format!("127.0.0.1:{port}")))
+            .expect("socket fd")
     }
 
     #[test]
-    fn sees_a_listening_socket_with_its_address() {
+    fn describes_listening_and_connected_tcp_sockets() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let table = SocketTable::read();
-        let fd = fds()
-            .into_iter()
-            .find(|f| f.describe(&table).contains(&format!("127.0.0.1:{port}")))
-            .expect("listener fd");
-        assert_eq!(fd.kind(&table), "tcp");
-        assert!(fd.describe(&table).contains("LISTEN"));
+        let fd = find(port);
+        assert_eq!(fd.kind(), "tcp");
+        assert_eq!(fd.describe(), format!("tcp 127.0.0.1:{port} (LISTEN)"));
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let local = c.local_addr().unwrap().port();
+        let fd = find(local);
+        assert_eq!(
+            fd.describe(),
+            format!("tcp 127.0.0.1:{local} -> 127.0.0.1:{port} (ESTABLISHED)")
+        );
+    }
+
+    #[test]
+    fn describes_udp_and_unix_sockets() {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        assert_eq!(find(port).describe(), format!("udp 127.0.0.1:{port}"));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = fds().into_iter().find(|f| f.fd == a.as_raw_fd()).unwrap();
+        assert_eq!(fd.kind(), "unix");
+        assert_eq!(fd.describe(), "unix (unnamed)");
     }
 }

@@ -8,7 +8,7 @@ mod fds;
 mod threads;
 
 pub(crate) use children::{children, Child};
-pub(crate) use fds::{fds, Fd, SocketTable};
+pub(crate) use fds::{fds, Fd};
 pub(crate) use threads::{current_tid, threads, Thread};
 
 /// Whether `/proc` can be read on this platform.

@@ -112,6 +112,23 @@ impl Registry {
         self.shards.iter().map(|s| lock(&s.0).len()).sum()
     }
 
+    /// A copy of every live record whose id is not in `except`.
+    pub(crate) fn snapshot_except(
+        &self,
+        except: &rustc_hash::FxHashSet<Id>,
+    ) -> Vec<(Id, TaskRecord)> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(
+                lock(&s.0)
+                    .iter()
+                    .filter(|(id, _)| !except.contains(id))
+                    .map(|(id, r)| (*id, r.clone())),
+            );
+        }
+        out
+    }
+
     /// A copy of every live record.
     pub(crate) fn snapshot(&self) -> Vec<(Id, TaskRecord)> {
         let mut out = Vec::with_capacity(self.len() + 16);

@@ -1,0 +1,273 @@
+//! Engine benchmark: prints a table and writes `target/bench/leakcheck-engine.json`.
+//!
+//! Run with `cargo bench -p leakcheck --bench engine`. Every ratio is against plain tokio measured
+//! in the same run on the same machine.
+
+use std::future::pending;
+use std::time::{Duration, Instant};
+
+use leakcheck::{Check, Kinds};
+
+#[derive(serde::Serialize)]
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    goal: &'static str,
+}
+
+const SPAWNS: usize = 200_000;
+const REPEATS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// ns per spawn+join on `rt`, median of REPEATS batches.
+fn spawn_join_ns(rt: &tokio::runtime::Runtime) -> f64 {
+    median(
+        (0..REPEATS)
+            .map(|_| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..SPAWNS {
+                        tokio::spawn(async {}).await.unwrap();
+                    }
+                    t.elapsed().as_nanos() as f64 / SPAWNS as f64
+                })
+            })
+            .collect(),
+    )
+}
+
+fn tasks_only() -> Kinds {
+    Kinds {
+        tasks: true,
+        threads: false,
+        fds: false,
+        children: false,
+    }
+}
+
+fn main() {
+    let mut figures = Vec::new();
+
+    // 1. Spawn + join: plain tokio vs location tracking vs location + backtraces, interleaved so
+    //    that drift in the machine affects all three alike.
+    let plain = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tracked = Check::builder()
+        .kinds(tasks_only())
+        .backtraces(false)
+        .start_current_thread()
+        .unwrap();
+    let traced = Check::builder()
+        .kinds(tasks_only())
+        .backtraces(true)
+        .start_current_thread()
+        .unwrap();
+    let (mut p, mut l, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        p.push(spawn_join_ns(&plain));
+        l.push(spawn_join_ns(tracked_rt(&tracked)));
+        b.push(spawn_join_ns(tracked_rt(&traced)));
+    }
+    let (p, l, b) = (median(p), median(l), median(b));
+    figures.push(Figure {
+        name: "spawn+join, plain tokio",
+        value: p,
+        unit: "ns",
+        baseline: None,
+        ratio: None,
+        goal: "",
+    });
+    figures.push(Figure {
+        name: "spawn+join, location tracking",
+        value: l,
+        unit: "ns",
+        baseline: Some(p),
+        ratio: Some(l / p),
+        goal: "ratio <= 1.25",
+    });
+    figures.push(Figure {
+        name: "spawn+join, location + backtrace",
+        value: b,
+        unit: "ns",
+        baseline: Some(p),
+        ratio: Some(b / p),
+        goal: "",
+    });
+    figures.push(Figure {
+        name: "backtrace capture added per spawn",
+        value: (b - l) / 1000.0,
+        unit: "us",
+        baseline: None,
+        ratio: None,
+        goal: "<= 2 us",
+    });
+    drop((tracked, traced));
+    let depth = leakcheck::__private::capture_backtrace();
+    figures.push(Figure {
+        name: "frames per spawn backtrace (in this bench)",
+        value: depth as f64,
+        unit: "frames",
+        baseline: None,
+        ratio: None,
+        goal: "",
+    });
+
+    // 2. Clean verdict latency: body ends with nothing alive -> finish() returns clean. All kinds.
+    let mut lat = Vec::new();
+    for _ in 0..41 {
+        let check = Check::builder().start_multi_thread(2).unwrap();
+        check.block_on(async {
+            let h = tokio::spawn(async { tokio::task::yield_now().await });
+            h.await.unwrap();
+        });
+        let t = Instant::now();
+        let r = check.finish();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(r.is_clean(), "{}", r.to_text());
+    }
+    figures.push(Figure {
+        name: "clean verdict latency (all kinds, median)",
+        value: median(lat),
+        unit: "ms",
+        baseline: None,
+        ratio: None,
+        goal: "<= 2 ms",
+    });
+
+    // 3. A task that exits T ms after the body: the verdict comes at T + overhead.
+    for t_ms in [10u64, 50] {
+        let mut over = Vec::new();
+        for _ in 0..11 {
+            let check = Check::builder().start_multi_thread(2).unwrap();
+            let exit_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+            let e = exit_at.clone();
+            let body_end = Instant::now();
+            check.handle().spawn(async move {
+                tokio::time::sleep(Duration::from_millis(t_ms)).await;
+                *e.lock().unwrap() = Some(Instant::now());
+            });
+            let r = check.finish();
+            let verdict = Instant::now();
+            assert!(r.is_clean(), "{}", r.to_text());
+            let exited = exit_at.lock().unwrap().expect("the task ran to its end");
+            assert!(exited.duration_since(body_end) >= Duration::from_millis(t_ms));
+            over.push((verdict - exited).as_secs_f64() * 1e3);
+        }
+        figures.push(Figure {
+            name: if t_ms == 10 {
+                "task exiting 10 ms after the body: verdict after exit"
+            } else {
+                "task exiting 50 ms after the body: verdict after exit"
+            },
+            value: median(over),
+            unit: "ms",
+            baseline: None,
+            ratio: None,
+            goal: "<= 2 ms",
+        });
+    }
+
+    // 4. 100k live tasks: one settling round (snapshot + diff against the baseline).
+    let check = Check::builder()
+        .kinds(tasks_only())
+        .backtraces(false)
+        .start_multi_thread(2)
+        .unwrap();
+    check.block_on(async {
+        for _ in 0..100_000 {
+            tokio::spawn(pending::<()>());
+        }
+    });
+    let rounds: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            let (n, unknown) = leakcheck::__private::task_round(&check);
+            assert!(n == 100_000 && unknown);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    figures.push(Figure {
+        name: "100k live tasks: snapshot + diff (median)",
+        value: median(rounds),
+        unit: "ms",
+        baseline: None,
+        ratio: None,
+        goal: "<= 50 ms",
+    });
+    drop(check);
+
+    // 5. 10k survivors from 10 spawn sites, backtraces on: the full report, symbols included.
+    let check = Check::builder()
+        .kinds(tasks_only())
+        .settle_deadline(Duration::ZERO)
+        .start_multi_thread(2)
+        .unwrap();
+    check.block_on(async {
+        for i in 0..10_000usize {
+            match i % 10 {
+                0 => tokio::spawn(pending::<()>()),
+                1 => tokio::spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await }),
+                2 => tokio::spawn(pending::<()>()),
+                3 => tokio::spawn(async { tokio::sync::Notify::new().notified().await }),
+                4 => tokio::spawn(pending::<()>()),
+                5 => tokio::spawn(pending::<()>()),
+                6 => tokio::spawn(pending::<()>()),
+                7 => tokio::spawn(pending::<()>()),
+                8 => tokio::spawn(pending::<()>()),
+                _ => tokio::spawn(pending::<()>()),
+            };
+        }
+    });
+    let t = Instant::now();
+    let r = check.finish();
+    let text = r.to_text();
+    let json = r.to_json();
+    let full = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(r.unknown().count(), 10_000);
+    assert!(text.len() > 100 && json.len() > 100);
+    figures.push(Figure {
+        name: "10k survivors: full report with symbols",
+        value: full,
+        unit: "ms",
+        baseline: None,
+        ratio: None,
+        goal: "<= 1000 ms",
+    });
+
+    // Output.
+    println!(
+        "{:<52} {:>12} {:>6} {:>12} {:>7}  goal",
+        "figure", "value", "unit", "baseline", "ratio"
+    );
+    for f in &figures {
+        println!(
+            "{:<52} {:>12.3} {:>6} {:>12} {:>7}  {}",
+            f.name,
+            f.value,
+            f.unit,
+            f.baseline.map(|b| format!("{b:.1}")).unwrap_or_default(),
+            f.ratio.map(|r| format!("{r:.3}")).unwrap_or_default(),
+            f.goal
+        );
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("leakcheck-engine.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+    println!("wrote {}", path.display());
+}
+
+fn tracked_rt(check: &Check) -> &tokio::runtime::Runtime {
+    leakcheck::__private::runtime(check)
+}
