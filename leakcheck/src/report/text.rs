@@ -223,9 +223,12 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
             .unwrap_or_default();
         let _ = writeln!(out, "    allowed by  rule `{rule}`{from}: {reason}");
     }
-    if let Some(name) = &s.name {
-        if s.kind == Kind::Task {
-            let _ = writeln!(out, "    name        {}", norm(name));
+    if s.kind == Kind::Task {
+        let mut names: Vec<&str> = g.members.iter().filter_map(|m| m.name.as_deref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.is_empty() {
+            let _ = writeln!(out, "    name        {}", norm(&names.join(", ")));
         }
     }
     if let Some(f) = &s.user_frame {
@@ -263,7 +266,9 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
         }
     }
     if style == Style::Human {
-        let ids: Vec<_> = g.members.iter().take(8).map(|m| m.id.as_str()).collect();
+        let mut ids: Vec<&str> = g.members.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_by_key(|id| (id.len(), *id));
+        ids.truncate(8);
         let more = if n > 8 {
             format!(" and {} more", n - 8)
         } else {
