@@ -412,11 +412,17 @@ impl Check {
         };
         for (id, rec) in first.unwrap_or_default() {
             if let Some(after) = gone_at.get(&id) {
-                let s = self.task_survivor(reg, id, &rec, None);
+                // No symbols for tasks that exited: the spawn site says enough.
+                let l = rec.location;
                 lingered.push(Lingered {
                     kind: Kind::Task,
-                    component: s.component,
-                    description: s.description,
+                    component: self.task_component(&rec).to_string(),
+                    description: format!(
+                        "task spawned at {}:{}:{}",
+                        l.file(),
+                        l.line(),
+                        l.column()
+                    ),
                     exited_after_ms: ms(*after),
                 });
             }
@@ -553,12 +559,7 @@ impl Check {
                 component = component::of_function(&f.function);
             }
         }
-        let location = format!(
-            "{}:{}:{}",
-            rec.location.file(),
-            rec.location.line(),
-            rec.location.column()
-        );
+        let location = location(rec);
         let status = self.classify(&Subject {
             kind: Kind::Task,
             component: &component,
@@ -800,6 +801,12 @@ fn lifecycle(checkpoints: &[(String, Counts)], fin: Counts) -> Lifecycle {
         })
         .collect();
     Lifecycle { columns, rows }
+}
+
+/// `file:line:column` of a task's spawn.
+fn location(rec: &TaskRecord) -> String {
+    let l = rec.location;
+    format!("{}:{}:{}", l.file(), l.line(), l.column())
 }
 
 fn ms(d: Duration) -> f64 {
