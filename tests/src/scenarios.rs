@@ -300,7 +300,7 @@ mod metrics_lib {
     pub fn start_global_ticker() {
         tokio::spawn(async {
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
     }

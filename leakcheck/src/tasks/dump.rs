@@ -44,23 +44,55 @@ pub(crate) enum DumpOutcome {
     Unsupported(&'static str),
 }
 
+/// How many dumps are taken at most to catch tasks that were running or just woken (a dump
+/// misses those).
+const DUMP_ATTEMPTS: usize = 3;
+
 /// Dumps `rt`'s tasks and resolves the traces of the `wanted` ones.
 pub(crate) fn dump(
     rt: &tokio::runtime::Runtime,
     wanted: &FxHashSet<Id>,
     timeout: Duration,
 ) -> DumpOutcome {
-    #[cfg(all(
-        tokio_unstable,
-        target_os = "linux",
-        any(
-            target_arch = "aarch64",
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "s390x"
-        )
-    ))]
-    {
+    let start = Instant::now();
+    let mut traces = FxHashMap::default();
+    for _ in 0..DUMP_ATTEMPTS {
+        let missing: FxHashSet<Id> = wanted
+            .iter()
+            .filter(|id| !traces.contains_key(*id))
+            .copied()
+            .collect();
+        let left = timeout.saturating_sub(start.elapsed());
+        match imp::dump(rt, &missing, left) {
+            DumpOutcome::Done(more) => traces.extend(more),
+            other if traces.is_empty() => return other,
+            _ => break,
+        }
+        if traces.len() == wanted.len() {
+            break;
+        }
+    }
+    DumpOutcome::Done(traces)
+}
+
+#[cfg(all(
+    tokio_unstable,
+    target_os = "linux",
+    any(
+        target_arch = "aarch64",
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "s390x"
+    )
+))]
+mod imp {
+    use super::*;
+
+    pub(super) fn dump(
+        rt: &tokio::runtime::Runtime,
+        wanted: &FxHashSet<Id>,
+        timeout: Duration,
+    ) -> DumpOutcome {
         use tokio::runtime::RuntimeFlavor;
         let start = Instant::now();
         let raw = match rt.handle().runtime_flavor() {
@@ -100,19 +132,40 @@ pub(crate) fn dump(
         }
         DumpOutcome::Done(traces)
     }
-    #[cfg(not(all(
-        tokio_unstable,
-        target_os = "linux",
-        any(
-            target_arch = "aarch64",
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "s390x"
-        )
-    )))]
-    {
-        let _ = (rt, wanted, timeout, Instant::now());
-        DumpOutcome::Unsupported(UNSUPPORTED)
+
+    fn convert(trace: &tokio::runtime::dump::Trace) -> AwaitTrace {
+        let mut leaves = Vec::new();
+        for bt in trace.resolve_backtraces() {
+            let mut resource = None;
+            let mut frames = Vec::new();
+            // tokio trims the frames below the leaf and above the task's root: what is left runs
+            // from the resource polled last (innermost) out to the task's own future.
+            for frame in bt.frames() {
+                for sym in frame.symbols() {
+                    let function = sym
+                        .name_demangled()
+                        .map(|n| strip_hash(n).to_string())
+                        .unwrap_or_else(|| format!("{:p}", frame.ip()));
+                    let f = Frame {
+                        function,
+                        file: sym.filename().map(crate::tasks::symbols::relative),
+                        line: sym.lineno(),
+                    };
+                    if f.is_runtime() {
+                        if resource.is_none()
+                            && frames.is_empty()
+                            && f.function.starts_with("tokio::")
+                        {
+                            resource = Some(f.function);
+                        }
+                    } else {
+                        frames.push(f);
+                    }
+                }
+            }
+            leaves.push(AwaitLeaf { resource, frames });
+        }
+        AwaitTrace { leaves }
     }
 }
 
@@ -126,49 +179,14 @@ pub(crate) fn dump(
         target_arch = "s390x"
     )
 )))]
-const UNSUPPORTED: &str = "task dumps need Linux on x86, x86_64, aarch64 or s390x and `--cfg tokio_unstable`; survivors are shown without await traces";
+mod imp {
+    use super::*;
 
-#[cfg(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-))]
-fn convert(trace: &tokio::runtime::dump::Trace) -> AwaitTrace {
-    let mut leaves = Vec::new();
-    for bt in trace.resolve_backtraces() {
-        let mut resource = None;
-        let mut frames = Vec::new();
-        // tokio trims the frames below the leaf and above the task's root: what is left runs
-        // from the resource polled last (innermost) out to the task's own future.
-        for frame in bt.frames() {
-            for sym in frame.symbols() {
-                let function = sym
-                    .name_demangled()
-                    .map(|n| strip_hash(n).to_string())
-                    .unwrap_or_else(|| format!("{:p}", frame.ip()));
-                let f = Frame {
-                    function,
-                    file: sym.filename().map(super::symbols::relative),
-                    line: sym.lineno(),
-                };
-                if f.is_runtime() {
-                    if resource.is_none() && frames.is_empty() && f.function.starts_with("tokio::")
-                    {
-                        resource = Some(f.function);
-                    }
-                } else {
-                    frames.push(f);
-                }
-            }
-        }
-        leaves.push(AwaitLeaf { resource, frames });
+    pub(super) fn dump(_: &tokio::runtime::Runtime, _: &FxHashSet<Id>, _: Duration) -> DumpOutcome {
+        DumpOutcome::Unsupported(
+            "task dumps need Linux on x86, x86_64, aarch64 or s390x and `--cfg tokio_unstable`; survivors are shown without await traces",
+        )
     }
-    AwaitTrace { leaves }
 }
 
 /// Drops the `::h0123abcd` hash suffix of a legacy-mangled symbol.
