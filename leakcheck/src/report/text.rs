@@ -26,11 +26,6 @@ impl Report {
     }
 }
 
-/// Survivors that share kind, status, component and site.
-struct Group<'a> {
-    members: Vec<&'a Survivor>,
-}
-
 fn group_key(s: &Survivor) -> (bool, Kind, String, String, String) {
     let status = match &s.status {
         Status::Known { rule, .. } => rule.clone(),
@@ -105,15 +100,9 @@ fn render(r: &Report, style: Style) -> String {
     out.push('\n');
 
     // Survivors, grouped.
-    let mut groups: BTreeMap<_, Group<'_>> = BTreeMap::new();
+    let mut groups: BTreeMap<_, Vec<&Survivor>> = BTreeMap::new();
     for s in &r.survivors {
-        groups
-            .entry(group_key(s))
-            .or_insert_with(|| Group {
-                members: Vec::new(),
-            })
-            .members
-            .push(s);
+        groups.entry(group_key(s)).or_default().push(s);
     }
     for g in groups.values() {
         out.push('\n');
@@ -186,9 +175,15 @@ fn render(r: &Report, style: Style) -> String {
     out
 }
 
-fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&str) -> String) {
-    let s = g.members[0];
-    let n = g.members.len();
+/// Renders survivors that share kind, status, component and site.
+fn render_group(
+    out: &mut String,
+    members: &[&Survivor],
+    style: Style,
+    norm: &dyn Fn(&str) -> String,
+) {
+    let s = members[0];
+    let n = members.len();
     let status = match &s.status {
         Status::Unknown => "UNKNOWN".to_string(),
         Status::Known { .. } => "KNOWN".to_string(),
@@ -224,7 +219,7 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
         let _ = writeln!(out, "    allowed by  rule `{rule}`{from}: {reason}");
     }
     if s.kind == Kind::Task {
-        let mut names: Vec<&str> = g.members.iter().filter_map(|m| m.name.as_deref()).collect();
+        let mut names: Vec<&str> = members.iter().filter_map(|m| m.name.as_deref()).collect();
         names.sort_unstable();
         names.dedup();
         if !names.is_empty() {
@@ -255,7 +250,7 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
         }
     }
     if s.parent.is_some() {
-        let parents: Vec<_> = g.members.iter().filter_map(|m| m.parent.clone()).collect();
+        let parents: Vec<_> = members.iter().filter_map(|m| m.parent.clone()).collect();
         match style {
             Style::Human => {
                 let _ = writeln!(out, "    spawned by  task {}", parents.join(", "));
@@ -266,7 +261,7 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
         }
     }
     if style == Style::Human {
-        let mut ids: Vec<&str> = g.members.iter().map(|m| m.id.as_str()).collect();
+        let mut ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
         ids.sort_by_key(|id| (id.len(), *id));
         ids.truncate(8);
         let more = if n > 8 {
@@ -274,8 +269,7 @@ fn render_group(out: &mut String, g: &Group<'_>, style: Style, norm: &dyn Fn(&st
         } else {
             String::new()
         };
-        let age = g
-            .members
+        let age = members
             .iter()
             .filter_map(|m| m.age_ms)
             .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));

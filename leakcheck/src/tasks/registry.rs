@@ -108,10 +108,6 @@ impl Registry {
         self.terminated.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(&s.0).len()).sum()
-    }
-
     /// A copy of every live record whose id is not in `except`.
     pub(crate) fn snapshot_except(
         &self,
@@ -131,11 +127,7 @@ impl Registry {
 
     /// A copy of every live record.
     pub(crate) fn snapshot(&self) -> Vec<(Id, TaskRecord)> {
-        let mut out = Vec::with_capacity(self.len() + 16);
-        for s in &self.shards {
-            out.extend(lock(&s.0).iter().map(|(id, r)| (*id, r.clone())));
-        }
-        out
+        self.snapshot_except(&rustc_hash::FxHashSet::default())
     }
 
     /// Ids only: the cheap form of a snapshot, for baselines.
