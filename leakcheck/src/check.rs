@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::Id;
 
-use crate::config::{CheckBuilder, Kinds};
+use crate::config::{CheckBuilder, Kinds, Mode, ReportDir};
 use crate::process;
 use crate::report::{
     Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
@@ -33,9 +33,10 @@ const BACKOFF_CAP: Duration = Duration::from_millis(5);
 const AWAIT_TRACES_PER_SITE: usize = 4;
 
 /// Which runtime a check builds.
-enum RuntimeSpec {
+pub(crate) enum RuntimeSpec {
     None,
-    CurrentThread,
+    /// A current-thread runtime, its clock paused or not.
+    CurrentThread(bool),
     MultiThread(usize),
     Custom(Box<tokio::runtime::Builder>),
 }
@@ -49,7 +50,13 @@ impl CheckBuilder {
 
     /// Starts a check with an instrumented current-thread runtime.
     pub fn start_current_thread(self) -> Result<Check, Error> {
-        Check::start(self, RuntimeSpec::CurrentThread)
+        Check::start(self, RuntimeSpec::CurrentThread(false))
+    }
+
+    /// Starts a check with an instrumented current-thread runtime whose clock starts paused
+    /// (as `#[tokio::test(start_paused = true)]`).
+    pub fn start_current_thread_paused(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::CurrentThread(true))
     }
 
     /// Starts a check with an instrumented multi-thread runtime of `workers` threads.
@@ -120,7 +127,10 @@ pub struct Check {
     components: Mutex<FxHashMap<usize, Arc<str>>>,
     symbols: Mutex<Symbolizer>,
     notes: Vec<Note>,
-    _serial: Option<SerialGuard>,
+    mode: Mode,
+    report_dir: ReportDir,
+    hold: Duration,
+    _turn: Turn,
 }
 
 impl Check {
@@ -129,7 +139,7 @@ impl Check {
         CheckBuilder::default()
     }
 
-    fn start(cfg: CheckBuilder, spec: RuntimeSpec) -> Result<Check, Error> {
+    pub(crate) fn start(cfg: CheckBuilder, spec: RuntimeSpec) -> Result<Check, Error> {
         let mut kinds = cfg.kinds;
         let mut notes = Vec::new();
         if matches!(spec, RuntimeSpec::None) {
@@ -144,8 +154,9 @@ impl Check {
             kinds.fds = false;
             kinds.children = false;
         }
-        // Process-wide kinds would blame one check for another's resources: one at a time.
-        let serial = kinds.any_process().then(SerialGuard::acquire);
+        // Process-wide kinds would blame one check for another's resources (its runtime's
+        // threads and descriptors included): such a check runs alone.
+        let turn = Turn::acquire(kinds.any_process());
         if kinds.any_process() && !matches!(spec, RuntimeSpec::None) {
             warm_up_tokio_globals();
         }
@@ -160,7 +171,11 @@ impl Check {
                 let custom = matches!(spec, RuntimeSpec::Custom(_));
                 let reg = Registry::new(cfg.backtraces);
                 let mut b = match spec {
-                    RuntimeSpec::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+                    RuntimeSpec::CurrentThread(paused) => {
+                        let mut b = tokio::runtime::Builder::new_current_thread();
+                        b.start_paused(paused);
+                        b
+                    }
                     RuntimeSpec::MultiThread(n) => {
                         let mut b = tokio::runtime::Builder::new_multi_thread();
                         b.worker_threads(n);
@@ -207,7 +222,10 @@ impl Check {
             components: Mutex::new(FxHashMap::default()),
             symbols: Mutex::new(Symbolizer::default()),
             notes,
-            _serial: serial,
+            mode: cfg.mode,
+            report_dir: cfg.report_dir,
+            hold: cfg.hold,
+            _turn: turn,
         };
         let counts = check.counts_with(&state);
         lock(&check.checkpoints).push(("baseline".into(), counts));
@@ -269,7 +287,7 @@ impl Check {
                 }
             }
         }
-        let waiting = SerialGuard::waiting();
+        let waiting = Turn::waiting();
         for t in threads.iter().filter(|t| !waiting.contains(&t.tid)) {
             *c.entry((Kind::Thread, component::of_thread(&t.name)))
                 .or_default() += 1;
@@ -292,6 +310,26 @@ impl Check {
             .clone()
     }
 
+    /// Finishes as a test does: [`finish`](Self::finish), then writes the JSON report to the
+    /// report directory (see [`CheckBuilder::report_dir`]), then, on an unknown survivor, panics
+    /// with the text report ([`Mode::Fail`]) or prints it to stderr ([`Mode::Warn`]).
+    ///
+    /// This is what `#[leak_test]` does after the test body.
+    pub fn finish_test(self) -> Report {
+        let (report, mode) = self.finish_and_write();
+        judge(&report, mode);
+        report
+    }
+
+    /// [`finish`](Self::finish), then the JSON report; the mode is returned for [`judge`].
+    pub(crate) fn finish_and_write(self) -> (Report, Mode) {
+        let mode = self.mode;
+        let dir = self.report_dir.clone();
+        let report = self.finish();
+        crate::report::write_json(&report, &dir);
+        (report, mode)
+    }
+
     /// Settles, classifies and reports. Tasks are checked while the runtime still runs (so their
     /// await traces can be dumped); then the runtime is shut down within the shutdown timeout and
     /// threads, descriptors and children are checked.
@@ -308,6 +346,7 @@ impl Check {
         if self.kinds.tasks {
             survivors.extend(self.settle_tasks(start, &mut stats, &mut lingered, &mut notes));
         }
+        let held = self.hold_on_leak(&survivors);
         let task_counts = self
             .kinds
             .tasks
@@ -328,6 +367,9 @@ impl Check {
         let mut last_state = ProcessState::default();
         if self.kinds.any_process() {
             let (found, state) = self.settle_process(&mut stats, &mut lingered);
+            if !held {
+                self.hold_on_leak(&found);
+            }
             survivors.extend(found);
             last_state = state;
         }
@@ -371,6 +413,23 @@ impl Check {
         }
     }
 
+    /// Keeps the process alive for the configured hold when `found` has an unknown survivor;
+    /// says whether it did.
+    fn hold_on_leak(&self, found: &[Survivor]) -> bool {
+        let unknown = found.iter().filter(|s| s.status == Status::Unknown).count();
+        if self.hold.is_zero() || unknown == 0 {
+            return false;
+        }
+        eprintln!(
+            "leakcheck: {unknown} unknown survivor(s) in `{}`: holding pid {} for {} s before shutting down; attach tokio-console or a debugger now",
+            self.label.as_deref().unwrap_or("check"),
+            std::process::id(),
+            self.hold.as_secs()
+        );
+        std::thread::sleep(self.hold);
+        true
+    }
+
     fn settle_tasks(
         &self,
         start: Instant,
@@ -387,6 +446,10 @@ impl Check {
         let deadline = start + self.settle;
         let mut first: Option<Vec<(Id, TaskRecord)>> = None;
         let mut gone_at: FxHashMap<Id, Duration> = FxHashMap::default();
+        // Nobody drives a current-thread runtime once the body returned: settling must, or an
+        // aborted task would never get to exit.
+        let drive = rt.handle().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+        let mut backoff = BACKOFF_START;
         let survivors = loop {
             stats.rounds += 1;
             let seen = reg.terminations();
@@ -407,8 +470,20 @@ impl Check {
                 stats.timed_out = unknown;
                 break live;
             }
-            // Event-driven: the terminate hook wakes us.
-            reg.wait_for_termination(seen, deadline - now);
+            if drive {
+                rt.block_on(async {
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                    }
+                });
+                if reg.terminations() == seen {
+                    reg.wait_for_termination(seen, backoff.min(deadline - now));
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            } else {
+                // Event-driven: the terminate hook wakes us.
+                reg.wait_for_termination(seen, deadline - now);
+            }
         };
         for (id, rec) in first.unwrap_or_default() {
             if let Some(after) = gone_at.get(&id) {
@@ -713,7 +788,7 @@ impl Check {
         let (survivors, state) = loop {
             stats.rounds += 1;
             excluded = 0;
-            let waiting = SerialGuard::waiting();
+            let waiting = Turn::waiting();
             let state = ProcessState::read(&self.kinds);
             let now_list = self.process_survivors(&state, &waiting, &mut excluded);
             match &first {
@@ -781,6 +856,17 @@ impl Survivor {
     }
 }
 
+/// Fails (panics with the text report) or warns (prints it) when `report` has an unknown
+/// survivor.
+pub(crate) fn judge(report: &Report, mode: Mode) {
+    if !report.is_clean() {
+        match mode {
+            Mode::Warn => eprintln!("{}", report.to_text()),
+            _ => panic!("{}", report.to_text()),
+        }
+    }
+}
+
 fn lifecycle(checkpoints: &[(String, Counts)], fin: Counts) -> Lifecycle {
     let mut columns: Vec<String> = checkpoints.iter().map(|(n, _)| n.clone()).collect();
     columns.push("final".into());
@@ -832,24 +918,53 @@ fn warm_up_tokio_globals() {
     });
 }
 
-/// One check of process-wide kinds at a time per process. Threads blocked here are known to
-/// leakcheck and not blamed on the running check.
-struct SerialGuard;
+/// Checks take turns within a process: a check of process-wide kinds runs alone (it would
+/// otherwise blame another check's runtime threads and descriptors on its own test); checks of
+/// tasks only run side by side. Threads waiting for a turn are known to leakcheck and are not
+/// blamed on the running check.
+struct Turn {
+    exclusive: bool,
+}
 
-static SERIAL: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+#[derive(Default)]
+struct Turns {
+    exclusive: bool,
+    shared: usize,
+    /// Exclusive checks waiting: shared ones queue behind them so they are not starved.
+    exclusive_waiting: usize,
+}
+
+static TURNS: (Mutex<Turns>, Condvar) = (
+    Mutex::new(Turns {
+        exclusive: false,
+        shared: 0,
+        exclusive_waiting: 0,
+    }),
+    Condvar::new(),
+);
 static WAITING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
-impl SerialGuard {
-    fn acquire() -> SerialGuard {
+impl Turn {
+    fn acquire(exclusive: bool) -> Turn {
         let tid = process::current_tid();
         lock(&WAITING).push(tid);
-        let mut busy = lock(&SERIAL.0);
-        while *busy {
-            busy = SERIAL.1.wait(busy).unwrap_or_else(|e| e.into_inner());
+        let mut t = lock(&TURNS.0);
+        if exclusive {
+            t.exclusive_waiting += 1;
+            while t.exclusive || t.shared > 0 {
+                t = TURNS.1.wait(t).unwrap_or_else(|e| e.into_inner());
+            }
+            t.exclusive_waiting -= 1;
+            t.exclusive = true;
+        } else {
+            while t.exclusive || t.exclusive_waiting > 0 {
+                t = TURNS.1.wait(t).unwrap_or_else(|e| e.into_inner());
+            }
+            t.shared += 1;
         }
-        *busy = true;
-        lock(&WAITING).retain(|t| *t != tid);
-        SerialGuard
+        drop(t);
+        lock(&WAITING).retain(|w| *w != tid);
+        Turn { exclusive }
     }
 
     fn waiting() -> HashSet<i32> {
@@ -857,10 +972,16 @@ impl SerialGuard {
     }
 }
 
-impl Drop for SerialGuard {
+impl Drop for Turn {
     fn drop(&mut self) {
-        *lock(&SERIAL.0) = false;
-        SERIAL.1.notify_one();
+        let mut t = lock(&TURNS.0);
+        if self.exclusive {
+            t.exclusive = false;
+        } else {
+            t.shared -= 1;
+        }
+        drop(t);
+        TURNS.1.notify_all();
     }
 }
 

@@ -7,6 +7,9 @@
 //! | `LEAKCHECK_SHUTDOWN_TIMEOUT_MS` | [`CheckBuilder::shutdown_timeout`] | [`DEFAULT_SHUTDOWN_TIMEOUT`] (1000 ms) |
 //! | `LEAKCHECK_BACKTRACE` | [`CheckBuilder::backtraces`] | [`DEFAULT_BACKTRACES`] (`true`) |
 //! | `LEAKCHECK_KINDS` | [`CheckBuilder::kinds`] | all: `tasks,threads,fds,children` |
+//! | `LEAKCHECK_MODE` | [`CheckBuilder::mode`] | [`DEFAULT_MODE`] (`fail`) |
+//! | `LEAKCHECK_REPORT_DIR` | [`CheckBuilder::report_dir`] | `<target dir>/leakcheck` ([`DEFAULT_REPORT_DIR`]); `off` writes none |
+//! | `LEAKCHECK_HOLD_SECS` | [`CheckBuilder::hold_on_leak`] | 0 |
 //! | `LEAKCHECK_CONFIG` | the file [`CheckBuilder::with_env`] reads | `leakcheck.toml` in the nearest ancestor of `CARGO_MANIFEST_DIR` (or the current directory) |
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,55 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Whether spawn backtraces are captured (about 0.1-0.3 µs per spawn with frame pointers).
 pub const DEFAULT_BACKTRACES: bool = true;
+
+/// What [`Check::finish_test`](crate::Check::finish_test) does with an unknown survivor.
+pub const DEFAULT_MODE: Mode = Mode::Fail;
+
+/// The report directory's name inside the cargo target directory.
+pub const DEFAULT_REPORT_DIR: &str = "leakcheck";
+
+/// What an unknown survivor does to a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// The test fails with the report (the default).
+    Fail,
+    /// The report is printed to stderr and the test goes on: for adopting leakcheck in a suite
+    /// that still leaks.
+    Warn,
+}
+
+impl Mode {
+    /// Parses `fail` or `warn`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "fail" => Ok(Mode::Fail),
+            "warn" => Ok(Mode::Warn),
+            other => Err(format!("unknown mode `{other}`: expected `fail` or `warn`")),
+        }
+    }
+}
+
+/// Where [`Check::finish_test`](crate::Check::finish_test) writes the JSON report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReportDir {
+    /// `<target dir>/leakcheck`.
+    Target,
+    Off,
+    Path(PathBuf),
+}
+
+impl ReportDir {
+    fn parse(v: &str, base: Option<&Path>) -> Self {
+        match v.trim() {
+            "off" | "none" => ReportDir::Off,
+            p => ReportDir::Path(match base {
+                Some(b) => b.join(p),
+                None => PathBuf::from(p),
+            }),
+        }
+    }
+}
 
 /// Which kinds of resources a check tracks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +170,11 @@ pub struct CheckBuilder {
     pub(crate) backtraces: bool,
     pub(crate) kinds: Kinds,
     pub(crate) rules: RuleSet,
+    /// `[[rule]]`s of the configuration file, applied only when named.
+    pub(crate) named: RuleSet,
+    pub(crate) mode: Mode,
+    pub(crate) report_dir: ReportDir,
+    pub(crate) hold: Duration,
 }
 
 impl Default for CheckBuilder {
@@ -130,6 +187,10 @@ impl Default for CheckBuilder {
             backtraces: DEFAULT_BACKTRACES,
             kinds: Kinds::ALL,
             rules: RuleSet::new(),
+            named: RuleSet::new(),
+            mode: DEFAULT_MODE,
+            report_dir: ReportDir::Target,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -181,6 +242,61 @@ impl CheckBuilder {
         self
     }
 
+    /// Allows what `spec` names: a `[[rule]]` of the configuration file read by
+    /// [`with_env`](Self::with_env) or [`with_file`](Self::with_file), or a `key=regex` pattern
+    /// (`thread_name=^rdk:`) that becomes a rule of its own (its reason says it was allowed by
+    /// `spec`). An unknown name lists the rules there are; a bad key lists the valid ones.
+    pub fn allow_spec(self, spec: &str) -> Result<Self, Error> {
+        if spec.contains('=') {
+            let rule = Rule::builder(spec, format!("allowed by this test: `{spec}`"))
+                .pattern_spec(spec)?
+                .build()?;
+            return Ok(self.allow(rule));
+        }
+        match self.named.get(spec.trim()) {
+            Some(rule) => {
+                let rule = rule.clone();
+                Ok(self.allow(rule))
+            }
+            None => {
+                let known: Vec<&str> = self.named.iter().map(|r| r.name()).collect();
+                Err(Error::Rule {
+                    rule: spec.to_string(),
+                    origin: None,
+                    reason: if known.is_empty() {
+                        "no `[[rule]]` of that name: leakcheck.toml defines none (or write `key=regex`)".into()
+                    } else {
+                        format!(
+                            "no `[[rule]]` of that name in leakcheck.toml: it defines {}",
+                            known.join(", ")
+                        )
+                    },
+                })
+            }
+        }
+    }
+
+    /// Sets what an unknown survivor does in [`Check::finish_test`](crate::Check::finish_test)
+    /// (default [`DEFAULT_MODE`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the directory where [`Check::finish_test`](crate::Check::finish_test) writes the
+    /// JSON report (`None`: write none). Default: [`DEFAULT_REPORT_DIR`] in the target directory.
+    pub fn report_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.report_dir = dir.map_or(ReportDir::Off, ReportDir::Path);
+        self
+    }
+
+    /// On an unknown survivor, keeps the process (and the runtime) alive this long before
+    /// shutting down, so that a person can attach tokio-console or a debugger (default: 0).
+    pub fn hold_on_leak(mut self, d: Duration) -> Self {
+        self.hold = d;
+        self
+    }
+
     /// Applies a configuration file: its settings, and its rules after the ones already set.
     pub fn with_file(self, path: &Path) -> Result<Self, Error> {
         let file = FileConfig::read(path)?;
@@ -207,7 +323,20 @@ impl CheckBuilder {
                 message: format!("settings.kinds: {reason}"),
             })?;
         }
+        if let Some(m) = &s.mode {
+            self.mode = Mode::parse(m).map_err(|reason| Error::ParseFile {
+                path: file.path.clone(),
+                message: format!("settings.mode: {reason}"),
+            })?;
+        }
+        if let Some(d) = &s.report_dir {
+            self.report_dir = ReportDir::parse(d, file.path.parent());
+        }
+        if let Some(secs) = s.hold_secs {
+            self.hold = Duration::from_secs(secs);
+        }
         self.rules.extend(file.rules);
+        self.named.extend(file.named);
         Ok(self)
     }
 
@@ -276,6 +405,27 @@ impl CheckBuilder {
                 value: v,
                 reason,
             })?;
+        }
+        if let Some(v) = get("LEAKCHECK_MODE") {
+            self.mode = Mode::parse(&v).map_err(|reason| Error::Env {
+                var: "LEAKCHECK_MODE",
+                value: v,
+                reason,
+            })?;
+        }
+        if let Some(v) = get("LEAKCHECK_REPORT_DIR") {
+            self.report_dir = ReportDir::parse(&v, None);
+        }
+        if let Some(v) = get("LEAKCHECK_HOLD_SECS") {
+            self.hold = v
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| Error::Env {
+                    var: "LEAKCHECK_HOLD_SECS",
+                    value: v.clone(),
+                    reason: "expected a whole number of seconds".into(),
+                })?;
         }
         Ok(self)
     }

@@ -5,6 +5,7 @@ mod check;
 mod component;
 mod config;
 mod error;
+mod harness;
 mod process;
 mod report;
 mod rules;
@@ -12,10 +13,13 @@ mod tasks;
 
 pub use check::{with_task_name, Check, RUNTIME_THREAD_NAME};
 pub use config::{
-    CheckBuilder, Kinds, DEFAULT_BACKTRACES, DEFAULT_DUMP_TIMEOUT, DEFAULT_SETTLE,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    CheckBuilder, Kinds, Mode, DEFAULT_BACKTRACES, DEFAULT_DUMP_TIMEOUT, DEFAULT_MODE,
+    DEFAULT_REPORT_DIR, DEFAULT_SETTLE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use error::Error;
+pub use harness::checkpoint;
+#[doc = include_str!("../docs/leak_test.md")]
+pub use leakcheck_macros::leak_test;
 pub use report::{
     Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
     SCHEMA_VERSION,
@@ -26,6 +30,9 @@ pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
 /// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::harness::{capture, run_async, run_sync, Options, Test};
+    pub use insta;
+
     /// Captures a spawn backtrace as the spawn hook does (for the benchmark).
     pub fn capture_backtrace() -> usize {
         crate::tasks::capture_for_bench()

@@ -1,9 +1,11 @@
 //! The report: a model (serializable, with a schema version) and its three renderings.
 
+mod file;
 mod model;
 mod normalized;
 mod text;
 
+pub(crate) use file::write_json;
 pub use model::{
     Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
     SCHEMA_VERSION,

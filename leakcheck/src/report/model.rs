@@ -219,6 +219,24 @@ impl Report {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn empty_for_tests() -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            label: None,
+            clean: true,
+            kinds: Vec::new(),
+            survivors: Vec::new(),
+            lingered: Vec::new(),
+            settle: SettleStats::default(),
+            lifecycle: Lifecycle {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            },
+            notes: Vec::new(),
+        }
+    }
+
     /// The report as JSON (pretty-printed), see [`SCHEMA_VERSION`].
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serializes")

@@ -1,15 +1,22 @@
-//! `leakcheck.toml`: settings and `[[allow]]` rules for a whole workspace.
+//! `leakcheck.toml`: settings, `[[allow]]` rules for every check of a workspace, and named
+//! `[[rule]]`s that a test opts into (`#[leak_test(allow = ["name"])]`).
 //!
 //! ```toml
 //! [settings]
 //! settle_ms = 1000          # LEAKCHECK_SETTLE_MS
 //! backtrace = true          # LEAKCHECK_BACKTRACE
+//! mode = "fail"             # LEAKCHECK_MODE
 //!
 //! [[allow]]
 //! name = "metrics-ticker"
 //! reason = "the metrics crate starts one global ticker on first use"
 //! kind = "task"
 //! spawn_location = 'metrics-[0-9.]+/src/ticker\.rs'
+//!
+//! [[rule]]
+//! name = "kafka-client-threads"
+//! reason = "librdkafka's threads exit after the client is dropped, off the runtime"
+//! thread_name = '^rdk:'
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -31,8 +38,10 @@ pub struct FileConfig {
     pub path: PathBuf,
     /// `[settings]`: each one is overridden by its environment variable.
     pub settings: FileSettings,
-    /// `[[allow]]` rules, in file order.
+    /// `[[allow]]` rules, in file order: they apply to every check.
     pub rules: RuleSet,
+    /// `[[rule]]` rules: they apply only to checks that name them.
+    pub named: RuleSet,
 }
 
 /// The `[settings]` table.
@@ -50,6 +59,13 @@ pub struct FileSettings {
     pub backtrace: Option<bool>,
     /// Which kinds to check: any of `tasks`, `threads`, `fds`, `children`.
     pub kinds: Option<Vec<String>>,
+    /// `fail` or `warn`.
+    pub mode: Option<String>,
+    /// Where `#[leak_test]` writes one JSON report per test (relative to this file's directory),
+    /// or `"off"`.
+    pub report_dir: Option<String>,
+    /// How long a failing check holds the process before shutting the runtime down, in seconds.
+    pub hold_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +75,8 @@ struct Raw {
     settings: FileSettings,
     #[serde(default)]
     allow: Vec<RawRule>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
 }
 
 #[derive(Deserialize)]
@@ -94,34 +112,13 @@ impl FileConfig {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let mut rules = RuleSet::new();
-        for r in raw.allow {
-            let mut b = Rule::builder(r.name, r.reason).origin(path.display().to_string());
-            if let Some(k) = r.kind {
-                b = b.kind(k);
-            }
-            let fields = [
-                ("spawn_location", r.spawn_location),
-                ("top_frame", r.top_frame),
-                ("any_frame", r.any_frame),
-                ("await_point", r.await_point),
-                ("task_name", r.task_name),
-                ("thread_name", r.thread_name),
-                ("fd_target", r.fd_target),
-                ("child_cmdline", r.child_cmdline),
-                ("component", r.component),
-            ];
-            for (key, value) in fields {
-                if let Some(v) = value {
-                    b = b.pattern(key, v);
-                }
-            }
-            rules.push(b.build()?);
-        }
+        let rules = build_rules(raw.allow, path)?;
+        let named = build_rules(raw.rule, path)?;
         Ok(Self {
             path: path.to_path_buf(),
             settings: raw.settings,
             rules,
+            named,
         })
     }
 
@@ -132,6 +129,34 @@ impl FileConfig {
             .map(|d| d.join(FILE_NAME))
             .find(|p| p.is_file())
     }
+}
+
+fn build_rules(raw: Vec<RawRule>, path: &Path) -> Result<RuleSet, Error> {
+    let mut rules = RuleSet::new();
+    for r in raw {
+        let mut b = Rule::builder(r.name, r.reason).origin(path.display().to_string());
+        if let Some(k) = r.kind {
+            b = b.kind(k);
+        }
+        let fields = [
+            ("spawn_location", r.spawn_location),
+            ("top_frame", r.top_frame),
+            ("any_frame", r.any_frame),
+            ("await_point", r.await_point),
+            ("task_name", r.task_name),
+            ("thread_name", r.thread_name),
+            ("fd_target", r.fd_target),
+            ("child_cmdline", r.child_cmdline),
+            ("component", r.component),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                b = b.pattern(key, v);
+            }
+        }
+        rules.push(b.build()?);
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]

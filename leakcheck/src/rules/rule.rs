@@ -125,6 +125,24 @@ impl RuleBuilder {
         self
     }
 
+    /// Adds a matcher written `key=regex` (`thread_name=^rdk:`); an unknown key is an error
+    /// that lists the valid ones.
+    pub(crate) fn pattern_spec(self, spec: &str) -> Result<Self, Error> {
+        let (key, regex) = spec.split_once('=').unwrap_or((spec, ""));
+        let key = key.trim();
+        if !Field::ALL.iter().any(|(_, k)| *k == key) {
+            return Err(Error::Rule {
+                rule: spec.to_string(),
+                origin: None,
+                reason: format!(
+                    "`{key}` is not a rule key: write `key=regex` with a key among {}",
+                    Field::ALL.map(|(_, k)| k).join(", ")
+                ),
+            });
+        }
+        Ok(self.pattern(key, regex.trim().to_string()))
+    }
+
     pub(crate) fn origin(mut self, origin: impl Into<String>) -> Self {
         self.origin = Some(origin.into());
         self
@@ -279,6 +297,11 @@ impl RuleSet {
     /// Whether the set holds no rule.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The rule called `name`.
+    pub fn get(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
     }
 
     pub(crate) fn first_match(&self, s: &Subject<'_>) -> Option<&Rule> {

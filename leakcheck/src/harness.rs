@@ -1,0 +1,411 @@
+//! What `#[leak_test]` runs. The attribute only captures call-site facts ([`Test`]) and the
+//! options it was given ([`Options`]); everything else happens here, where it is unit-tested:
+//! configuration (variables, then `leakcheck.toml`, then defaults, with the attribute's options
+//! on top), the runtime, the body (its panic is never hidden), the verdict, the JSON report and
+//! the snapshot.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::check::{judge, RuntimeSpec};
+use crate::{Check, CheckBuilder, Error, Kinds, Report};
+
+/// Where the test is, as the attribute saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Test {
+    /// The function's name.
+    pub name: &'static str,
+    /// `module_path!()` at the test.
+    pub module_path: &'static str,
+    /// `env!("CARGO_MANIFEST_DIR")` of the test's crate: where `leakcheck.toml` is looked for.
+    pub manifest_dir: &'static str,
+}
+
+impl Test {
+    /// `crate::module::name`, the report's label and the JSON report's file name.
+    fn path(&self) -> String {
+        format!("{}::{}", self.module_path, self.name)
+    }
+}
+
+/// The runtime a test gets, as `#[tokio::test]` offers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    CurrentThread { paused: bool },
+    /// `None`: one worker per CPU, as tokio's default.
+    MultiThread(Option<usize>),
+}
+
+/// The attribute's options; every one left out comes from the configuration.
+#[derive(Clone, Debug)]
+pub struct Options {
+    flavor: Flavor,
+    settle: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+    backtrace: Option<bool>,
+    kinds: Option<Kinds>,
+    allow: Vec<&'static str>,
+    snapshot: Option<fn(&str, &str)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flavor: Flavor::CurrentThread { paused: false },
+            settle: None,
+            shutdown_timeout: None,
+            backtrace: None,
+            kinds: None,
+            allow: Vec::new(),
+            snapshot: None,
+        }
+    }
+}
+
+impl Options {
+    /// `flavor = "current_thread"` (the default), `start_paused = ...`.
+    pub fn current_thread(mut self, paused: bool) -> Self {
+        self.flavor = Flavor::CurrentThread { paused };
+        self
+    }
+
+    /// `flavor = "multi_thread"`, `worker_threads = ...`.
+    pub fn multi_thread(mut self, workers: Option<usize>) -> Self {
+        self.flavor = Flavor::MultiThread(workers);
+        self
+    }
+
+    /// `settle = "..."`, in milliseconds.
+    pub fn settle_ms(mut self, ms: u64) -> Self {
+        self.settle = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `shutdown_timeout = "..."`, in milliseconds.
+    pub fn shutdown_timeout_ms(mut self, ms: u64) -> Self {
+        self.shutdown_timeout = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `backtrace = ...`.
+    pub fn backtrace(mut self, on: bool) -> Self {
+        self.backtrace = Some(on);
+        self
+    }
+
+    /// `kinds = [...]`, already validated by the attribute.
+    pub fn kinds(mut self, tasks: bool, threads: bool, fds: bool, children: bool) -> Self {
+        self.kinds = Some(Kinds {
+            tasks,
+            threads,
+            fds,
+            children,
+        });
+        self
+    }
+
+    /// One entry of `allow = [...]`: a `[[rule]]` name or `key=regex`.
+    pub fn allow(mut self, spec: &'static str) -> Self {
+        self.allow.push(spec);
+        self
+    }
+
+    /// `snapshot`: `assert` asserts (name, normalized report) with insta in the test's crate.
+    pub fn snapshot(mut self, assert: fn(&str, &str)) -> Self {
+        self.snapshot = Some(assert);
+        self
+    }
+
+    fn configure(&self, test: &Test) -> Result<CheckBuilder, Error> {
+        let manifest_dir = test.manifest_dir;
+        let mut b = Check::builder()
+            .label(test.path())
+            .with_env_from(|k| match k {
+                "CARGO_MANIFEST_DIR" => Some(manifest_dir.to_string()),
+                _ => std::env::var(k).ok(),
+            })?;
+        if let Some(d) = self.settle {
+            b = b.settle_deadline(d);
+        }
+        if let Some(d) = self.shutdown_timeout {
+            b = b.shutdown_timeout(d);
+        }
+        if let Some(on) = self.backtrace {
+            b = b.backtraces(on);
+        }
+        if let Some(k) = self.kinds {
+            b = b.kinds(k);
+        }
+        for spec in &self.allow {
+            b = b.allow_spec(spec)?;
+        }
+        Ok(b)
+    }
+
+    fn runtime(&self) -> RuntimeSpec {
+        match self.flavor {
+            Flavor::CurrentThread { paused } => RuntimeSpec::CurrentThread(paused),
+            Flavor::MultiThread(n) => RuntimeSpec::MultiThread(n.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            })),
+        }
+    }
+}
+
+thread_local! {
+    /// The check of the test running on this thread, for [`checkpoint`].
+    static CURRENT: Cell<*const Check> = const { Cell::new(std::ptr::null()) };
+    /// `Some` while [`capture`] runs: reports are handed back instead of failing the test.
+    static CAPTURED: RefCell<Option<Vec<Report>>> = const { RefCell::new(None) };
+}
+
+/// Runs an async test body on its own instrumented runtime under a check.
+pub fn run_async<F: Future>(test: Test, options: Options, body: F) -> F::Output {
+    run(test, options, false, |check| check.block_on(body))
+}
+
+/// Runs a synchronous test body under a check of threads, descriptors and children.
+pub fn run_sync<T>(test: Test, options: Options, body: impl FnOnce() -> T) -> T {
+    run(test, options, true, |_| body())
+}
+
+fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) -> T) -> T {
+    let check = options
+        .configure(&test)
+        .and_then(|b| {
+            #[cfg(feature = "console")]
+            crate::console::init_from_env()?;
+            let spec = if sync {
+                RuntimeSpec::None
+            } else {
+                options.runtime()
+            };
+            Check::start(b, spec)
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "leakcheck could not check `{}`: failed to {e}",
+                test.path()
+            )
+        });
+    let outcome = {
+        let _current = Current::set(&check);
+        catch_unwind(AssertUnwindSafe(|| body(&check)))
+    };
+    let (report, mode) = check.finish_and_write();
+    let output = match outcome {
+        Ok(output) => output,
+        Err(panic) => {
+            // The panic was printed when it happened; the leaks follow it, then it goes on.
+            if !report.is_clean() {
+                eprintln!(
+                    "leakcheck: `{}` panicked (see above) and also left survivors:\n{}",
+                    test.path(),
+                    report.to_text()
+                );
+            }
+            resume_unwind(panic)
+        }
+    };
+    let captured = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(reports) => {
+            reports.push(report.clone());
+            true
+        }
+        None => false,
+    });
+    if captured {
+        return output;
+    }
+    judge(&report, mode);
+    if let Some(assert) = options.snapshot {
+        assert(test.name, &report.to_normalized());
+    }
+    output
+}
+
+/// Sets [`CURRENT`] for the body's duration.
+struct Current;
+
+impl Current {
+    fn set(check: &Check) -> Current {
+        CURRENT.with(|c| c.set(check));
+        Current
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(std::ptr::null()));
+    }
+}
+
+/// Records a checkpoint (live counts per kind and component) in the check of the
+/// `#[leak_test]` running on this thread; the lifecycle table of its report shows it.
+///
+/// # Panics
+/// Outside a `#[leak_test]` body's thread (a spawned task of a multi-thread runtime runs
+/// elsewhere): call it from the test body, or use [`Check::checkpoint`] with the `Check` API.
+pub fn checkpoint(name: &str) {
+    CURRENT.with(|c| {
+        let check = c.get();
+        assert!(
+            !check.is_null(),
+            "leakcheck::checkpoint(\"{name}\") was called outside a #[leak_test] body: call it from the test function itself (not from a spawned task), or use Check::checkpoint"
+        );
+        // SAFETY: `Current` clears the pointer before the check it points to is finished or
+        // dropped, and only this thread reads it.
+        unsafe { &*check }.checkpoint(name);
+    });
+}
+
+/// Runs `f` (which runs `#[leak_test]` functions) and returns their reports instead of failing
+/// them: for testing leak tests themselves.
+pub fn capture(f: impl FnOnce()) -> Vec<Report> {
+    let previous = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    let reports = CAPTURED.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+    if let Err(panic) = outcome {
+        resume_unwind(panic);
+    }
+    reports.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEST: Test = Test {
+        name: "t",
+        module_path: "krate::m",
+        manifest_dir: "/nonexistent-leakcheck-dir",
+    };
+
+    fn opts() -> Options {
+        Options::default().settle_ms(100)
+    }
+
+    #[test]
+    fn a_clean_async_body_returns_its_output() {
+        let reports = capture(|| {
+            let v = run_async(TEST, opts(), async { 7 });
+            assert_eq!(v, 7);
+        });
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].is_clean());
+        assert_eq!(reports[0].label.as_deref(), Some("krate::m::t"));
+    }
+
+    #[test]
+    fn a_leak_fails_the_test_with_the_report() {
+        let panic = catch_unwind(|| {
+            run_async(TEST, opts().kinds(true, false, false, false), async {
+                tokio::spawn(std::future::pending::<()>());
+            })
+        })
+        .unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.starts_with("leakcheck: leaked 1 task in `krate::m::t`"), "{msg}");
+    }
+
+    #[test]
+    fn the_body_panic_wins_over_the_leak() {
+        let panic = catch_unwind(|| {
+            run_async(TEST, opts().kinds(true, false, false, false), async {
+                tokio::spawn(std::future::pending::<()>());
+                panic!("the body's own failure");
+            })
+        })
+        .unwrap_err();
+        assert_eq!(
+            panic.downcast_ref::<&str>().copied(),
+            Some("the body's own failure")
+        );
+    }
+
+    #[test]
+    fn checkpoints_reach_the_current_check() {
+        let reports = capture(|| {
+            run_async(
+                TEST,
+                opts().kinds(true, false, false, false),
+                async {
+                    checkpoint("started");
+                    let t = tokio::spawn(async {});
+                    t.await.unwrap();
+                },
+            )
+        });
+        assert_eq!(
+            reports[0].lifecycle.columns,
+            ["baseline", "started", "final"]
+        );
+    }
+
+    #[test]
+    fn checkpoint_outside_a_test_panics_with_advice() {
+        let panic = catch_unwind(|| checkpoint("x")).unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("outside a #[leak_test] body"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_allow_entry_names_itself() {
+        let panic = catch_unwind(|| run_sync(TEST, opts().allow("no-such-rule"), || ()))
+            .unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("`no-such-rule`") && msg.contains("leakcheck.toml"),
+            "{msg}"
+        );
+        let panic = catch_unwind(|| run_sync(TEST, opts().allow("thread=x"), || ()))
+            .unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("thread_name"), "{msg}");
+    }
+
+    #[test]
+    fn an_allow_pattern_files_the_survivor_as_known() {
+        let reports = capture(|| {
+            run_async(
+                TEST,
+                opts()
+                    .kinds(true, false, false, false)
+                    .allow("spawn_location=harness\\.rs"),
+                async {
+                    tokio::spawn(std::future::pending::<()>());
+                },
+            )
+        });
+        assert!(reports[0].is_clean(), "{}", reports[0].to_text());
+        assert_eq!(reports[0].known().count(), 1);
+    }
+
+    #[test]
+    fn multi_thread_and_paused_runtimes_are_built() {
+        let reports = capture(|| {
+            run_async(
+                TEST,
+                opts().multi_thread(Some(2)).kinds(true, false, false, false),
+                async {
+                    assert_eq!(
+                        tokio::runtime::Handle::current().metrics().num_workers(),
+                        2
+                    );
+                },
+            );
+            run_async(
+                TEST,
+                opts().current_thread(true).kinds(true, false, false, false),
+                async {
+                    let t = tokio::time::Instant::now();
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    assert!(t.elapsed() >= Duration::from_secs(3600));
+                },
+            );
+        });
+        assert_eq!(reports.len(), 2);
+    }
+}

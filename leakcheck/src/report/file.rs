@@ -1,0 +1,99 @@
+//! One JSON report per check in the report directory, for CI artifacts and tools.
+
+use std::path::{Path, PathBuf};
+
+use super::Report;
+use crate::config::{ReportDir, DEFAULT_REPORT_DIR};
+
+/// Writes `report` as `<dir>/<label>.json` (written to a temporary file, then renamed, so a
+/// reader never sees half a report). A failure to write is printed, never fatal: the verdict
+/// does not depend on the file.
+pub(crate) fn write_json(report: &Report, dir: &ReportDir) -> Option<PathBuf> {
+    let dir = match dir {
+        ReportDir::Off => return None,
+        ReportDir::Path(p) => p.clone(),
+        ReportDir::Target => target_dir().join(DEFAULT_REPORT_DIR),
+    };
+    let path = dir.join(format!("{}.json", file_stem(report.label.as_deref())));
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, report.to_json()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    match written {
+        Ok(()) => Some(path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!(
+                "leakcheck: could not write the JSON report {}: {e} (set LEAKCHECK_REPORT_DIR to a writable directory, or `off`)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR`, else the one holding this test binary
+/// (`<target>/<profile>/deps/<binary>`), else `target` in the current directory.
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    std::env::current_exe()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| d.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent()?.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// A file name for a label: `crate::module::test` becomes `crate.module.test`; anything but
+/// letters, digits, `-`, `_` and `.` becomes `_`.
+fn file_stem(label: Option<&str>) -> String {
+    let Some(label) = label.filter(|l| !l.trim().is_empty()) else {
+        return format!("unlabeled-{}", std::process::id());
+    };
+    label
+        .replace("::", ".")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_paths_become_file_names() {
+        assert_eq!(
+            file_stem(Some("it::corpus::leaky_pool")),
+            "it.corpus.leaky_pool"
+        );
+        assert_eq!(file_stem(Some("a b/c")), "a_b_c");
+        assert!(file_stem(None).starts_with("unlabeled-"));
+    }
+
+    #[test]
+    fn writes_the_report_and_reports_failures_without_panicking() {
+        let dir = std::env::temp_dir().join(format!("leakcheck-reports-{}", std::process::id()));
+        let report = Report {
+            label: Some("m::t".into()),
+            ..Report::empty_for_tests()
+        };
+        let path = write_json(&report, &ReportDir::Path(dir.clone())).unwrap();
+        assert_eq!(path, dir.join("m.t.json"));
+        let back: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back["label"], "m::t");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(write_json(&report, &ReportDir::Path("/proc/no-such-dir".into())).is_none());
+        assert!(write_json(&report, &ReportDir::Off).is_none());
+    }
+}
