@@ -165,6 +165,10 @@ impl Check {
         let state = ProcessState::read(&kinds);
 
         let mut registry = None;
+        let workers = match spec {
+            RuntimeSpec::MultiThread(n) => n,
+            _ => 0,
+        };
         let runtime = match spec {
             RuntimeSpec::None => None,
             spec => {
@@ -198,6 +202,9 @@ impl Check {
                 Some(b.build().map_err(Error::Runtime)?)
             }
         };
+        if kinds.threads && workers > 0 {
+            wait_for_named_workers(workers);
+        }
         let task_count = runtime
             .as_ref()
             .map_or(0, |r| r.metrics().num_alive_tasks());
@@ -816,10 +823,17 @@ impl Check {
         if let Some(first) = first {
             for (k, after) in gone_at {
                 if let Some(s) = first.get(&k) {
+                    let description = if s.name.as_deref() == Some(RUNTIME_THREAD_NAME) {
+                        format!(
+                            "thread `{RUNTIME_THREAD_NAME}` (exiting after the runtime's shutdown)"
+                        )
+                    } else {
+                        s.description.clone()
+                    };
                     lingered.push(Lingered {
                         kind: s.kind,
                         component: s.component.clone(),
-                        description: s.description.clone(),
+                        description,
                         exited_after_ms: ms(after),
                     });
                 }
@@ -901,6 +915,23 @@ fn ms(d: Duration) -> f64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new thread carries its creator's name until it names itself. Wait (briefly, bounded) until
+/// the runtime's workers have, so that checkpoints count them under the runtime's component.
+fn wait_for_named_workers(workers: usize) {
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let mut backoff = BACKOFF_START;
+    while process::threads()
+        .iter()
+        .filter(|t| t.name == RUNTIME_THREAD_NAME)
+        .count()
+        < workers
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
 }
 
 /// tokio creates a process-wide socket pair for signal delivery the first time a runtime with a

@@ -33,7 +33,9 @@ impl Test {
 /// The runtime a test gets, as `#[tokio::test]` offers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {
-    CurrentThread { paused: bool },
+    CurrentThread {
+        paused: bool,
+    },
     /// `None`: one worker per CPU, as tokio's default.
     MultiThread(Option<usize>),
 }
@@ -147,9 +149,9 @@ impl Options {
     fn runtime(&self) -> RuntimeSpec {
         match self.flavor {
             Flavor::CurrentThread { paused } => RuntimeSpec::CurrentThread(paused),
-            Flavor::MultiThread(n) => RuntimeSpec::MultiThread(n.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            })),
+            Flavor::MultiThread(n) => RuntimeSpec::MultiThread(
+                n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            ),
         }
     }
 }
@@ -184,12 +186,7 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
             };
             Check::start(b, spec)
         })
-        .unwrap_or_else(|e| {
-            panic!(
-                "leakcheck could not check `{}`: failed to {e}",
-                test.path()
-            )
-        });
+        .unwrap_or_else(|e| panic!("leakcheck could not check `{}`: failed to {e}", test.path()));
     let outcome = {
         let _current = Current::set(&check);
         catch_unwind(AssertUnwindSafe(|| body(&check)))
@@ -307,7 +304,10 @@ mod tests {
         })
         .unwrap_err();
         let msg = panic.downcast_ref::<String>().unwrap();
-        assert!(msg.starts_with("leakcheck: leaked 1 task in `krate::m::t`"), "{msg}");
+        assert!(
+            msg.starts_with("leakcheck: leaked 1 task in `krate::m::t`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -328,15 +328,11 @@ mod tests {
     #[test]
     fn checkpoints_reach_the_current_check() {
         let reports = capture(|| {
-            run_async(
-                TEST,
-                opts().kinds(true, false, false, false),
-                async {
-                    checkpoint("started");
-                    let t = tokio::spawn(async {});
-                    t.await.unwrap();
-                },
-            )
+            run_async(TEST, opts().kinds(true, false, false, false), async {
+                checkpoint("started");
+                let t = tokio::spawn(async {});
+                t.await.unwrap();
+            })
         });
         assert_eq!(
             reports[0].lifecycle.columns,
@@ -353,15 +349,14 @@ mod tests {
 
     #[test]
     fn a_bad_allow_entry_names_itself() {
-        let panic = catch_unwind(|| run_sync(TEST, opts().allow("no-such-rule"), || ()))
-            .unwrap_err();
+        let panic =
+            catch_unwind(|| run_sync(TEST, opts().allow("no-such-rule"), || ())).unwrap_err();
         let msg = panic.downcast_ref::<String>().unwrap();
         assert!(
             msg.contains("`no-such-rule`") && msg.contains("leakcheck.toml"),
             "{msg}"
         );
-        let panic = catch_unwind(|| run_sync(TEST, opts().allow("thread=x"), || ()))
-            .unwrap_err();
+        let panic = catch_unwind(|| run_sync(TEST, opts().allow("thread=x"), || ())).unwrap_err();
         let msg = panic.downcast_ref::<String>().unwrap();
         assert!(msg.contains("thread_name"), "{msg}");
     }
@@ -388,12 +383,11 @@ mod tests {
         let reports = capture(|| {
             run_async(
                 TEST,
-                opts().multi_thread(Some(2)).kinds(true, false, false, false),
+                opts()
+                    .multi_thread(Some(2))
+                    .kinds(true, false, false, false),
                 async {
-                    assert_eq!(
-                        tokio::runtime::Handle::current().metrics().num_workers(),
-                        2
-                    );
+                    assert_eq!(tokio::runtime::Handle::current().metrics().num_workers(), 2);
                 },
             );
             run_async(

@@ -1,5 +1,7 @@
 //! The leak scenario corpus: each scenario has a leaky body and its clean twin, plus what the
-//! leak must look like in a report. The engine tests (`tests/engine`) run them through the
-//! `Check` API; the `#[leak_test]` tests will run the same corpus through the attribute.
+//! leak must look like in a report (`expect`). The engine tests (`tests/engine`) run them through
+//! the `Check` API; the attribute tests (`tests/leak_test`) run the same corpus through
+//! `#[leak_test]`.
 
+pub mod expect;
 pub mod scenarios;

@@ -1,9 +1,13 @@
-//! Leak scenarios. A body gets the check (to spawn onto its runtime) and whether to leak; it
-//! returns a `Leftovers` that the caller drops after the report, so a leaky scenario releases
-//! what it leaked (threads unblocked, children killed) before the next test.
+//! Leak scenarios. A body gets whether to leak and returns a `Leftovers` that the caller drops
+//! after the report, so a leaky scenario releases what it leaked (threads unblocked, children
+//! killed) before the next test. Async bodies run on the check's runtime (`Check::block_on` in
+//! the engine tests, the test's own runtime under `#[leak_test]`).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
-use std::sync::mpsc;
+use std::pin::Pin;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use leakcheck::{Check, CheckBuilder, Kind, Rule};
@@ -23,12 +27,66 @@ pub struct Expected {
 /// Anything a scenario keeps alive until the report is taken; dropped afterwards.
 pub type Leftovers = Vec<Box<dyn Send>>;
 
+/// A scenario's body: plain code, or a future for the check's runtime.
+#[derive(Clone, Copy)]
+pub enum Body {
+    Sync(fn(bool) -> Leftovers),
+    Async(fn(bool) -> BoxedBody),
+}
+
+impl Body {
+    /// Runs the body, on `check`'s runtime if it is async.
+    pub fn run(self, check: &Check, leaky: bool) -> Leftovers {
+        match self {
+            Body::Sync(f) => f(leaky),
+            Body::Async(f) => check.block_on(f(leaky)),
+        }
+    }
+}
+
+/// Runs `name`'s async body (inside a `#[leak_test]` runtime).
+pub async fn run_async(name: &str, leaky: bool) -> Leftovers {
+    match scenario(name).body {
+        Body::Async(f) => f(leaky).await,
+        Body::Sync(_) => panic!("scenario `{name}` is synchronous"),
+    }
+}
+
+/// Runs `name`'s synchronous body.
+pub fn run_sync(name: &str, leaky: bool) -> Leftovers {
+    match scenario(name).body {
+        Body::Sync(f) => f(leaky),
+        Body::Async(_) => panic!("scenario `{name}` is async"),
+    }
+}
+
+static PARKED: Mutex<Option<HashMap<String, Leftovers>>> = Mutex::new(None);
+
+/// Keeps `leftovers` alive after a `#[leak_test]` body returns, until [`release`].
+pub fn park(name: &str, leftovers: Leftovers) {
+    PARKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(name.to_string(), leftovers);
+}
+
+/// Drops what [`park`] kept for `name`.
+pub fn release(name: &str) {
+    let left = PARKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|m| m.remove(name));
+    drop(left);
+}
+
 pub struct Scenario {
     pub name: &'static str,
     /// The check's configuration (runtime flavor and rules are chosen by `start`).
     pub configure: fn(CheckBuilder) -> CheckBuilder,
     pub start: fn(CheckBuilder) -> Check,
-    pub body: fn(&Check, bool) -> Leftovers,
+    pub body: Body,
     /// The survivors the leaky variant must show (each entry one or more); the clean twin must
     /// show none unknown.
     pub expected: &'static [Expected],
@@ -78,8 +136,8 @@ impl Drop for Reap {
     }
 }
 
-fn infinite_loop(check: &Check, leaky: bool) -> Leftovers {
-    check.block_on(async {
+fn infinite_loop(leaky: bool) -> BoxedBody {
+    block(async move {
         let task = tokio::spawn(async {
             loop {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -89,26 +147,28 @@ fn infinite_loop(check: &Check, leaky: bool) -> Leftovers {
             task.abort();
             let _ = task.await;
         }
-    });
-    Vec::new()
+        Vec::new()
+    })
 }
 
-fn channel_blocked(check: &Check, leaky: bool) -> Leftovers {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
-    let task = check
-        .handle()
-        .spawn(async move { while rx.recv().await.is_some() {} });
-    if leaky {
-        // The sender outlives the check: the task waits forever.
-        return vec![Box::new(tx)];
-    }
-    drop(tx);
-    check.block_on(task).unwrap();
-    Vec::new()
+fn channel_blocked(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+        let task = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        // Let it reach its await point.
+        tokio::task::yield_now().await;
+        if leaky {
+            // The sender outlives the check: the task waits forever.
+            return vec![Box::new(tx) as Box<dyn Send>];
+        }
+        drop(tx);
+        task.await.unwrap();
+        Vec::new()
+    })
 }
 
-fn interval_loop(check: &Check, leaky: bool) -> Leftovers {
-    check.block_on(async {
+fn interval_loop(leaky: bool) -> BoxedBody {
+    block(async move {
         let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(5));
@@ -120,13 +180,12 @@ fn interval_loop(check: &Check, leaky: bool) -> Leftovers {
             }
         });
         if leaky {
-            std::mem::forget(stop_tx);
-        } else {
-            stop_tx.send(()).unwrap();
-            task.await.unwrap();
+            return vec![Box::new(stop_tx) as Box<dyn Send>];
         }
-    });
-    Vec::new()
+        stop_tx.send(()).unwrap();
+        task.await.unwrap();
+        Vec::new()
+    })
 }
 
 /// A pool whose `close()` joins its workers but, in the broken variant, not its dispatcher.
@@ -185,27 +244,29 @@ impl Pool {
     }
 }
 
-fn pool_dispatcher(check: &Check, leaky: bool) -> Leftovers {
-    check.block_on(async {
+fn pool_dispatcher(leaky: bool) -> BoxedBody {
+    block(async move {
         let pool = Pool::new(2);
         pool.close(!leaky).await
     })
 }
 
-fn stuck_spawn_blocking(check: &Check, leaky: bool) -> Leftovers {
-    let (tx, rx) = mpsc::channel::<()>();
-    let task = check.handle().spawn_blocking(move || {
-        let _ = rx.recv();
-    });
-    if leaky {
-        return vec![Box::new(Release(tx))];
-    }
-    drop(tx);
-    check.block_on(task).unwrap();
-    Vec::new()
+fn stuck_spawn_blocking(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (tx, rx) = mpsc::channel::<()>();
+        let task = tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        if leaky {
+            return vec![Box::new(Release(tx)) as Box<dyn Send>];
+        }
+        drop(tx);
+        task.await.unwrap();
+        Vec::new()
+    })
 }
 
-fn std_thread(_check: &Check, leaky: bool) -> Leftovers {
+fn std_thread(leaky: bool) -> Leftovers {
     let (tx, rx) = mpsc::channel::<()>();
     let t = std::thread::Builder::new()
         .name("orphan-worker".into())
@@ -221,7 +282,7 @@ fn std_thread(_check: &Check, leaky: bool) -> Leftovers {
     Vec::new()
 }
 
-fn tcp_left_open(_check: &Check, leaky: bool) -> Leftovers {
+fn tcp_left_open(leaky: bool) -> Leftovers {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -234,7 +295,7 @@ fn tcp_left_open(_check: &Check, leaky: bool) -> Leftovers {
     Vec::new()
 }
 
-fn child_running(_check: &Check, leaky: bool) -> Leftovers {
+fn child_running(leaky: bool) -> Leftovers {
     let mut child = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
@@ -247,7 +308,7 @@ fn child_running(_check: &Check, leaky: bool) -> Leftovers {
     Vec::new()
 }
 
-fn child_never_waited(_check: &Check, leaky: bool) -> Leftovers {
+fn child_never_waited(leaky: bool) -> Leftovers {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     if leaky {
         // Exited, but nobody waits: a zombie. Wait until it has exited (not a blind sleep).
@@ -264,7 +325,7 @@ fn child_never_waited(_check: &Check, leaky: bool) -> Leftovers {
     Vec::new()
 }
 
-fn file_left_open(_check: &Check, leaky: bool) -> Leftovers {
+fn file_left_open(leaky: bool) -> Leftovers {
     let path = std::env::temp_dir().join(format!("leakcheck-scenario-{}.log", std::process::id()));
     let mut f = std::fs::File::create(&path).unwrap();
     writeln!(f, "hello").unwrap();
@@ -276,19 +337,19 @@ fn file_left_open(_check: &Check, leaky: bool) -> Leftovers {
     Vec::new()
 }
 
-fn lingers_50ms(check: &Check, _leaky: bool) -> Leftovers {
-    check
-        .handle()
-        .spawn(async { tokio::time::sleep(Duration::from_millis(50)).await });
-    Vec::new()
+fn lingers_50ms(_leaky: bool) -> BoxedBody {
+    block(async {
+        tokio::spawn(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        Vec::new()
+    })
 }
 
-fn exits_after_deadline(check: &Check, leaky: bool) -> Leftovers {
+fn exits_after_deadline(leaky: bool) -> BoxedBody {
     let wait = if leaky { 400 } else { 20 };
-    check
-        .handle()
-        .spawn(async move { tokio::time::sleep(Duration::from_millis(wait)).await });
-    Vec::new()
+    block(async move {
+        tokio::spawn(async move { tokio::time::sleep(Duration::from_millis(wait)).await });
+        Vec::new()
+    })
 }
 
 fn short_deadline(b: CheckBuilder) -> CheckBuilder {
@@ -296,7 +357,7 @@ fn short_deadline(b: CheckBuilder) -> CheckBuilder {
 }
 
 /// Stands for a third-party library's harmless global ticker.
-mod metrics_lib {
+pub mod metrics_lib {
     pub fn start_global_ticker() {
         tokio::spawn(async {
             loop {
@@ -306,9 +367,11 @@ mod metrics_lib {
     }
 }
 
-fn known_singleton(check: &Check, _leaky: bool) -> Leftovers {
-    check.block_on(async { metrics_lib::start_global_ticker() });
-    Vec::new()
+fn known_singleton(_leaky: bool) -> BoxedBody {
+    block(async {
+        metrics_lib::start_global_ticker();
+        Vec::new()
+    })
 }
 
 fn allow_metrics(b: CheckBuilder) -> CheckBuilder {
@@ -324,8 +387,8 @@ fn allow_metrics(b: CheckBuilder) -> CheckBuilder {
     )
 }
 
-fn spawned_by_leaked(check: &Check, leaky: bool) -> Leftovers {
-    check.block_on(async {
+fn spawned_by_leaked(leaky: bool) -> BoxedBody {
+    block(async move {
         let parent = tokio::spawn(async {
             let child = tokio::spawn(std::future::pending::<()>());
             // Aborting the parent drops this guard, which aborts the child.
@@ -337,17 +400,25 @@ fn spawned_by_leaked(check: &Check, leaky: bool) -> Leftovers {
             parent.abort();
             let _ = parent.await;
         }
-    });
-    Vec::new()
+        Vec::new()
+    })
 }
 
-fn forgotten_pending(check: &Check, leaky: bool) -> Leftovers {
-    let task = check.handle().spawn(std::future::pending::<()>());
-    if !leaky {
-        task.abort();
-        let _ = check.block_on(task);
-    }
-    Vec::new()
+fn forgotten_pending(leaky: bool) -> BoxedBody {
+    block(async move {
+        let task = tokio::spawn(std::future::pending::<()>());
+        if !leaky {
+            task.abort();
+            let _ = task.await;
+        }
+        Vec::new()
+    })
+}
+
+type BoxedBody = Pin<Box<dyn Future<Output = Leftovers> + Send>>;
+
+fn block(f: impl Future<Output = Leftovers> + Send + 'static) -> BoxedBody {
+    Box::pin(f)
 }
 
 macro_rules! exp {
@@ -375,7 +446,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "infinite_loop_task",
         configure: same,
         start: multi,
-        body: infinite_loop,
+        body: Body::Async(infinite_loop),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -383,7 +454,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "channel_sender_kept_alive",
         configure: same,
         start: current,
-        body: channel_blocked,
+        body: Body::Async(channel_blocked),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -391,7 +462,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "interval_never_cancelled",
         configure: same,
         start: multi,
-        body: interval_loop,
+        body: Body::Async(interval_loop),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -399,7 +470,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "pool_close_skips_dispatcher",
         configure: same,
         start: multi,
-        body: pool_dispatcher,
+        body: Body::Async(pool_dispatcher),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -407,7 +478,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "stuck_spawn_blocking",
         configure: |b| b.shutdown_timeout(Duration::from_millis(100)),
         start: multi,
-        body: stuck_spawn_blocking,
+        body: Body::Async(stuck_spawn_blocking),
         expected: &[
             exp!(Thread, "tokio (checked runtime)", "stuck spawn_blocking"),
             // The blocked thread keeps the runtime's drivers alive.
@@ -421,7 +492,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "std_thread_never_joined",
         configure: same,
         start: sync,
-        body: std_thread,
+        body: Body::Sync(std_thread),
         expected: &[exp!(Thread, "orphan-worker", "thread `orphan-worker`")],
         leaky_passes: false,
     },
@@ -429,7 +500,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "tcp_connection_left_open",
         configure: same,
         start: sync,
-        body: tcp_left_open,
+        body: Body::Sync(tcp_left_open),
         expected: &[exp!(Fd, "tcp", "tcp 127.0.0.1:")],
         leaky_passes: false,
     },
@@ -437,7 +508,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "child_left_running",
         configure: same,
         start: sync,
-        body: child_running,
+        body: Body::Sync(child_running),
         expected: &[exp!(Child, "sleep", "sleep 30")],
         leaky_passes: false,
     },
@@ -445,7 +516,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "child_never_waited",
         configure: same,
         start: sync,
-        body: child_never_waited,
+        body: Body::Sync(child_never_waited),
         expected: &[exp!(Child, "true", "never waited for")],
         leaky_passes: false,
     },
@@ -453,7 +524,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "file_left_open",
         configure: same,
         start: sync,
-        body: file_left_open,
+        body: Body::Sync(file_left_open),
         expected: &[exp!(Fd, "file", "leakcheck-scenario-")],
         leaky_passes: false,
     },
@@ -461,7 +532,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "task_lingers_50ms",
         configure: same,
         start: multi,
-        body: lingers_50ms,
+        body: Body::Async(lingers_50ms),
         expected: &[],
         leaky_passes: true,
     },
@@ -469,7 +540,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "task_exits_after_deadline",
         configure: short_deadline,
         start: multi,
-        body: exits_after_deadline,
+        body: Body::Async(exits_after_deadline),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -477,7 +548,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "known_singleton",
         configure: allow_metrics,
         start: multi,
-        body: known_singleton,
+        body: Body::Async(known_singleton),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs", known "metrics-ticker")],
         leaky_passes: true,
     },
@@ -485,7 +556,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "task_spawned_by_leaked_task",
         configure: same,
         start: multi,
-        body: spawned_by_leaked,
+        body: Body::Async(spawned_by_leaked),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },
@@ -493,7 +564,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "join_handle_dropped_on_pending",
         configure: same,
         start: current,
-        body: forgotten_pending,
+        body: Body::Async(forgotten_pending),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
     },

@@ -128,7 +128,10 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             "worker_threads" => {
                 let n = int(r)?;
                 if n == 0 {
-                    return Err(syn::Error::new(value_span(r), "`worker_threads` must be at least 1"));
+                    return Err(syn::Error::new(
+                        value_span(r),
+                        "`worker_threads` must be at least 1",
+                    ));
                 }
                 o.worker_threads = Some(n as usize);
                 workers_span = Some(r.span);
@@ -146,7 +149,10 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 let mut k = [false; 4];
                 let list = strings(r)?;
                 if list.is_empty() {
-                    return Err(syn::Error::new(value_span(r), format!("`kinds` is empty: list some of {}", KINDS.join(", "))));
+                    return Err(syn::Error::new(
+                        value_span(r),
+                        format!("`kinds` is empty: list some of {}", KINDS.join(", ")),
+                    ));
                 }
                 for s in list {
                     match KINDS.iter().position(|k| *k == s.value()) {
@@ -154,7 +160,11 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                         None => {
                             return Err(syn::Error::new_spanned(
                                 &s,
-                                format!("unknown kind `{}`: expected some of {}", s.value(), KINDS.join(", ")),
+                                format!(
+                                    "unknown kind `{}`: expected some of {}",
+                                    s.value(),
+                                    KINDS.join(", ")
+                                ),
                             ))
                         }
                     }
@@ -165,7 +175,10 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             "crate" => {
                 let s = string(r)?;
                 o.krate = Some(s.parse::<syn::Path>().map_err(|_| {
-                    syn::Error::new_spanned(&s, "`crate` must be a path, for example \"::leakcheck\"")
+                    syn::Error::new_spanned(
+                        &s,
+                        "`crate` must be a path, for example \"::leakcheck\"",
+                    )
                 })?);
             }
             _ => unreachable!("collect() admits only KEYS"),
@@ -257,7 +270,10 @@ fn boolean(r: &Raw) -> syn::Result<bool> {
 }
 
 fn strings(r: &Raw) -> syn::Result<Vec<syn::LitStr>> {
-    let expected = format!("an array of string literals, for example `{} = [\"...\"]`", r.key);
+    let expected = format!(
+        "an array of string literals, for example `{} = [\"...\"]`",
+        r.key
+    );
     let Some(Expr::Array(a)) = &r.value else {
         return Err(match &r.value {
             Some(v) => syn::Error::new_spanned(v, format!("`{}` expects {expected}", r.key)),
@@ -267,7 +283,9 @@ fn strings(r: &Raw) -> syn::Result<Vec<syn::LitStr>> {
     a.elems
         .iter()
         .map(|e| match e {
-            Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Ok(s.clone()),
             other => Err(syn::Error::new_spanned(
                 other,
                 format!("`{}` expects {expected}", r.key),
@@ -281,7 +299,10 @@ fn duration_ms(r: &Raw) -> syn::Result<u64> {
     let s = string(r).map_err(|_| {
         syn::Error::new(
             value_span(r),
-            format!("`{}` expects a duration string such as \"500ms\" or \"2s\"", r.key),
+            format!(
+                "`{}` expects a duration string such as \"500ms\" or \"2s\"",
+                r.key
+            ),
         )
     })?;
     let v = s.value();

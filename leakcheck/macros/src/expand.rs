@@ -86,7 +86,10 @@ fn check_signature(f: &ItemFn) -> syn::Result<()> {
         ));
     }
     if let Some(c) = &sig.constness {
-        return Err(syn::Error::new_spanned(c, "a test function cannot be `const`"));
+        return Err(syn::Error::new_spanned(
+            c,
+            "a test function cannot be `const`",
+        ));
     }
     Ok(())
 }

@@ -109,8 +109,8 @@ fn render(r: &Report, style: Style) -> String {
         render_group(&mut out, g, style, &norm);
     }
 
-    // Lingered.
-    if !r.lingered.is_empty() {
+    // Lingered: how long things took to exit varies from run to run, so snapshots leave it out.
+    if !r.lingered.is_empty() && style == Style::Human {
         out.push('\n');
         let mut by: BTreeMap<(Kind, String, String), (usize, f64)> = BTreeMap::new();
         for l in &r.lingered {

@@ -1,6 +1,7 @@
 //! Every scenario twice: the leak is found and classified; the clean twin passes.
 
-use crate::support::{assert_clean, assert_detected, run};
+use crate::support::run;
+use leakcheck_tests::expect::{assert_clean, assert_detected};
 
 macro_rules! corpus {
     ($($name:ident),* $(,)?) => {
