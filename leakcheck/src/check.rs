@@ -130,6 +130,9 @@ pub struct Check {
     mode: Mode,
     report_dir: ReportDir,
     hold: Duration,
+    /// Names of this test binary's tests when running under parallel libtest.
+    test_names: Option<&'static HashSet<String>>,
+    own_tid: i32,
     _turn: Turn,
 }
 
@@ -157,6 +160,11 @@ impl Check {
         // Process-wide kinds would blame one check for another's resources (its runtime's
         // threads and descriptors included): such a check runs alone.
         let turn = Turn::acquire(kinds.any_process());
+        let test_names = if kinds.threads && cfg.in_leak_test {
+            process::sibling_test_names()
+        } else {
+            None
+        };
         if kinds.any_process() && !matches!(spec, RuntimeSpec::None) {
             warm_up_tokio_globals();
         }
@@ -232,6 +240,8 @@ impl Check {
             mode: cfg.mode,
             report_dir: cfg.report_dir,
             hold: cfg.hold,
+            test_names,
+            own_tid: process::current_tid(),
             _turn: turn,
         };
         let counts = check.counts_with(&state);
@@ -295,7 +305,10 @@ impl Check {
             }
         }
         let waiting = Turn::waiting();
-        for t in threads.iter().filter(|t| !waiting.contains(&t.tid)) {
+        for t in threads
+            .iter()
+            .filter(|t| !waiting.contains(&t.tid) && !self.is_test_thread(t))
+        {
             *c.entry((Kind::Thread, component::of_thread(&t.name)))
                 .or_default() += 1;
         }
@@ -307,6 +320,39 @@ impl Check {
                 .or_default() += 1;
         }
         c
+    }
+
+    /// When an unknown process-wide survivor is found while other (unchecked) tests run in
+    /// this process, says that it may be theirs.
+    fn parallel_tests_note(&self, found: &[Survivor], state: &ProcessState) -> Option<Note> {
+        if !found.iter().any(|s| s.status == Status::Unknown) {
+            return None;
+        }
+        let waiting = Turn::waiting();
+        let others: Vec<&str> = state
+            .threads
+            .iter()
+            .filter(|t| {
+                t.tid != self.own_tid && !waiting.contains(&t.tid) && self.is_test_thread(t)
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(Note {
+            kind: None,
+            message: format!(
+                "{} other test(s) ran in parallel in this process ({}): a descriptor, thread or child process they created meanwhile is reported here as if this test had; run under cargo nextest (one process per test) or with --test-threads=1 to rule that out",
+                others.len(),
+                others.join(", ")
+            ),
+        })
+    }
+
+    fn is_test_thread(&self, t: &process::Thread) -> bool {
+        self.test_names
+            .is_some_and(|names| process::is_test_thread(&t.name, names))
     }
 
     fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
@@ -376,6 +422,9 @@ impl Check {
             let (found, state) = self.settle_process(&mut stats, &mut lingered);
             if !held {
                 self.hold_on_leak(&found);
+            }
+            if let Some(note) = self.parallel_tests_note(&found, &state) {
+                notes.push(note);
             }
             survivors.extend(found);
             last_state = state;
@@ -684,6 +733,7 @@ impl Check {
         state: &ProcessState,
         waiting: &HashSet<i32>,
         excluded: &mut usize,
+        test_threads: &mut usize,
     ) -> Vec<(String, Survivor)> {
         let mut out = Vec::new();
         if self.kinds.threads {
@@ -693,6 +743,10 @@ impl Check {
                 }
                 if waiting.contains(&t.tid) {
                     *excluded += 1;
+                    continue;
+                }
+                if self.is_test_thread(t) {
+                    *test_threads += 1;
                     continue;
                 }
                 let component = component::of_thread(&t.name);
@@ -792,12 +846,15 @@ impl Check {
         let mut first: Option<HashMap<String, Survivor>> = None;
         let mut gone_at: HashMap<String, Duration> = HashMap::new();
         let mut excluded;
+        let mut test_threads;
         let (survivors, state) = loop {
             stats.rounds += 1;
             excluded = 0;
+            test_threads = 0;
             let waiting = Turn::waiting();
             let state = ProcessState::read(&self.kinds);
-            let now_list = self.process_survivors(&state, &waiting, &mut excluded);
+            let now_list =
+                self.process_survivors(&state, &waiting, &mut excluded, &mut test_threads);
             match &first {
                 None => first = Some(now_list.iter().cloned().collect()),
                 Some(f) => {
@@ -840,6 +897,7 @@ impl Check {
             }
         }
         stats.waiting_threads = excluded;
+        stats.test_threads = test_threads;
         (survivors.into_iter().map(|(_, s)| s).collect(), state)
     }
 }

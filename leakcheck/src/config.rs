@@ -175,6 +175,8 @@ pub struct CheckBuilder {
     pub(crate) mode: Mode,
     pub(crate) report_dir: ReportDir,
     pub(crate) hold: Duration,
+    /// Whether `#[leak_test]` started this check (then the binary has libtest's harness).
+    pub(crate) in_leak_test: bool,
 }
 
 impl Default for CheckBuilder {
@@ -191,6 +193,7 @@ impl Default for CheckBuilder {
             mode: DEFAULT_MODE,
             report_dir: ReportDir::Target,
             hold: Duration::ZERO,
+            in_leak_test: false,
         }
     }
 }
@@ -199,6 +202,11 @@ impl CheckBuilder {
     /// Names the check in its report (usually the test's name).
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
+        self
+    }
+
+    pub(crate) fn in_leak_test(mut self) -> Self {
+        self.in_leak_test = true;
         self
     }
 

@@ -124,6 +124,7 @@ impl Options {
         let manifest_dir = test.manifest_dir;
         let mut b = Check::builder()
             .label(test.path())
+            .in_leak_test()
             .with_env_from(|k| match k {
                 "CARGO_MANIFEST_DIR" => Some(manifest_dir.to_string()),
                 _ => std::env::var(k).ok(),

@@ -131,6 +131,9 @@ pub struct SettleStats {
     /// Threads of other leak checks waiting for their turn (one check of process-wide kinds
     /// runs at a time), which were not counted.
     pub waiting_threads: usize,
+    /// Threads of other tests running in parallel in this process (`cargo test`), told apart
+    /// by their names and not counted.
+    pub test_threads: usize,
 }
 
 /// Live counts per component at the baseline, at each checkpoint and at the end.

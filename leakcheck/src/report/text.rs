@@ -157,6 +157,13 @@ fn render(r: &Report, style: Style) -> String {
                 r.settle.waiting_threads
             );
         }
+        if r.settle.test_threads > 0 {
+            let _ = writeln!(
+                out,
+                "not counted: {} thread(s) of other tests running in parallel",
+                r.settle.test_threads
+            );
+        }
     }
 
     // Notes.

@@ -4,3 +4,4 @@
 
 mod corpus;
 mod options;
+mod parallel;

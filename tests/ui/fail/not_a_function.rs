@@ -1,0 +1,6 @@
+use leakcheck::leak_test;
+
+#[leak_test]
+struct NotATest;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use leakcheck::leak_test;
+
+#[leak_test(settle = 500)]
+async fn settle() {}
+
+fn main() {}
