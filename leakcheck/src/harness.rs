@@ -179,7 +179,7 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
         .configure(&test)
         .and_then(|b| {
             #[cfg(feature = "console")]
-            crate::console::init_from_env()?;
+            let b = crate::console::from_env(b)?;
             let spec = if sync {
                 RuntimeSpec::None
             } else {

@@ -4,6 +4,8 @@
 mod check;
 mod component;
 mod config;
+#[cfg(feature = "console")]
+mod console;
 mod error;
 mod harness;
 mod process;
@@ -16,6 +18,8 @@ pub use config::{
     CheckBuilder, Kinds, Mode, DEFAULT_BACKTRACES, DEFAULT_DUMP_TIMEOUT, DEFAULT_MODE,
     DEFAULT_REPORT_DIR, DEFAULT_SETTLE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+#[cfg(feature = "console")]
+pub use console::DEFAULT_CONSOLE_HOLD;
 pub use error::Error;
 pub use harness::checkpoint;
 #[doc = include_str!("../docs/leak_test.md")]
