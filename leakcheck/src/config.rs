@@ -307,7 +307,7 @@ impl CheckBuilder {
 
     /// Applies a configuration file: its settings, and its rules after the ones already set.
     pub fn with_file(self, path: &Path) -> Result<Self, Error> {
-        let file = FileConfig::read(path)?;
+        let file = FileConfig::read_cached(path)?;
         self.apply_file(file)
     }
 

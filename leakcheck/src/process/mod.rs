@@ -18,15 +18,75 @@ pub(crate) fn supported() -> bool {
     cfg!(target_os = "linux") && std::path::Path::new("/proc/self/task").exists()
 }
 
-/// Reads `/proc/<pid>/stat` (or a task's) and returns the fields after the command name.
-pub(crate) fn stat_fields(path: &str) -> Option<(String, Vec<String>)> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s[open + 1..close].to_string();
-    let rest = s[close + 1..]
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    Some((comm, rest))
+/// The fields of `/proc/<pid>/stat` (or a task's) that leakcheck uses.
+pub(crate) struct Stat {
+    pub(crate) comm: String,
+    /// `R`, `S`, `Z`, ...
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    /// Start time in clock ticks since boot.
+    pub(crate) start: u64,
+}
+
+/// Reads a stat file into a stack buffer and parses only what [`Stat`] holds: this runs for
+/// every thread at every settle round.
+pub(crate) fn stat(path: &str) -> Option<Stat> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    parse_stat(&buf[..n])
+}
+
+fn parse_stat(s: &[u8]) -> Option<Stat> {
+    let open = s.iter().position(|b| *b == b'(')?;
+    let close = s.iter().rposition(|b| *b == b')')?;
+    let comm = String::from_utf8_lossy(s.get(open + 1..close)?).into_owned();
+    // After the name: state (field 3), ppid (4), ..., starttime (22).
+    let mut rest = s
+        .get(close + 1..)?
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = *rest.next()?.first()? as char;
+    let ppid = std::str::from_utf8(rest.next()?).ok()?.parse().ok()?;
+    let start = std::str::from_utf8(rest.nth(17)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Stat {
+        comm,
+        state,
+        ppid,
+        start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stat_line_with_spaces_and_parens_in_the_name() {
+        let line = b"4242 (my (odd) name) S 17 4242 17 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 123 456\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "my (odd) name");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 17);
+        assert_eq!(s.start, 98765);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let s = stat("/proc/self/stat").unwrap();
+        assert_eq!(s.ppid as u32, std::os::unix::process::parent_id());
+        assert!(s.start > 0);
+    }
 }

@@ -19,12 +19,14 @@ pub(crate) fn threads() -> Vec<Thread> {
             continue;
         };
         // The thread may exit between listing and reading: then it is simply not alive.
-        let Some((name, rest)) = super::stat_fields(&format!("/proc/self/task/{tid}/stat")) else {
+        let Some(st) = super::stat(&format!("/proc/self/task/{tid}/stat")) else {
             continue;
         };
-        // Field 22 (starttime) is the 20th after the command name.
-        let start = rest.get(19).and_then(|s| s.parse().ok()).unwrap_or(0);
-        out.push(Thread { tid, start, name });
+        out.push(Thread {
+            tid,
+            start: st.start,
+            name: st.comm,
+        });
     }
     out
 }

@@ -1,6 +1,7 @@
 //! One JSON report per check in the report directory, for CI artifacts and tools.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use super::Report;
 use crate::config::{ReportDir, DEFAULT_REPORT_DIR};
@@ -12,11 +13,15 @@ pub(crate) fn write_json(report: &Report, dir: &ReportDir) -> Option<PathBuf> {
     let dir = match dir {
         ReportDir::Off => return None,
         ReportDir::Path(p) => p.clone(),
-        ReportDir::Target => target_dir().join(DEFAULT_REPORT_DIR),
+        ReportDir::Target => {
+            static DIR: OnceLock<PathBuf> = OnceLock::new();
+            DIR.get_or_init(|| target_dir().join(DEFAULT_REPORT_DIR))
+                .clone()
+        }
     };
     let path = dir.join(format!("{}.json", file_stem(report.label.as_deref())));
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let written = std::fs::create_dir_all(&dir)
+    let written = create_dir_once(&dir)
         .and_then(|()| std::fs::write(&tmp, report.to_json()))
         .and_then(|()| std::fs::rename(&tmp, &path));
     match written {
@@ -32,8 +37,21 @@ pub(crate) fn write_json(report: &Report, dir: &ReportDir) -> Option<PathBuf> {
     }
 }
 
+/// `create_dir_all`, skipped for a directory this process already created.
+fn create_dir_once(dir: &Path) -> std::io::Result<()> {
+    static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+    if !created.iter().any(|d| d == dir) {
+        std::fs::create_dir_all(dir)?;
+        created.push(dir.to_path_buf());
+    }
+    Ok(())
+}
+
 /// The cargo target directory: `CARGO_TARGET_DIR`, else the one holding this test binary
-/// (`<target>/<profile>/deps/<binary>`), else `target` in the current directory.
+/// (`<target>/<profile>/deps/<binary>`), else `target` next to the nearest `Cargo.lock` above
+/// the current directory (doctests run from a temporary directory), else the temporary
+/// directory.
 fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -44,7 +62,12 @@ fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .filter(|d| d.file_name().is_some_and(|n| n == "deps"))
         .and_then(|deps| deps.parent()?.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target"))
+        .or_else(|| {
+            let cwd = std::env::current_dir().ok()?;
+            let root = cwd.ancestors().find(|d| d.join("Cargo.lock").is_file())?;
+            Some(root.join("target"))
+        })
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// A file name for a label: `crate::module::test` becomes `crate.module.test`; anything but

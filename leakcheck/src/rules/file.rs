@@ -19,7 +19,10 @@
 //! thread_name = '^rdk:'
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
@@ -31,7 +34,7 @@ use crate::Error;
 pub const FILE_NAME: &str = "leakcheck.toml";
 
 /// Settings and rules read from a `leakcheck.toml`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct FileConfig {
     /// The file read.
@@ -45,7 +48,7 @@ pub struct FileConfig {
 }
 
 /// The `[settings]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct FileSettings {
@@ -97,6 +100,24 @@ struct RawRule {
 }
 
 impl FileConfig {
+    /// Reads and validates a configuration file, once per process for an unchanged file (every
+    /// leak test reads it).
+    pub(crate) fn read_cached(path: &Path) -> Result<Self, Error> {
+        type Cache = HashMap<PathBuf, (Option<SystemTime>, FileConfig)>;
+        static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if let Some((m, cfg)) = cache.get(path) {
+            if modified.is_some() && *m == modified {
+                return Ok(cfg.clone());
+            }
+        }
+        let cfg = Self::read(path)?;
+        cache.insert(path.to_path_buf(), (modified, cfg.clone()));
+        Ok(cfg)
+    }
+
     /// Reads and validates a configuration file.
     pub fn read(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
