@@ -1033,8 +1033,17 @@ static TURNS: (Mutex<Turns>, Condvar) = (
 );
 static WAITING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
+thread_local! {
+    /// Whether this thread holds a turn: a second check on it would wait for itself.
+    static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl Turn {
     fn acquire(exclusive: bool) -> Turn {
+        assert!(
+            !HOLDS_TURN.get(),
+            "a leak check is already running on this thread: finish it before starting another (a #[leak_test] function cannot be called from inside another leak check)"
+        );
         let tid = process::current_tid();
         lock(&WAITING).push(tid);
         let mut t = lock(&TURNS.0);
@@ -1053,6 +1062,7 @@ impl Turn {
         }
         drop(t);
         lock(&WAITING).retain(|w| *w != tid);
+        HOLDS_TURN.set(true);
         Turn { exclusive }
     }
 
@@ -1063,6 +1073,7 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        HOLDS_TURN.set(false);
         let mut t = lock(&TURNS.0);
         if self.exclusive {
             t.exclusive = false;

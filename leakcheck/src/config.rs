@@ -371,72 +371,63 @@ impl CheckBuilder {
         if let Some(path) = file {
             self = self.with_file(&path)?;
         }
-        let ms = |var: &'static str| -> Result<Option<Duration>, Error> {
-            get(var)
-                .map(|v| {
-                    v.trim()
-                        .parse::<u64>()
-                        .map(Duration::from_millis)
-                        .map_err(|_| Error::Env {
-                            var,
-                            value: v.clone(),
-                            reason: "expected a whole number of milliseconds".into(),
-                        })
-                })
-                .transpose()
+        let millis = |v: &str| {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| "expected a whole number of milliseconds".to_string())
         };
-        if let Some(d) = ms("LEAKCHECK_SETTLE_MS")? {
+        if let Some(d) = env_var(&get, "LEAKCHECK_SETTLE_MS", millis)? {
             self.settle = d;
         }
-        if let Some(d) = ms("LEAKCHECK_DUMP_TIMEOUT_MS")? {
+        if let Some(d) = env_var(&get, "LEAKCHECK_DUMP_TIMEOUT_MS", millis)? {
             self.dump_timeout = d;
         }
-        if let Some(d) = ms("LEAKCHECK_SHUTDOWN_TIMEOUT_MS")? {
+        if let Some(d) = env_var(&get, "LEAKCHECK_SHUTDOWN_TIMEOUT_MS", millis)? {
             self.shutdown_timeout = d;
         }
-        if let Some(v) = get("LEAKCHECK_BACKTRACE") {
-            self.backtraces = match v.trim() {
-                "1" | "true" | "on" | "yes" => true,
-                "0" | "false" | "off" | "no" => false,
-                _ => {
-                    return Err(Error::Env {
-                        var: "LEAKCHECK_BACKTRACE",
-                        value: v,
-                        reason: "expected one of 1, 0, true, false, on, off".into(),
-                    })
-                }
-            };
+        if let Some(d) = env_var(&get, "LEAKCHECK_HOLD_SECS", |v| {
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| "expected a whole number of seconds".to_string())
+        })? {
+            self.hold = d;
         }
-        if let Some(v) = get("LEAKCHECK_KINDS") {
-            self.kinds = Kinds::parse(&v).map_err(|reason| Error::Env {
-                var: "LEAKCHECK_KINDS",
-                value: v,
-                reason,
-            })?;
+        if let Some(b) = env_var(&get, "LEAKCHECK_BACKTRACE", |v| match v {
+            "1" | "true" | "on" | "yes" => Ok(true),
+            "0" | "false" | "off" | "no" => Ok(false),
+            _ => Err("expected one of 1, 0, true, false, on, off".to_string()),
+        })? {
+            self.backtraces = b;
         }
-        if let Some(v) = get("LEAKCHECK_MODE") {
-            self.mode = Mode::parse(&v).map_err(|reason| Error::Env {
-                var: "LEAKCHECK_MODE",
-                value: v,
-                reason,
-            })?;
+        if let Some(k) = env_var(&get, "LEAKCHECK_KINDS", Kinds::parse)? {
+            self.kinds = k;
+        }
+        if let Some(m) = env_var(&get, "LEAKCHECK_MODE", Mode::parse)? {
+            self.mode = m;
         }
         if let Some(v) = get("LEAKCHECK_REPORT_DIR") {
             self.report_dir = ReportDir::parse(&v, None);
         }
-        if let Some(v) = get("LEAKCHECK_HOLD_SECS") {
-            self.hold = v
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| Error::Env {
-                    var: "LEAKCHECK_HOLD_SECS",
-                    value: v.clone(),
-                    reason: "expected a whole number of seconds".into(),
-                })?;
-        }
         Ok(self)
     }
+}
+
+/// One variable: unset (or empty) is `None`; a value `parse` rejects is an error naming the
+/// variable and the value.
+fn env_var<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, Error> {
+    get(var)
+        .map(|v| {
+            parse(v.trim()).map_err(|reason| Error::Env {
+                var,
+                value: v.clone(),
+                reason,
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -496,6 +487,8 @@ mod tests {
             ("LEAKCHECK_SETTLE_MS", "1s"),
             ("LEAKCHECK_BACKTRACE", "maybe"),
             ("LEAKCHECK_KINDS", "tasks,sockets"),
+            ("LEAKCHECK_MODE", "loud"),
+            ("LEAKCHECK_HOLD_SECS", "1m"),
         ] {
             let e = CheckBuilder::default()
                 .with_env_from(env(&[no_file(), (var, value)]))
@@ -547,5 +540,53 @@ mod tests {
             );
         let names: Vec<_> = b.rules.iter().map(|r| r.name()).collect();
         assert_eq!(names, ["narrow", "code", "file"]);
+    }
+
+    #[test]
+    fn mode_report_dir_and_hold_come_from_the_file_then_the_environment() {
+        let file = FileConfig::parse(
+            "[settings]\nmode = \"warn\"\nreport_dir = \"reports\"\nhold_secs = 5\n",
+            Path::new("/ws/leakcheck.toml"),
+        )
+        .unwrap();
+        let b = CheckBuilder::default().apply_file(file).unwrap();
+        assert_eq!(b.mode, Mode::Warn);
+        assert_eq!(b.report_dir, ReportDir::Path("/ws/reports".into()));
+        assert_eq!(b.hold, Duration::from_secs(5));
+        let b = b
+            .with_env_from(env(&[
+                no_file(),
+                ("LEAKCHECK_MODE", "fail"),
+                ("LEAKCHECK_REPORT_DIR", "off"),
+            ]))
+            .unwrap();
+        assert_eq!(b.mode, Mode::Fail);
+        assert_eq!(b.report_dir, ReportDir::Off);
+        let e = CheckBuilder::default()
+            .apply_file(
+                FileConfig::parse("[settings]\nmode = \"loud\"\n", Path::new("x.toml")).unwrap(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("settings.mode"), "{e}");
+    }
+
+    #[test]
+    fn named_rules_apply_only_when_allowed_by_name() {
+        let file = FileConfig::parse(
+            "[[rule]]\nname = \"rdk\"\nreason = \"r\"\nthread_name = \"^rdk:\"\n",
+            Path::new("leakcheck.toml"),
+        )
+        .unwrap();
+        let b = CheckBuilder::default().apply_file(file).unwrap();
+        assert!(b.rules.is_empty());
+        let b = b.allow_spec("rdk").unwrap();
+        assert_eq!(
+            b.rules.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            ["rdk"]
+        );
+        let e = b.clone().allow_spec("kafka").unwrap_err().to_string();
+        assert!(e.contains("`kafka`") && e.contains("it defines rdk"), "{e}");
+        let b = b.allow_spec("fd_target=^pipe:").unwrap();
+        assert_eq!(b.rules.iter().next().unwrap().name(), "fd_target=^pipe:");
     }
 }

@@ -327,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn warn_mode_prints_instead_of_failing() {
+        let check = Check::builder()
+            .mode(crate::Mode::Warn)
+            .report_dir(None)
+            .settle_deadline(Duration::from_millis(20))
+            .kinds(Kinds {
+                tasks: true,
+                threads: false,
+                fds: false,
+                children: false,
+            })
+            .start_current_thread()
+            .unwrap();
+        check.block_on(async {
+            tokio::spawn(std::future::pending::<()>());
+        });
+        let report = check.finish_test();
+        assert_eq!(report.unknown().count(), 1);
+    }
+
+    #[test]
     fn checkpoints_reach_the_current_check() {
         let reports = capture(|| {
             run_async(TEST, opts().kinds(true, false, false, false), async {
@@ -339,6 +360,16 @@ mod tests {
             reports[0].lifecycle.columns,
             ["baseline", "started", "final"]
         );
+    }
+
+    #[test]
+    fn a_check_inside_a_check_panics_instead_of_waiting_for_itself() {
+        let panic = catch_unwind(|| {
+            run_sync(TEST, opts(), || run_sync(TEST, opts(), || ()));
+        })
+        .unwrap_err();
+        let msg = panic.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(msg.contains("already running on this thread"), "{msg}");
     }
 
     #[test]
