@@ -23,6 +23,9 @@ use crate::rules::{RuleSet, Subject};
 use crate::tasks::{self, AwaitTrace, DumpOutcome, Frame, Registry, Symbolizer, TaskRecord};
 use crate::{component, Error};
 
+/// The component of a thread spawned without a name from the check's thread.
+const UNNAMED_THREAD: &str = "unnamed thread";
+
 /// Worker and blocking threads of a runtime built by leakcheck carry this name.
 pub const RUNTIME_THREAD_NAME: &str = "leakcheck-rt";
 
@@ -133,6 +136,8 @@ pub struct Check {
     /// Names of this test binary's tests when running under parallel libtest.
     test_names: Option<&'static HashSet<String>>,
     own_tid: i32,
+    /// This thread's name: a thread spawned without a name inherits it.
+    own_name: String,
     _turn: Turn,
 }
 
@@ -242,6 +247,9 @@ impl Check {
             hold: cfg.hold,
             test_names,
             own_tid: process::current_tid(),
+            own_name: process::stat(&format!("/proc/self/task/{}/stat", process::current_tid()))
+                .map(|s| s.comm)
+                .unwrap_or_default(),
             _turn: turn,
         };
         let counts = check.counts_with(&state);
@@ -309,7 +317,7 @@ impl Check {
             .iter()
             .filter(|t| !waiting.contains(&t.tid) && !self.is_test_thread(t))
         {
-            *c.entry((Kind::Thread, component::of_thread(&t.name)))
+            *c.entry((Kind::Thread, self.thread_component(t)))
                 .or_default() += 1;
         }
         for f in fds {
@@ -350,9 +358,26 @@ impl Check {
         })
     }
 
+    /// A thread of another test: named after a test of this binary, but not after this one (a
+    /// thread this test spawned without a name carries this test's name).
     fn is_test_thread(&self, t: &process::Thread) -> bool {
-        self.test_names
-            .is_some_and(|names| process::is_test_thread(&t.name, names))
+        t.name != self.own_name
+            && self
+                .test_names
+                .is_some_and(|names| process::is_test_thread(&t.name, names))
+    }
+
+    /// Whether `t` is a thread spawned without a name from this check's thread.
+    fn is_unnamed_child_thread(&self, t: &process::Thread) -> bool {
+        t.tid != self.own_tid && !self.own_name.is_empty() && t.name == self.own_name
+    }
+
+    fn thread_component(&self, t: &process::Thread) -> String {
+        if self.is_unnamed_child_thread(t) {
+            UNNAMED_THREAD.into()
+        } else {
+            component::of_thread(&t.name)
+        }
     }
 
     fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
@@ -749,7 +774,7 @@ impl Check {
                     *test_threads += 1;
                     continue;
                 }
-                let component = component::of_thread(&t.name);
+                let component = self.thread_component(t);
                 let status = self.classify(&Subject {
                     kind: Kind::Thread,
                     component: &component,
@@ -759,6 +784,8 @@ impl Check {
                 let mut description = format!("thread `{}`", t.name);
                 if t.name == RUNTIME_THREAD_NAME {
                     description.push_str(" (outlived the runtime's shutdown: a stuck spawn_blocking or block_in_place?)");
+                } else if self.is_unnamed_child_thread(t) {
+                    description.push_str(" (spawned without a name: it carries the name of the thread that spawned it, this test's)");
                 }
                 out.push((
                     format!("t{}:{}", t.tid, t.start),

@@ -282,6 +282,20 @@ fn std_thread(leaky: bool) -> Leftovers {
     Vec::new()
 }
 
+/// A thread spawned without a name: it carries its creator's (the test's) name.
+fn unnamed_thread(leaky: bool) -> Leftovers {
+    let (tx, rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    if leaky {
+        return vec![Box::new(Release(tx))];
+    }
+    drop(tx);
+    t.join().unwrap();
+    Vec::new()
+}
+
 fn tcp_left_open(leaky: bool) -> Leftovers {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -494,6 +508,14 @@ pub const SCENARIOS: &[Scenario] = &[
         start: sync,
         body: Body::Sync(std_thread),
         expected: &[exp!(Thread, "orphan-worker", "thread `orphan-worker`")],
+        leaky_passes: false,
+    },
+    Scenario {
+        name: "unnamed_thread_never_joined",
+        configure: same,
+        start: sync,
+        body: Body::Sync(unnamed_thread),
+        expected: &[exp!(Thread, "unnamed thread", "spawned without a name")],
         leaky_passes: false,
     },
     Scenario {

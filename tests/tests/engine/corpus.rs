@@ -40,6 +40,7 @@ corpus! {
     pool_close_skips_dispatcher,
     stuck_spawn_blocking,
     std_thread_never_joined,
+    unnamed_thread_never_joined,
     tcp_connection_left_open,
     child_left_running,
     child_never_waited,

@@ -80,6 +80,7 @@ corpus! {
     pool_close_skips_dispatcher: async (flavor = "multi_thread", worker_threads = 2);
     stuck_spawn_blocking: async (flavor = "multi_thread", worker_threads = 2, shutdown_timeout = "100ms");
     std_thread_never_joined: sync ();
+    unnamed_thread_never_joined: sync ();
     tcp_connection_left_open: sync ();
     child_left_running: sync ();
     child_never_waited: sync ();
