@@ -19,8 +19,8 @@ impl Report {
         render(self, Style::Human)
     }
 
-    /// The report without ids, addresses, absolute paths, timings and counts that vary from run
-    /// to run: stable input for `insta` snapshots.
+    /// The report without ids, addresses, absolute paths, line numbers, timings and counts that
+    /// vary from run to run: stable input for `insta` snapshots.
     pub fn to_normalized(&self) -> String {
         render(self, Style::Normalized)
     }
