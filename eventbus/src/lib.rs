@@ -1,2 +1,59 @@
-//! The event bus lands with its own issue; the crate exists now so that the workspace layout is
-//! final from the first commit.
+//! An event bus that closes without leaving anything behind.
+//!
+//! One [`EventBus`] type over every backend (today the in-process [`MemoryBroker`]; Kafka and
+//! NATS JetStream follow), with envelopes, per-key ordering, worker pools, retries, a
+//! dead-letter path, health, metrics and an explicit, bounded [`EventBus::close`].
+//!
+//! # What is guaranteed
+//!
+//! - **At least once** on persistent topics: a message is acknowledged only after its handler
+//!   returned `Ok` (or after it reached the dead-letter path). A message that was delivered but
+//!   not acknowledged (the handler was still running at the close deadline, the process died)
+//!   is delivered again to the group's next subscriber, with [`Message::redelivered`] set. A
+//!   handler may therefore see a message twice: make it idempotent (the envelope's `event_id`
+//!   is there for that).
+//! - **Order per key**: messages with the same key (an envelope's aggregate id) are handled one
+//!   at a time, in publish order, including across retries. Messages without a key, and
+//!   messages of different keys, are handled in parallel. After a redelivery (a new
+//!   subscriber after a close), a key's unacknowledged messages come again in order, but a
+//!   handler can see a message it already handled before a later one.
+//! - **Bounded retries**: an `Err` (or a panic) from the handler is retried with a doubling
+//!   backoff up to [`RetryPolicy::max_attempts`] calls, then the message takes the dead-letter
+//!   path ([`DeadLetterPolicy`]): a `<topic>.dlq` topic or a callback. Nothing is dropped
+//!   silently: an undecodable envelope also takes that path, raw bytes included.
+//! - **Backpressure**: worker queues are bounded; when they are full the subscription stops
+//!   pulling from the broker (its lag grows, see [`EventBus::health`]).
+//! - **Close**: after [`EventBus::close`] returns, every task the bus spawned has ended and has
+//!   been awaited, and the backend is flushed and disconnected.
+//!
+//! What is **not** guaranteed: exactly-once handling; order between different keys; delivery on
+//! ephemeral topics (at most once, only to subscribers present at publish time, dropped for a
+//! subscriber that lags more than 4096 messages); messages past a topic's retention.
+
+mod backend;
+mod bus;
+mod delivery;
+mod envelope;
+mod error;
+mod message;
+mod observe;
+mod topic;
+
+pub use backend::MemoryBroker;
+pub use bus::{
+    BusBuilder, EventBus, DEFAULT_CLOSE_DEADLINE, DEFAULT_GLOBAL_WORKERS, DEFAULT_KEYED_WORKERS,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_QUEUE_CAPACITY,
+};
+pub use delivery::{
+    DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy, DEFAULT_BACKOFF,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
+};
+pub use envelope::{validate_aggregate_id, Envelope, MAX_AGGREGATE_ID, WIRE_FORMAT_VERSION};
+pub use error::{
+    CloseError, EnvelopeError, HandlerError, PublishError, SubscribeError, TopicError,
+};
+pub use message::{Headers, Message, Outbound};
+pub use observe::{ConnectionState, Health, Metrics, PoolMetrics};
+pub use topic::{
+    Durability, Retention, TopicConfig, TopicName, DEFAULT_PARTITIONS, MAX_TOPIC_NAME,
+};

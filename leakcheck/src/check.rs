@@ -32,6 +32,11 @@ pub const RUNTIME_THREAD_NAME: &str = "leakcheck-rt";
 const BACKOFF_START: Duration = Duration::from_micros(50);
 const BACKOFF_CAP: Duration = Duration::from_millis(5);
 
+/// A checkpoint takes its counts again while tasks terminate, for at most this long.
+const CHECKPOINT_SETTLE: Duration = Duration::from_millis(5);
+/// ... and stops once no task has terminated for this long.
+const CHECKPOINT_QUIET: Duration = Duration::from_micros(300);
+
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 4;
 
@@ -108,11 +113,21 @@ impl ProcessState {
 type Counts = BTreeMap<(Kind, String), usize>;
 
 struct Baseline {
+    /// `process::boot_ticks()` at the baseline: anything that started before is not new.
+    ticks: u64,
     tasks: FxHashSet<Id>,
     task_count: usize,
     threads: HashSet<(i32, u64)>,
     fds: HashSet<(i32, String)>,
     children: HashSet<(i32, u64)>,
+}
+
+impl Baseline {
+    /// Whether a thread or child (`id`, start time) existed at the baseline: listed then, or
+    /// started before it (a listing of `/proc` can miss an entry; a start time cannot lie).
+    fn had(&self, listed: &HashSet<(i32, u64)>, id: i32, start: u64) -> bool {
+        start < self.ticks || listed.contains(&(id, start))
+    }
 }
 
 /// A running leak check. See the [module docs](self).
@@ -138,6 +153,8 @@ pub struct Check {
     own_tid: i32,
     /// This thread's name: a thread spawned without a name inherits it.
     own_name: String,
+    /// The main thread's name: libtest's new test threads carry it until they rename.
+    main_name: String,
     _turn: Turn,
 }
 
@@ -175,6 +192,7 @@ impl Check {
         }
         // The baseline comes before the runtime exists, so its threads and descriptors are
         // checked too: they must be gone once it shuts down.
+        let ticks = process::boot_ticks();
         let state = ProcessState::read(&kinds);
 
         let mut registry = None;
@@ -222,6 +240,7 @@ impl Check {
             .as_ref()
             .map_or(0, |r| r.metrics().num_alive_tasks());
         let baseline = Baseline {
+            ticks,
             tasks: registry.as_ref().map(|r| r.ids()).unwrap_or_default(),
             task_count,
             threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
@@ -248,6 +267,9 @@ impl Check {
             test_names,
             own_tid: process::current_tid(),
             own_name: process::stat(&format!("/proc/self/task/{}/stat", process::current_tid()))
+                .map(|s| s.comm)
+                .unwrap_or_default(),
+            main_name: process::stat("/proc/self/stat")
                 .map(|s| s.comm)
                 .unwrap_or_default(),
             _turn: turn,
@@ -284,8 +306,22 @@ impl Check {
     }
 
     /// Records the live count of every kind per component under `name`, for the lifecycle table.
+    ///
+    /// A task whose `JoinHandle` just resolved may still be finishing on a worker thread, so
+    /// the counts are taken again while tasks keep terminating (for at most a few milliseconds).
     pub fn checkpoint(&self, name: impl Into<String>) {
-        let counts = self.counts_with(&ProcessState::read(&self.kinds));
+        let mut counts = self.counts_with(&ProcessState::read(&self.kinds));
+        if let Some(reg) = self.registry.as_ref().filter(|_| self.kinds.tasks) {
+            let deadline = Instant::now() + CHECKPOINT_SETTLE;
+            loop {
+                let seen = reg.terminations();
+                reg.wait_for_termination(seen, CHECKPOINT_QUIET);
+                if reg.terminations() == seen || Instant::now() >= deadline {
+                    break;
+                }
+                counts = self.counts_with(&ProcessState::read(&self.kinds));
+            }
+        }
         lock(&self.checkpoints).push((name.into(), counts));
     }
 
@@ -313,10 +349,9 @@ impl Check {
             }
         }
         let waiting = Turn::waiting();
-        for t in threads
-            .iter()
-            .filter(|t| !waiting.contains(&t.tid) && !self.is_test_thread(t))
-        {
+        for t in threads.iter().filter(|t| {
+            t.tid != self.own_tid && !waiting.contains(&t.tid) && !self.is_test_thread(t)
+        }) {
             *c.entry((Kind::Thread, self.thread_component(t)))
                 .or_default() += 1;
         }
@@ -359,12 +394,14 @@ impl Check {
     }
 
     /// A thread of another test: named after a test of this binary, but not after this one (a
-    /// thread this test spawned without a name carries this test's name).
+    /// thread this test spawned without a name carries this test's name), or one libtest just
+    /// started (it has the main thread's name until it takes its test's).
     fn is_test_thread(&self, t: &process::Thread) -> bool {
-        t.name != self.own_name
-            && self
-                .test_names
-                .is_some_and(|names| process::is_test_thread(&t.name, names))
+        let Some(names) = self.test_names else {
+            return false;
+        };
+        let starting = t.name == self.main_name && t.tid as u32 != std::process::id();
+        t.name != self.own_name && (starting || process::is_test_thread(&t.name, names))
     }
 
     /// Whether `t` is a thread spawned without a name from this check's thread.
@@ -763,7 +800,10 @@ impl Check {
         let mut out = Vec::new();
         if self.kinds.threads {
             for t in &state.threads {
-                if self.baseline.threads.contains(&(t.tid, t.start)) {
+                // The thread running the check is never its leak.
+                if t.tid == self.own_tid
+                    || self.baseline.had(&self.baseline.threads, t.tid, t.start)
+                {
                     continue;
                 }
                 if waiting.contains(&t.tid) {
@@ -831,7 +871,7 @@ impl Check {
         }
         if self.kinds.children {
             for c in &state.children {
-                if self.baseline.children.contains(&(c.pid, c.start)) {
+                if self.baseline.had(&self.baseline.children, c.pid, c.start) {
                     continue;
                 }
                 let component = component::of_cmdline(&c.cmdline);

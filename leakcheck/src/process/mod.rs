@@ -18,6 +18,26 @@ pub(crate) fn supported() -> bool {
     cfg!(target_os = "linux") && std::path::Path::new("/proc/self/task").exists()
 }
 
+/// Now, in the clock ticks since boot that `/proc` start times use. A thread or process whose
+/// start time is below this value existed before now, whatever a listing of `/proc` showed.
+pub(crate) fn boot_ticks() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf and clock_gettime have no preconditions; `ts` is a valid out-param.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u128;
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+            return 0;
+        }
+        let ns = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+        (ns * hz / 1_000_000_000) as u64
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` (or a task's) that leakcheck uses.
 pub(crate) struct Stat {
     pub(crate) comm: String,
@@ -39,6 +59,7 @@ pub(crate) fn stat(path: &str) -> Option<Stat> {
         match f.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return None,
         }
     }
@@ -81,6 +102,22 @@ mod tests {
         assert_eq!(s.state, 'S');
         assert_eq!(s.ppid, 17);
         assert_eq!(s.start, 98765);
+    }
+
+    #[test]
+    fn start_times_are_below_the_tick_clock() {
+        let before = boot_ticks();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let me = stat("/proc/self/stat").unwrap();
+        assert!(me.start < before, "{} !< {before}", me.start);
+        let t = std::thread::spawn(|| {
+            stat(&format!("/proc/self/task/{}/stat", super::current_tid()))
+                .unwrap()
+                .start
+        })
+        .join()
+        .unwrap();
+        assert!(t >= before, "{t} < {before}");
     }
 
     #[test]

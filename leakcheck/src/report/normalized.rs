@@ -13,6 +13,17 @@ pub(crate) fn count_bucket(n: usize) -> &'static str {
     }
 }
 
+/// A change of a count: `0`, `+1`, `+n`, `-1` or `-n`.
+pub(crate) fn delta_bucket(d: i64) -> &'static str {
+    match d {
+        0 => "0",
+        1 => "+1",
+        -1 => "-1",
+        d if d > 1 => "+n",
+        _ => "-n",
+    }
+}
+
 /// Masks addresses, ports, ids and absolute path prefixes in one line of text.
 pub(crate) fn normalize(text: &str) -> String {
     static RULES: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::normalized::{count_bucket, normalize};
+use super::normalized::{count_bucket, delta_bucket, normalize};
 use super::{Kind, Report, Status, Survivor};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -19,8 +19,9 @@ impl Report {
         render(self, Style::Human)
     }
 
-    /// The report without ids, addresses, absolute paths, line numbers, timings and counts that
-    /// vary from run to run: stable input for `insta` snapshots.
+    /// The report without ids, addresses, absolute paths, line numbers and timings, with the
+    /// lifecycle's counts as changes since the baseline (`0`, `+1`, `+n`, `-1`, `-n`): stable
+    /// input for `insta` snapshots whatever ran before in the process.
     pub fn to_normalized(&self) -> String {
         render(self, Style::Normalized)
     }
@@ -305,13 +306,15 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
         .max()
         .unwrap_or(9)
         .max(9);
-    let cell = |n: usize, prev: Option<usize>| -> String {
+    let cell = |row: &super::LifecycleRow, i: usize| -> String {
+        let n = row.counts[i];
         match style {
-            Style::Human => match prev {
+            Style::Human => match i.checked_sub(1).map(|p| row.counts[p]) {
                 Some(p) if p != n => format!("{n} ({:+})", n as i64 - p as i64),
                 _ => n.to_string(),
             },
-            Style::Normalized => count_bucket(n).to_string(),
+            // Change since the baseline: what existed before varies with the runner.
+            Style::Normalized => delta_bucket(n as i64 - row.counts[0] as i64).to_string(),
         }
     };
     let widths: Vec<usize> = cols
@@ -322,7 +325,7 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
                 .rows
                 .iter()
                 .filter(|row| shown(row, style))
-                .map(|row| cell(row.counts[i], i.checked_sub(1).map(|p| row.counts[p])).len())
+                .map(|row| cell(row, i).len())
                 .max()
                 .unwrap_or(0)
                 .max(c.len())
@@ -342,7 +345,7 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
         let head = format!("{} {}", row.kind.singular(), row.component);
         let _ = write!(out, "{head:<head_w$}");
         for (i, w) in widths.iter().enumerate() {
-            let c = cell(row.counts[i], i.checked_sub(1).map(|p| row.counts[p]));
+            let c = cell(row, i);
             let _ = write!(out, "  {c:>w$}");
         }
         out.push('\n');
@@ -357,13 +360,14 @@ fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
     }
 }
 
-/// Rows that changed; in snapshots only components the check created (none at the baseline),
-/// since what existed before (test harness threads, inherited descriptors) varies by runner.
+/// Rows whose count changed during the check; in snapshots only rows that rose above the
+/// baseline (what existed before and ended meanwhile, such as another test's thread, varies
+/// with the runner).
 fn shown(row: &super::LifecycleRow, style: Style) -> bool {
     let changed = row.counts.windows(2).any(|w| w[0] != w[1]);
     match style {
         Style::Human => changed,
-        Style::Normalized => changed && row.counts.first() == Some(&0),
+        Style::Normalized => row.counts.iter().any(|c| *c > row.counts[0]),
     }
 }
 

@@ -1,0 +1,81 @@
+//! Backends: what a broker connection must offer the bus. The bus does the rest (validation,
+//! pools, retries, dead letters, close), so every backend has the same semantics.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub(crate) use memory::MemoryBackend;
+pub use memory::MemoryBroker;
+
+use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
+use crate::message::{Message, Outbound};
+use crate::observe::ConnectionState;
+use crate::topic::{TopicConfig, TopicName};
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connection to a broker.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// `memory`, `kafka`, `nats`: for messages.
+    fn name(&self) -> &'static str;
+
+    /// Creates the topic, or checks that it exists with a compatible configuration.
+    fn create_topic<'a>(&'a self, config: &'a TopicConfig)
+        -> BoxFuture<'a, Result<(), TopicError>>;
+
+    /// Hands one message to the broker; `Ok` means the broker has it (for persistent topics:
+    /// stored).
+    fn publish<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        message: Outbound,
+    ) -> BoxFuture<'a, Result<(), PublishError>>;
+
+    /// Joins `group` on `topic`.
+    fn subscribe<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Subscription>, SubscribeError>>;
+
+    /// The connection's state.
+    fn connection(&self) -> ConnectionState;
+
+    /// Messages published to `topic` that `group` has not acknowledged, where known.
+    fn lag(&self, topic: &TopicName, group: &str) -> Option<u64>;
+
+    /// Flushes what is buffered and disconnects.
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>>;
+}
+
+/// A group membership on a topic.
+pub(crate) trait Subscription: Send {
+    /// The next delivery, or `None` once the subscription cannot deliver any more (the
+    /// connection closed).
+    fn next(&mut self) -> BoxFuture<'_, Option<Delivery>>;
+
+    /// Leaves the group. Deliveries not acknowledged go back to the group: its next member gets
+    /// them again.
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// One delivered message and the means to acknowledge it. Dropping it unacknowledged hands the
+/// message back: the broker delivers it again.
+pub(crate) struct Delivery {
+    pub(crate) message: Message,
+    pub(crate) ack: Box<dyn Ack>,
+}
+
+/// Acknowledges one delivery.
+pub(crate) trait Ack: Send {
+    fn ack(self: Box<Self>);
+}
+
+/// For backends (and ephemeral topics) where acknowledging means nothing.
+pub(crate) struct NoAck;
+
+impl Ack for NoAck {
+    fn ack(self: Box<Self>) {}
+}

@@ -1,0 +1,470 @@
+//! The event bus: one type over every backend.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, MemoryBackend, MemoryBroker};
+use crate::delivery::{self, DeadLetterPolicy, Handler, RetryPolicy, SubscriptionCtx, Undecodable};
+use crate::envelope::Envelope;
+use crate::error::{CloseError, HandlerError, PublishError, SubscribeError, TopicError};
+use crate::message::{Message, Outbound};
+use crate::observe::{ConnectionState, Counters, Health, Metrics};
+use crate::topic::{validate_name, TopicConfig, TopicName};
+
+/// Workers per subscription for keyed messages: one per core of a 2-core machine.
+pub const DEFAULT_KEYED_WORKERS: usize = 2;
+/// Workers per subscription for messages without a key.
+pub const DEFAULT_GLOBAL_WORKERS: usize = 2;
+/// Messages each worker queue holds before the subscription stops pulling from the broker.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+/// The largest payload accepted (1 MiB, the default limit of both Kafka and NATS).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// How long `close()` lets queued and running work finish before handing the rest back.
+pub const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a publish may wait for the broker.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest group name accepted.
+const MAX_GROUP_NAME: usize = 200;
+
+/// Configures an [`EventBus`]. `Default` comes from the `DEFAULT_*` constants.
+#[derive(Clone, Debug)]
+pub struct BusBuilder {
+    keyed_workers: usize,
+    global_workers: usize,
+    queue_capacity: usize,
+    max_payload_bytes: usize,
+    close_deadline: Duration,
+    publish_timeout: Duration,
+    retry: RetryPolicy,
+    dead_letter: DeadLetterPolicy,
+}
+
+impl Default for BusBuilder {
+    fn default() -> Self {
+        BusBuilder {
+            keyed_workers: DEFAULT_KEYED_WORKERS,
+            global_workers: DEFAULT_GLOBAL_WORKERS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            close_deadline: DEFAULT_CLOSE_DEADLINE,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            retry: RetryPolicy::default(),
+            dead_letter: DeadLetterPolicy::default(),
+        }
+    }
+}
+
+impl BusBuilder {
+    /// Keyed workers per subscription (default [`DEFAULT_KEYED_WORKERS`], at least 1).
+    pub fn keyed_workers(mut self, n: usize) -> Self {
+        self.keyed_workers = n.max(1);
+        self
+    }
+
+    /// Global workers per subscription (default [`DEFAULT_GLOBAL_WORKERS`], at least 1).
+    pub fn global_workers(mut self, n: usize) -> Self {
+        self.global_workers = n.max(1);
+        self
+    }
+
+    /// Capacity of each worker queue (default [`DEFAULT_QUEUE_CAPACITY`], at least 1).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// The largest payload a publish accepts (default [`DEFAULT_MAX_PAYLOAD_BYTES`]).
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    /// How long `close()` lets work finish (default [`DEFAULT_CLOSE_DEADLINE`]).
+    pub fn close_deadline(mut self, d: Duration) -> Self {
+        self.close_deadline = d;
+        self
+    }
+
+    /// How long a publish may wait for the broker (default [`DEFAULT_PUBLISH_TIMEOUT`]).
+    pub fn publish_timeout(mut self, d: Duration) -> Self {
+        self.publish_timeout = d;
+        self
+    }
+
+    /// Handler retries (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, r: RetryPolicy) -> Self {
+        self.retry = r;
+        self
+    }
+
+    /// The dead-letter path (default [`DeadLetterPolicy::Topic`]).
+    pub fn dead_letter(mut self, d: DeadLetterPolicy) -> Self {
+        self.dead_letter = d;
+        self
+    }
+
+    /// A bus on an in-process [`MemoryBroker`].
+    pub fn memory(self, broker: &MemoryBroker) -> EventBus {
+        self.build(Arc::new(MemoryBackend::new(broker)))
+    }
+
+    pub(crate) fn build(self, backend: Arc<dyn Backend>) -> EventBus {
+        EventBus {
+            inner: Arc::new(Inner {
+                backend,
+                config: self,
+                closed: AtomicBool::new(false),
+                close_lock: tokio::sync::Mutex::new(false),
+                subscriptions: Mutex::new(Vec::new()),
+                stop_intake: CancellationToken::new(),
+                stop_now: CancellationToken::new(),
+                counters: Arc::new(Counters::default()),
+                last_error: Arc::new(Mutex::new(None)),
+                keyed_monitor: tokio_metrics::TaskMonitor::new(),
+                global_monitor: tokio_metrics::TaskMonitor::new(),
+                handed_back_at_close: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// An event bus. Clones share it; [`close`](Self::close) closes it for all of them.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use eventbus::{EventBus, MemoryBroker, Outbound};
+/// let broker = MemoryBroker::new();
+/// let bus = EventBus::builder().memory(&broker);
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// bus.subscribe("greetings", "printer", move |m| {
+///     let tx = tx.clone();
+///     async move { tx.send(m.payload().clone()).map_err(|e| e.to_string()) }
+/// })
+/// .await?;
+/// bus.publish("greetings", Outbound::new("hello")).await?;
+/// assert_eq!(rx.recv().await.unwrap(), "hello");
+/// bus.close().await?;
+/// // After close, the bus refuses work with a typed error.
+/// assert!(matches!(
+///     bus.publish("greetings", Outbound::new("late")).await,
+///     Err(eventbus::PublishError::Closed)
+/// ));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    config: BusBuilder,
+    closed: AtomicBool,
+    /// Held while closing; `true` once closed.
+    close_lock: tokio::sync::Mutex<bool>,
+    subscriptions: Mutex<Vec<(TopicName, String, JoinHandle<()>)>>,
+    stop_intake: CancellationToken,
+    stop_now: CancellationToken,
+    counters: Arc<Counters>,
+    last_error: Arc<Mutex<Option<String>>>,
+    keyed_monitor: tokio_metrics::TaskMonitor,
+    global_monitor: tokio_metrics::TaskMonitor,
+    handed_back_at_close: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropped without close(): stop the tasks (they end on their own; nobody awaits them,
+        // which a leak check reports while they finish). Call close() instead.
+        self.stop_intake.cancel();
+        self.stop_now.cancel();
+    }
+}
+
+impl EventBus {
+    /// A builder with the default configuration.
+    pub fn builder() -> BusBuilder {
+        BusBuilder::default()
+    }
+
+    /// Creates a topic (or checks that it exists compatibly). Publishing or subscribing to a
+    /// topic that does not exist creates it with [`TopicConfig::new`]'s defaults.
+    pub async fn create_topic(&self, config: TopicConfig) -> Result<(), TopicError> {
+        if self.is_closed() {
+            return Err(TopicError::Closed);
+        }
+        config.validate()?;
+        self.inner.backend.create_topic(&config).await
+    }
+
+    /// Publishes raw bytes. `Ok` means the broker has the message; an error means it does not,
+    /// and says why.
+    pub async fn publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
+        let result = self.try_publish(topic, message).await;
+        match &result {
+            Ok(()) => Counters::add(&self.inner.counters.published),
+            Err(e) => {
+                Counters::add(&self.inner.counters.publish_errors);
+                self.fail(format!("failed to {e}"));
+            }
+        }
+        result
+    }
+
+    async fn try_publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
+        if self.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        let topic = TopicName::new(topic)?;
+        let limit = self.inner.config.max_payload_bytes;
+        if message.payload.len() > limit {
+            return Err(PublishError::TooLarge {
+                topic,
+                size: message.payload.len(),
+                limit,
+            });
+        }
+        let timeout = self.inner.config.publish_timeout;
+        match tokio::time::timeout(timeout, self.inner.backend.publish(&topic, message)).await {
+            Ok(r) => r,
+            Err(_) => Err(PublishError::Timeout {
+                topic,
+                backend: self.inner.backend.name(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Publishes an envelope: its aggregate id is the key (so one aggregate's events are
+    /// handled in order), its metadata is also in `eventbus-*` headers, the payload is the JSON
+    /// wire form.
+    pub async fn publish_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+    ) -> Result<(), PublishError> {
+        if let Err(e) = envelope.validate() {
+            Counters::add(&self.inner.counters.publish_errors);
+            return Err(e.into());
+        }
+        let mut out = Outbound::new(envelope.to_wire())
+            .key(envelope.aggregate_id().to_string())
+            .header("eventbus-event-id", envelope.event_id())
+            .header("eventbus-event-type", envelope.event_type())
+            .header(
+                "eventbus-event-version",
+                envelope.event_version().to_string(),
+            )
+            .header("eventbus-aggregate-id", envelope.aggregate_id());
+        if let Some(t) = envelope.trace_id() {
+            out = out.header("eventbus-trace-id", t);
+        }
+        if let Some(c) = envelope.correlation_id() {
+            out = out.header("eventbus-correlation-id", c);
+        }
+        self.publish(topic, out).await
+    }
+
+    /// Subscribes `handler` to `topic` as `group`. Each message is handled until the handler
+    /// returns `Ok` (then acknowledged), retried per the [`RetryPolicy`], then dead-lettered.
+    /// One subscription per topic and group.
+    pub async fn subscribe<F, Fut, E>(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: F,
+    ) -> Result<(), SubscribeError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let handler: Handler = Arc::new(move |m| {
+            let fut = handler(m);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        self.start_subscription(topic, group, handler).await
+    }
+
+    /// Subscribes an envelope handler. A message that is not a decodable envelope is never
+    /// retried and never dropped silently: it takes the dead-letter path at once, raw bytes
+    /// included, with the decode error as the reason.
+    pub async fn subscribe_envelopes<F, Fut, E>(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: F,
+    ) -> Result<(), SubscribeError>
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let handler = Arc::new(handler);
+        let handler: Handler = Arc::new(move |m: Message| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                match Envelope::from_wire(m.payload()) {
+                    Ok(e) => handler(e).await.map_err(Into::into),
+                    Err(e) => Err(Box::new(Undecodable(e)) as HandlerError),
+                }
+            })
+        });
+        self.start_subscription(topic, group, handler).await
+    }
+
+    async fn start_subscription(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: Handler,
+    ) -> Result<(), SubscribeError> {
+        if self.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let topic = TopicName::new(topic)?;
+        validate_name(group, MAX_GROUP_NAME).map_err(|_| SubscribeError::Group {
+            topic: topic.clone(),
+            group: group.to_string(),
+            reason: "use 1 to 200 letters, digits, `.`, `_` or `-`",
+        })?;
+        let sub = self.inner.backend.subscribe(&topic, group).await?;
+        let c = &self.inner.config;
+        let ctx = Arc::new(SubscriptionCtx {
+            topic: topic.clone(),
+            group: group.to_string(),
+            handler,
+            retry: c.retry,
+            dead_letter: c.dead_letter.clone(),
+            backend: self.inner.backend.clone(),
+            counters: self.inner.counters.clone(),
+            last_error: self.inner.last_error.clone(),
+            stop_intake: self.inner.stop_intake.child_token(),
+            stop_now: self.inner.stop_now.child_token(),
+            keyed_workers: c.keyed_workers,
+            global_workers: c.global_workers,
+            queue_capacity: c.queue_capacity,
+            keyed_monitor: self.inner.keyed_monitor.clone(),
+            global_monitor: self.inner.global_monitor.clone(),
+        });
+        let handle = delivery::start(ctx, sub);
+        self.inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((topic, group.to_string(), handle));
+        Ok(())
+    }
+
+    /// Closes the bus: stops taking work (publish and subscribe return `Closed` from now on),
+    /// lets queued and running handler calls finish within the close deadline, hands back what
+    /// did not finish (unacknowledged, so the broker delivers it again), awaits every task the
+    /// bus spawned, and flushes and disconnects the backend. Calling it again (or concurrently)
+    /// waits for the first close and returns `Ok`.
+    pub async fn close(&self) -> Result<(), CloseError> {
+        let mut done = self.inner.close_lock.lock().await;
+        if *done {
+            return Ok(());
+        }
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.stop_intake.cancel();
+        let deadline = tokio::time::Instant::now() + self.inner.config.close_deadline;
+        let subs = std::mem::take(
+            &mut *self
+                .inner
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut late = Vec::new();
+        for (_, _, mut handle) in subs {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                late.push(handle);
+            }
+        }
+        let counters = &self.inner.counters;
+        let mut result = Ok(());
+        if !late.is_empty() {
+            let before = counters.handed_back.load(Ordering::Relaxed);
+            self.inner.stop_now.cancel();
+            for handle in late {
+                let _ = handle.await;
+            }
+            let handed_back = counters.handed_back.load(Ordering::Relaxed) - before;
+            self.inner
+                .handed_back_at_close
+                .store(handed_back, Ordering::Relaxed);
+            result = Err(CloseError::Deadline {
+                deadline: self.inner.config.close_deadline,
+                handed_back: handed_back as usize,
+            });
+        }
+        let flushed = self.inner.backend.close().await;
+        *done = true;
+        if let Err(e) = &result {
+            self.fail(format!("failed to {e}"));
+        }
+        result.and(flushed)
+    }
+
+    /// Whether `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// The connection, the last error, and the lag of each subscription.
+    pub fn health(&self) -> Health {
+        let connection = if self.is_closed() {
+            ConnectionState::Closed
+        } else {
+            self.inner.backend.connection()
+        };
+        let lag: BTreeMap<(String, String), u64> = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(t, g, _)| {
+                let lag = self.inner.backend.lag(t, g)?;
+                Some(((t.to_string(), g.clone()), lag))
+            })
+            .collect();
+        Health {
+            connection,
+            last_error: self
+                .inner
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            lag,
+        }
+    }
+
+    /// Counters and pool metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.inner
+            .counters
+            .snapshot(&self.inner.keyed_monitor, &self.inner.global_monitor)
+    }
+
+    fn fail(&self, message: String) {
+        *self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}

@@ -1,0 +1,303 @@
+//! One subscription at work: a supervisor task pulls deliveries from the backend and routes them
+//! to bounded worker queues (a full queue stops the pulling: backpressure), workers call the
+//! handler, and at close the supervisor stops pulling, lets the workers drain, joins them and
+//! leaves the group, so that whatever was not acknowledged goes back to the broker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::{slot, spawn_named, DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy};
+use crate::backend::{Backend, BoxFuture, Delivery, Subscription};
+use crate::error::{EnvelopeError, HandlerError};
+use crate::message::{Message, Outbound};
+use crate::observe::Counters;
+use crate::topic::TopicName;
+
+/// A subscription's handler, type-erased.
+pub(crate) type Handler =
+    Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// The error an envelope handler's decoding step returns: such a message is never retried, it
+/// takes the dead-letter path at once.
+#[derive(Debug)]
+pub(crate) struct Undecodable(pub(crate) EnvelopeError);
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Undecodable {}
+
+/// Everything a subscription's tasks share.
+pub(crate) struct SubscriptionCtx {
+    pub(crate) topic: TopicName,
+    pub(crate) group: String,
+    pub(crate) handler: Handler,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter: DeadLetterPolicy,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) last_error: Arc<Mutex<Option<String>>>,
+    /// Stop pulling new deliveries (close began).
+    pub(crate) stop_intake: CancellationToken,
+    /// Stop handling (the close deadline passed): hand everything back.
+    pub(crate) stop_now: CancellationToken,
+    pub(crate) keyed_workers: usize,
+    pub(crate) global_workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) keyed_monitor: tokio_metrics::TaskMonitor,
+    pub(crate) global_monitor: tokio_metrics::TaskMonitor,
+}
+
+impl SubscriptionCtx {
+    fn name(&self, role: &str) -> String {
+        format!("eventbus:{role}:{}/{}", self.topic, self.group)
+    }
+
+    fn fail(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+/// Starts the subscription's supervisor; it ends after close, once every worker is joined and
+/// the group is left.
+pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> JoinHandle<()> {
+    let name = ctx.name("subscription");
+    spawn_named(&name, supervise(ctx, sub))
+}
+
+async fn supervise(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) {
+    let mut workers = JoinSet::new();
+    let keyed: Vec<mpsc::Sender<Delivery>> = (0..ctx.keyed_workers.max(1))
+        .map(|i| {
+            let (tx, rx) = mpsc::channel(ctx.queue_capacity.max(1));
+            let fut = ctx.keyed_monitor.instrument(keyed_worker(ctx.clone(), rx));
+            spawn_into(
+                &mut workers,
+                &format!("{}#{i}", ctx.name("keyed-worker")),
+                fut,
+            );
+            tx
+        })
+        .collect();
+    let (global, global_rx) = mpsc::channel(ctx.queue_capacity.max(1));
+    let global_rx = Arc::new(tokio::sync::Mutex::new(global_rx));
+    for i in 0..ctx.global_workers.max(1) {
+        let fut = ctx
+            .global_monitor
+            .instrument(global_worker(ctx.clone(), global_rx.clone()));
+        spawn_into(
+            &mut workers,
+            &format!("{}#{i}", ctx.name("global-worker")),
+            fut,
+        );
+    }
+    drop(global_rx);
+
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = ctx.stop_intake.cancelled() => break,
+            d = sub.next() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        Counters::add(&ctx.counters.delivered);
+        let queue = match delivery.message.key() {
+            Some(k) => &keyed[slot(k, keyed.len())],
+            None => &global,
+        };
+        // A full queue waits here: no more is pulled from the broker meanwhile.
+        tokio::select! {
+            sent = queue.send(delivery) => {
+                if sent.is_err() {
+                    break;
+                }
+                ctx.counters.enqueued();
+            }
+            _ = ctx.stop_intake.cancelled() => {
+                // The delivery is dropped unacknowledged: the broker keeps it.
+                Counters::add(&ctx.counters.handed_back);
+                break;
+            }
+        }
+    }
+    // Closing the queues lets the workers drain them and stop.
+    drop(keyed);
+    drop(global);
+    while let Some(joined) = workers.join_next().await {
+        if let Err(e) = joined {
+            ctx.fail(format!(
+                "a worker of `{}` ({}) ended abnormally: {e}",
+                ctx.topic, ctx.group
+            ));
+        }
+    }
+    sub.close().await;
+}
+
+fn spawn_into<F>(set: &mut JoinSet<()>, name: &str, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    #[cfg(feature = "leakcheck")]
+    leakcheck::with_task_name(name, || set.spawn(fut));
+    #[cfg(not(feature = "leakcheck"))]
+    {
+        let _ = name;
+        set.spawn(fut);
+    }
+}
+
+async fn keyed_worker(ctx: Arc<SubscriptionCtx>, mut rx: mpsc::Receiver<Delivery>) {
+    while let Some(d) = rx.recv().await {
+        ctx.counters.dequeued();
+        handle(&ctx, d).await;
+    }
+}
+
+async fn global_worker(
+    ctx: Arc<SubscriptionCtx>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
+) {
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some(d) = next else { break };
+        ctx.counters.dequeued();
+        handle(&ctx, d).await;
+    }
+}
+
+/// Calls the handler until it succeeds (then acknowledges) or the attempts run out (then takes
+/// the dead-letter path). After the close deadline nothing more is handled: the delivery is
+/// dropped unacknowledged, which hands it back to the broker.
+async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
+    let Delivery { message, ack } = d;
+    if ctx.stop_now.is_cancelled() {
+        Counters::add(&ctx.counters.handed_back);
+        return;
+    }
+    let mut attempt = 1;
+    loop {
+        let mut m = message.clone();
+        m.attempt = attempt;
+        let call = AssertUnwindSafe((ctx.handler)(m)).catch_unwind();
+        let outcome = tokio::select! {
+            r = call => r,
+            _ = ctx.stop_now.cancelled() => {
+                Counters::add(&ctx.counters.handed_back);
+                return;
+            }
+        };
+        let error = match outcome {
+            Ok(Ok(())) => {
+                ack.ack();
+                Counters::add(&ctx.counters.handled);
+                return;
+            }
+            Ok(Err(e)) => {
+                if let Some(Undecodable(e)) = e.downcast_ref::<Undecodable>() {
+                    Counters::add(&ctx.counters.undecodable);
+                    let reason = DeadLetterReason::Undecodable(e.clone());
+                    dead_letter(ctx, message, reason, ack).await;
+                    return;
+                }
+                e.to_string()
+            }
+            Err(panic) => format!("the handler panicked: {}", panic_message(&panic)),
+        };
+        Counters::add(&ctx.counters.handler_errors);
+        ctx.fail(format!(
+            "the handler of `{}` ({}) failed on attempt {attempt}: {error}",
+            ctx.topic, ctx.group
+        ));
+        if attempt >= ctx.retry.max_attempts.max(1) {
+            let reason = DeadLetterReason::HandlerFailed {
+                attempts: attempt,
+                last_error: error,
+            };
+            dead_letter(ctx, message, reason, ack).await;
+            return;
+        }
+        Counters::add(&ctx.counters.redeliveries);
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.retry.backoff_after(attempt)) => {}
+            _ = ctx.stop_now.cancelled() => {
+                Counters::add(&ctx.counters.handed_back);
+                return;
+            }
+        }
+        attempt += 1;
+    }
+}
+
+async fn dead_letter(
+    ctx: &SubscriptionCtx,
+    message: Message,
+    reason: DeadLetterReason,
+    ack: Box<dyn crate::backend::Ack>,
+) {
+    match &ctx.dead_letter {
+        DeadLetterPolicy::Callback(f) => {
+            let letter = DeadLetter {
+                topic: ctx.topic.clone(),
+                group: ctx.group.clone(),
+                message,
+                reason,
+            };
+            if std::panic::catch_unwind(AssertUnwindSafe(|| f(letter))).is_err() {
+                ctx.fail(
+                    "the dead-letter callback panicked: the message stays unacknowledged".into(),
+                );
+                return;
+            }
+            Counters::add(&ctx.counters.dead_lettered);
+            ack.ack();
+        }
+        DeadLetterPolicy::Topic => {
+            let mut out = Outbound {
+                key: message.key.clone(),
+                headers: message.headers.clone(),
+                payload: message.payload.clone(),
+            };
+            let attempts = match &reason {
+                DeadLetterReason::HandlerFailed { attempts, .. } => *attempts,
+                DeadLetterReason::Undecodable(_) => 0,
+            };
+            out.headers
+                .insert("eventbus-dead-letter-reason".into(), reason.to_string());
+            out.headers
+                .insert("eventbus-source-topic".into(), ctx.topic.to_string());
+            out.headers
+                .insert("eventbus-group".into(), ctx.group.clone());
+            out.headers
+                .insert("eventbus-attempts".into(), attempts.to_string());
+            let dlq = ctx.topic.dead_letter();
+            match ctx.backend.publish(&dlq, out).await {
+                Ok(()) => {
+                    Counters::add(&ctx.counters.dead_lettered);
+                    ack.ack();
+                }
+                Err(e) => ctx.fail(format!(
+                    "could not dead-letter a message of `{}` to `{dlq}` ({e}): it stays unacknowledged and will be delivered again",
+                    ctx.topic
+                )),
+            }
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".into())
+}

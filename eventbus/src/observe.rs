@@ -1,0 +1,146 @@
+//! Health and metrics: what the bus can say about itself while it runs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The state of the connection to the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connected.
+    Connected,
+    /// The broker cannot be reached; the client keeps trying.
+    Disconnected,
+    /// The bus was closed.
+    Closed,
+}
+
+/// A snapshot of the bus's health.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Health {
+    /// The broker connection.
+    pub connection: ConnectionState,
+    /// The last error the bus met (publish, handler or backend), if any.
+    pub last_error: Option<String>,
+    /// Per subscription (`topic`, `group`): messages published and not yet acknowledged, where
+    /// the backend knows.
+    pub lag: BTreeMap<(String, String), u64>,
+}
+
+/// Counters of the whole bus, since it was created.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) redeliveries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) undecodable: AtomicU64,
+    pub(crate) handed_back: AtomicU64,
+    /// Messages waiting in worker queues, all subscriptions.
+    pub(crate) queued: AtomicI64,
+    /// The highest `queued` seen.
+    pub(crate) queued_peak: AtomicI64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn enqueued(&self) {
+        let now = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.queued_peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dequeued(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the bus's counters and pools.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Messages the backend accepted.
+    pub published: u64,
+    /// Publishes refused or failed.
+    pub publish_errors: u64,
+    /// Deliveries received from the backend.
+    pub delivered: u64,
+    /// Deliveries whose handler returned `Ok` (then acknowledged).
+    pub handled: u64,
+    /// Handler calls that returned `Err` or panicked.
+    pub handler_errors: u64,
+    /// Handler calls repeated after an error.
+    pub redeliveries: u64,
+    /// Messages sent to the dead-letter path.
+    pub dead_lettered: u64,
+    /// Envelope deliveries that could not be decoded (they go to the dead-letter path).
+    pub undecodable: u64,
+    /// Messages handed back unacknowledged at close.
+    pub handed_back: u64,
+    /// Messages waiting in worker queues now.
+    pub queued: u64,
+    /// The most messages ever waiting in worker queues at once.
+    pub queued_peak: u64,
+    /// The keyed pools' tasks (tokio-metrics).
+    pub keyed_pool: PoolMetrics,
+    /// The global pools' tasks (tokio-metrics).
+    pub global_pool: PoolMetrics,
+}
+
+/// What tokio-metrics measured of a pool's worker tasks.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct PoolMetrics {
+    /// Worker tasks started.
+    pub workers_started: u64,
+    /// Worker tasks finished.
+    pub workers_finished: u64,
+    /// Time the workers spent being polled.
+    pub busy: Duration,
+    /// Time the workers spent waiting in the scheduler's queue once woken.
+    pub scheduled: Duration,
+}
+
+impl PoolMetrics {
+    pub(crate) fn of(monitor: &tokio_metrics::TaskMonitor) -> Self {
+        let m = monitor.cumulative();
+        PoolMetrics {
+            workers_started: m.instrumented_count,
+            workers_finished: m.dropped_count,
+            busy: m.total_poll_duration,
+            scheduled: m.total_scheduled_duration,
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn snapshot(
+        &self,
+        keyed: &tokio_metrics::TaskMonitor,
+        global: &tokio_metrics::TaskMonitor,
+    ) -> Metrics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            published: get(&self.published),
+            publish_errors: get(&self.publish_errors),
+            delivered: get(&self.delivered),
+            handled: get(&self.handled),
+            handler_errors: get(&self.handler_errors),
+            redeliveries: get(&self.redeliveries),
+            dead_lettered: get(&self.dead_lettered),
+            undecodable: get(&self.undecodable),
+            handed_back: get(&self.handed_back),
+            queued: self.queued.load(Ordering::Relaxed).max(0) as u64,
+            queued_peak: self.queued_peak.load(Ordering::Relaxed).max(0) as u64,
+            keyed_pool: PoolMetrics::of(keyed),
+            global_pool: PoolMetrics::of(global),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The suite on the in-process broker, plus what only it has (ephemeral delivery, several
+//! buses on one broker), the lifecycle snapshot, and a deliberately broken variant.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use eventbus::{Durability, EventBus, Outbound, SubscribeError, TopicConfig};
+use leakcheck::{leak_test, Kind, Status};
+
+use leakcheck_tests::scenarios::{park, release};
+
+use crate::suite;
+use crate::support::{topic, wait_until, Memory};
+
+macro_rules! on_memory {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[leak_test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                suite::$name(&Memory::new()).await;
+            }
+        )*
+    };
+}
+
+on_memory!(
+    ordering,
+    redelivery,
+    dead_letter_topic,
+    undecodable_envelope,
+    backpressure,
+    close_under_load,
+    double_close,
+    outage,
+);
+
+/// What the bus starts and what must be gone after close, reviewed as a snapshot.
+#[leak_test(flavor = "multi_thread", worker_threads = 2, snapshot)]
+async fn lifecycle() {
+    suite::lifecycle(&Memory::new()).await;
+}
+
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_topics_reach_present_subscribers_only() {
+    let m = Memory::new();
+    let t = topic("ephemeral");
+    let bus = EventBus::builder().memory(&m.0);
+    bus.create_topic(
+        TopicConfig::new(&t)
+            .unwrap()
+            .durability(Durability::Ephemeral),
+    )
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("nobody listens"))
+        .await
+        .unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    bus.subscribe(&t, "live", move |_m| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("heard")).await.unwrap();
+    wait_until(suite_wait(), "the live message", || {
+        seen.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(m.0.stored(&t), 0);
+}
+
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_per_group_across_buses() {
+    let m = Memory::new();
+    let t = topic("members");
+    let a = EventBus::builder().memory(&m.0);
+    let b = EventBus::builder().memory(&m.0);
+    a.subscribe(&t, "g", |_m| async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap();
+    let e = b
+        .subscribe(&t, "g", |_m| async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SubscribeError::AlreadySubscribed { .. }), "{e}");
+    assert!(e.to_string().contains("already has a subscription"), "{e}");
+    a.close().await.unwrap();
+    // Once the first member left, the group is free.
+    b.subscribe(&t, "g", |_m| async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap();
+    b.close().await.unwrap();
+}
+
+/// The broken variant: a bus that is never closed (its handle is kept, as a forgotten clone
+/// would be) keeps its subscription running. Run by `a_forgotten_bus_is_caught`, which drops it
+/// after the check.
+#[leak_test(flavor = "multi_thread", worker_threads = 2, kinds = ["tasks"], settle = "200ms")]
+#[ignore = "a deliberate leak: `a_forgotten_bus_is_caught` runs it"]
+async fn forgets_to_close() {
+    let m = Memory::new();
+    let bus = EventBus::builder().memory(&m.0);
+    bus.subscribe(&topic("forgotten"), "g", |_m| async {
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .unwrap();
+    park("forgotten-bus", vec![Box::new(bus)]);
+}
+
+#[test]
+fn a_forgotten_bus_is_caught() {
+    let reports = leakcheck::__private::capture(forgets_to_close);
+    release("forgotten-bus");
+    let r = &reports[0];
+    assert!(!r.is_clean());
+    let unknown: Vec<_> = r.unknown().collect();
+    // The supervisor and its 2 keyed and 2 global workers.
+    assert_eq!(unknown.len(), 5, "{}", r.to_text());
+    for s in &unknown {
+        assert_eq!(s.kind, Kind::Task);
+        assert_eq!(s.status, Status::Unknown);
+        assert!(s.component.starts_with("eventbus"), "{}", s.component);
+        assert!(
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("eventbus:")),
+            "{:?}",
+            s.name
+        );
+    }
+    assert!(unknown.iter().any(|s| s
+        .name
+        .as_deref()
+        .is_some_and(|n| n.starts_with("eventbus:subscription:forgotten-"))));
+}
+
+fn suite_wait() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}

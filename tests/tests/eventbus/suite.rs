@@ -1,0 +1,411 @@
+//! Behaviours every backend must show. Each function is one test body; `memory.rs` (and the
+//! broker backends) run them under `#[leak_test]`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventbus::{
+    CloseError, ConnectionState, DeadLetter, DeadLetterPolicy, DeadLetterReason, Envelope,
+    EventBus, Outbound, PublishError, RetryPolicy,
+};
+
+use crate::support::{topic, wait_until, Fixture};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The life of a bus, recorded at checkpoints for the lifecycle snapshot.
+pub async fn lifecycle(f: &dyn Fixture) {
+    let t = topic("lifecycle");
+    let bus = f.bus(EventBus::builder());
+    leakcheck::checkpoint("created");
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    bus.subscribe(&t, "lifecycle", move |_m| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    leakcheck::checkpoint("subscribed");
+    for i in 0..10u32 {
+        bus.publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 3)))
+            .await
+            .unwrap();
+    }
+    wait_until(WAIT, "10 messages handled", || {
+        seen.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    leakcheck::checkpoint("published");
+    bus.close().await.unwrap();
+    leakcheck::checkpoint("closed");
+}
+
+/// 100k envelopes over 1k aggregates, published by 4 tasks at once: every aggregate's events
+/// are handled once each, in publish order.
+pub async fn ordering(f: &dyn Fixture) {
+    const AGGREGATES: usize = 1000;
+    const PER_AGGREGATE: u64 = 100;
+    let t = topic("ordering");
+    let bus = f.bus(EventBus::builder());
+    let last: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; AGGREGATES]));
+    let violations = Arc::new(AtomicU64::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    {
+        let (last, violations, handled) = (last.clone(), violations.clone(), handled.clone());
+        bus.subscribe_envelopes(&t, "ordering", move |e: Envelope| {
+            let agg: usize = e.aggregate_id()[4..].parse().unwrap();
+            let seq: u64 = std::str::from_utf8(e.payload()).unwrap().parse().unwrap();
+            let mut last = last.lock().unwrap();
+            if seq != last[agg] + 1 {
+                violations.fetch_add(1, Ordering::Relaxed);
+            }
+            last[agg] = seq;
+            handled.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .await
+        .unwrap();
+    }
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let (bus, t) = (bus.clone(), t.clone());
+            tokio::spawn(async move {
+                for seq in 1..=PER_AGGREGATE {
+                    for agg in (p..AGGREGATES).step_by(4) {
+                        let e = Envelope::new(format!("agg-{agg}"), "Counted", 1, seq.to_string())
+                            .unwrap();
+                        bus.publish_envelope(&t, &e).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let total = AGGREGATES as u64 * PER_AGGREGATE;
+    wait_until(WAIT, "100k envelopes handled", || {
+        handled.load(Ordering::Relaxed) >= total
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert_eq!(violations.load(Ordering::Relaxed), 0, "ordering violations");
+    assert_eq!(handled.load(Ordering::Relaxed), total);
+    assert!(last.lock().unwrap().iter().all(|l| *l == PER_AGGREGATE));
+    let m = bus.metrics();
+    assert_eq!(m.handled, total);
+    assert_eq!(m.published, total);
+}
+
+/// A handler that fails twice then succeeds: the message is handled on its third attempt, and
+/// the same key's next message only after it.
+pub async fn redelivery(f: &dyn Fixture) {
+    let t = topic("redelivery");
+    let bus = f.bus(EventBus::builder().retry(RetryPolicy {
+        max_attempts: 5,
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    }));
+    let log: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let l = log.clone();
+    bus.subscribe(&t, "redelivery", move |m| {
+        let body = String::from_utf8(m.payload().to_vec()).unwrap();
+        l.lock().unwrap().push((body.clone(), m.attempt()));
+        let fail = body == "flaky" && m.attempt() < 3;
+        async move {
+            if fail {
+                Err("not yet".to_string())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("flaky").key("k"))
+        .await
+        .unwrap();
+    bus.publish(&t, Outbound::new("after").key("k"))
+        .await
+        .unwrap();
+    wait_until(WAIT, "both handled", || bus.metrics().handled == 2).await;
+    bus.close().await.unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            ("flaky".to_string(), 1),
+            ("flaky".to_string(), 2),
+            ("flaky".to_string(), 3),
+            ("after".to_string(), 1)
+        ]
+    );
+    let m = bus.metrics();
+    assert_eq!(
+        (m.handler_errors, m.redeliveries, m.dead_lettered),
+        (2, 2, 0)
+    );
+    assert!(bus
+        .health()
+        .last_error
+        .unwrap()
+        .contains("failed on attempt 2: not yet"));
+}
+
+/// A handler that always fails: after the last attempt the message goes to `<topic>.dlq`, with
+/// the reason in a header, and is acknowledged.
+pub async fn dead_letter_topic(f: &dyn Fixture) {
+    let t = topic("dlq");
+    let bus = f.bus(EventBus::builder().retry(RetryPolicy {
+        max_attempts: 3,
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+    }));
+    bus.subscribe(&t, "dlq", |_m| async { Err::<(), _>("always".to_string()) })
+        .await
+        .unwrap();
+    let letters: Arc<Mutex<Vec<eventbus::Message>>> = Arc::default();
+    let l = letters.clone();
+    bus.subscribe(&format!("{t}.dlq"), "dlq-reader", move |m| {
+        l.lock().unwrap().push(m);
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(
+        &t,
+        Outbound::new("poison").key("p").header("tenant", "acme"),
+    )
+    .await
+    .unwrap();
+    wait_until(WAIT, "the dead letter", || {
+        !letters.lock().unwrap().is_empty()
+    })
+    .await;
+    bus.close().await.unwrap();
+    let letter = letters.lock().unwrap()[0].clone();
+    assert_eq!(letter.payload().as_ref(), b"poison");
+    assert_eq!(letter.key(), Some(&b"p"[..]));
+    assert_eq!(letter.headers()["tenant"], "acme");
+    assert_eq!(letter.headers()["eventbus-attempts"], "3");
+    assert!(letter.headers()["eventbus-dead-letter-reason"].contains("always"));
+    let m = bus.metrics();
+    assert_eq!(
+        (m.handler_errors, m.redeliveries, m.dead_lettered),
+        (3, 2, 1)
+    );
+}
+
+/// Bytes that are not an envelope reach the dead-letter callback at once, raw bytes included.
+pub async fn undecodable_envelope(f: &dyn Fixture) {
+    let t = topic("undecodable");
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let l = letters.clone();
+    let bus = f.bus(
+        EventBus::builder().dead_letter(DeadLetterPolicy::Callback(Arc::new(move |d| {
+            l.lock().unwrap().push(d)
+        }))),
+    );
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    bus.subscribe_envelopes(&t, "decoder", move |_e| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new(&b"\xffnot an envelope"[..]).key("x"))
+        .await
+        .unwrap();
+    let good = Envelope::new("x", "Fine", 1, "ok").unwrap();
+    bus.publish_envelope(&t, &good).await.unwrap();
+    wait_until(WAIT, "the good envelope", || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    bus.close().await.unwrap();
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].message.payload().as_ref(),
+        b"\xffnot an envelope"
+    );
+    assert!(matches!(
+        letters[0].reason,
+        DeadLetterReason::Undecodable(eventbus::EnvelopeError::Decode(_))
+    ));
+    let m = bus.metrics();
+    assert_eq!((m.undecodable, m.dead_lettered, m.handled), (1, 1, 1));
+}
+
+/// A slow handler: worker queues stay within their capacity and the rest waits in the broker.
+pub async fn backpressure(f: &dyn Fixture) {
+    let t = topic("backpressure");
+    let bus = f.bus(
+        EventBus::builder()
+            .keyed_workers(1)
+            .global_workers(1)
+            .queue_capacity(4),
+    );
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    bus.subscribe(&t, "slow", move |_m| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.unwrap().forget();
+            Ok::<_, std::io::Error>(())
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..100 {
+        bus.publish(&t, Outbound::new(format!("{i}")).key("one-key"))
+            .await
+            .unwrap();
+    }
+    // One message in the handler, four in the queue, one waiting to be queued.
+    wait_until(WAIT, "the queue to fill", || bus.metrics().queued == 4).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let m = bus.metrics();
+    assert!(m.queued_peak <= 4, "queue peak {}", m.queued_peak);
+    assert!(
+        m.delivered <= 6,
+        "pulled {} of 100 despite full queues",
+        m.delivered
+    );
+    let lag = bus.health().lag.values().copied().sum::<u64>();
+    assert!(lag >= 94, "lag {lag}");
+    gate.add_permits(100);
+    wait_until(WAIT, "all handled", || bus.metrics().handled == 100).await;
+    assert_eq!(bus.health().lag.values().copied().sum::<u64>(), 0);
+    bus.close().await.unwrap();
+}
+
+/// Close while a slow handler has work queued: close returns within its deadline, hands the rest
+/// back, and a second bus in the same group handles it. Nothing accepted is lost.
+pub async fn close_under_load(f: &dyn Fixture) {
+    const N: u64 = 500;
+    let t = topic("close-load");
+    let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let subscribe = |bus: EventBus, delay: Duration| {
+        let (t, handled) = (t.clone(), handled.clone());
+        async move {
+            bus.subscribe(&t, "workers", move |m| {
+                let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                let handled = handled.clone();
+                async move {
+                    tokio::time::sleep(delay).await;
+                    handled.lock().unwrap().insert(n);
+                    Ok::<_, std::io::Error>(())
+                }
+            })
+            .await
+            .unwrap();
+        }
+    };
+    let deadline = Duration::from_millis(200);
+    let first = f.bus(EventBus::builder().close_deadline(deadline));
+    subscribe(first.clone(), Duration::from_millis(2)).await;
+    for i in 0..N {
+        let key = format!("k{}", i % 10);
+        let msg = if i % 2 == 0 {
+            Outbound::new(i.to_string()).key(key)
+        } else {
+            Outbound::new(i.to_string())
+        };
+        first.publish(&t, msg).await.unwrap();
+    }
+    wait_until(WAIT, "some handled", || handled.lock().unwrap().len() >= 20).await;
+    let start = Instant::now();
+    let closed = first.close().await;
+    let took = start.elapsed();
+    assert!(
+        took < deadline + Duration::from_millis(500),
+        "close took {took:?}"
+    );
+    match closed {
+        Err(CloseError::Deadline { handed_back, .. }) => assert!(handed_back > 0),
+        other => panic!("expected the deadline to pass with work left, got {other:?}"),
+    }
+    assert!(matches!(
+        first.publish(&t, Outbound::new("late")).await,
+        Err(PublishError::Closed)
+    ));
+    let after_first = handled.lock().unwrap().len();
+    assert!((after_first as u64) < N, "the first bus handled everything");
+
+    let second = f.bus(EventBus::builder());
+    subscribe(second.clone(), Duration::ZERO).await;
+    wait_until(WAIT, "the rest handled by the second bus", || {
+        handled.lock().unwrap().len() as u64 == N
+    })
+    .await;
+    second.close().await.unwrap();
+    assert!(second.metrics().delivered >= N - after_first as u64);
+}
+
+/// Close twice, and concurrently: the same outcome, no error, no hang.
+pub async fn double_close(f: &dyn Fixture) {
+    let t = topic("double-close");
+    let bus = f.bus(EventBus::builder());
+    bus.subscribe(&t, "g", |_m| async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap();
+    let other = bus.clone();
+    let (a, b) = tokio::join!(bus.close(), other.close());
+    a.unwrap();
+    b.unwrap();
+    bus.close().await.unwrap();
+    assert!(bus.is_closed());
+    assert_eq!(bus.health().connection, ConnectionState::Closed);
+    assert!(matches!(
+        bus.subscribe(&t, "g2", |_m| async { Ok::<_, std::io::Error>(()) })
+            .await,
+        Err(eventbus::SubscribeError::Closed)
+    ));
+}
+
+/// The broker goes away: publishing fails with a typed error within the publish timeout, health
+/// shows the outage while it lasts, and after it everything published before is still handled.
+pub async fn outage(f: &dyn Fixture) {
+    let t = topic("outage");
+    let bus = f.bus(EventBus::builder().publish_timeout(Duration::from_millis(100)));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    bus.subscribe(&t, "g", move |m| {
+        s.lock()
+            .unwrap()
+            .push(String::from_utf8(m.payload().to_vec()).unwrap());
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("before").key("k"))
+        .await
+        .unwrap();
+    wait_until(WAIT, "the first message", || {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    f.outage();
+    let start = Instant::now();
+    let r = bus.publish(&t, Outbound::new("during").key("k")).await;
+    assert!(matches!(r, Err(PublishError::Timeout { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(bus.health().connection, ConnectionState::Disconnected);
+    assert!(bus.health().last_error.unwrap().contains("did not accept"));
+    f.restore();
+    assert_eq!(bus.health().connection, ConnectionState::Connected);
+    bus.publish(&t, Outbound::new("after").key("k"))
+        .await
+        .unwrap();
+    wait_until(WAIT, "the message after the outage", || {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["before", "after"]);
+}
