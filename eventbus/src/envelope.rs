@@ -270,7 +270,7 @@ mod tests {
             .with_header("tenant", "acme")
     }
 
-    #[test]
+    #[leakcheck::leak_test]
     fn round_trips_every_field() {
         let e = sample();
         let back = Envelope::from_wire(&e.to_wire()).unwrap();
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(Envelope::from_wire(&minimal.to_wire()).unwrap(), minimal);
     }
 
-    #[test]
+    #[leakcheck::leak_test]
     fn the_wire_carries_its_format_version() {
         let v: serde_json::Value = serde_json::from_slice(&sample().to_wire()).unwrap();
         assert_eq!(v["v"], WIRE_FORMAT_VERSION);
@@ -291,7 +291,7 @@ mod tests {
         assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     }
 
-    #[test]
+    #[leakcheck::leak_test]
     fn bad_envelopes_are_refused() {
         assert_eq!(
             Envelope::new("a", "T", 0, Vec::new()).unwrap_err(),

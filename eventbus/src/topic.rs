@@ -188,7 +188,7 @@ impl TopicConfig {
 mod tests {
     use super::*;
 
-    #[test]
+    #[leakcheck::leak_test]
     fn names_are_checked() {
         assert!(TopicName::new("orders.v1_eu-west").is_ok());
         for (bad, why) in [
@@ -208,7 +208,7 @@ mod tests {
             .contains("over 200"));
     }
 
-    #[test]
+    #[leakcheck::leak_test]
     fn configs_are_checked() {
         let c = TopicConfig::new("t").unwrap();
         assert!(c.clone().validate().is_ok());

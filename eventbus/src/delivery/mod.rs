@@ -149,7 +149,7 @@ impl fmt::Display for DeadLetterReason {
 mod tests {
     use super::*;
 
-    #[test]
+    #[leakcheck::leak_test]
     fn backoff_doubles_up_to_the_cap() {
         let r = RetryPolicy {
             max_attempts: 10,
@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(waits, [10, 20, 40, 50, 50]);
     }
 
-    #[test]
+    #[leakcheck::leak_test]
     fn slots_are_stable_and_in_range() {
         assert_eq!(slot(b"order-1", 7), slot(b"order-1", 7));
         assert!((0..1000).all(|i| slot(format!("k{i}").as_bytes(), 3) < 3));
