@@ -183,6 +183,33 @@ impl MemoryBroker {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Runs `attempt` on the broker's state whenever it changes, until it returns a value;
+    /// `None` once the connection is `closed`. Nothing is attempted during an outage.
+    async fn when<T>(
+        &self,
+        closed: &AtomicBool,
+        mut attempt: impl FnMut(&mut State) -> Option<T>,
+    ) -> Option<T> {
+        loop {
+            // Registered before the state is read, so that no change is missed.
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            {
+                let mut state = self.lock();
+                if !state.paused {
+                    if let Some(t) = attempt(&mut state) {
+                        return Some(t);
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
 }
 
 fn topic_entry<'a>(state: &'a mut State, name: &TopicName) -> &'a mut Topic {
@@ -255,44 +282,39 @@ impl Backend for MemoryBackend {
         message: Outbound,
     ) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(async move {
-            let shared = &self.broker.shared;
-            loop {
-                let notified = shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                {
-                    if self.closed.load(Ordering::SeqCst) {
-                        return Err(PublishError::Closed);
-                    }
-                    let mut state = self.broker.lock();
-                    if !state.paused {
-                        let t = topic_entry(&mut state, topic);
-                        if t.config.durability == Durability::Ephemeral {
-                            let msg = Message {
-                                topic: topic.clone(),
-                                key: message.key.clone(),
-                                headers: message.headers.clone(),
-                                payload: message.payload.clone(),
-                                attempt: 1,
-                                redelivered: false,
-                            };
-                            let mut dropped = 0;
-                            for (_, tx) in t.live.values() {
-                                if tx.try_send(msg.clone()).is_err() {
-                                    dropped += 1;
-                                }
+            let mut message = Some(message);
+            let stored = self
+                .broker
+                .when(&self.closed, |state| {
+                    let t = topic_entry(state, topic);
+                    let message = message.take()?;
+                    if t.config.durability == Durability::Ephemeral {
+                        let msg = Message {
+                            topic: topic.clone(),
+                            key: message.key,
+                            headers: message.headers,
+                            payload: message.payload,
+                            attempt: 1,
+                            redelivered: false,
+                        };
+                        for (_, tx) in t.live.values() {
+                            if tx.try_send(msg.clone()).is_err() {
+                                t.dropped += 1;
                             }
-                            t.dropped += dropped;
-                        } else {
-                            t.append(message);
                         }
-                        drop(state);
-                        self.published.fetch_add(1, Ordering::Relaxed);
-                        shared.changed.notify_waiters();
-                        return Ok(());
+                    } else {
+                        t.append(message);
                     }
+                    Some(())
+                })
+                .await;
+            match stored {
+                Some(()) => {
+                    self.published.fetch_add(1, Ordering::Relaxed);
+                    self.broker.shared.changed.notify_waiters();
+                    Ok(())
                 }
-                notified.await;
+                None => Err(PublishError::Closed),
             }
         })
     }
@@ -442,24 +464,10 @@ impl LogSubscription {
 impl Subscription for LogSubscription {
     fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
         Box::pin(async move {
-            let shared = self.broker.shared.clone();
-            loop {
-                let notified = shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.closed.load(Ordering::SeqCst) {
-                    return None;
-                }
-                {
-                    let mut state = self.broker.lock();
-                    if !state.paused {
-                        if let Some(d) = self.take(&mut state) {
-                            return Some(d);
-                        }
-                    }
-                }
-                notified.await;
-            }
+            let this = &*self;
+            this.broker
+                .when(&this.closed, |state| this.take(state))
+                .await
         })
     }
 
