@@ -66,14 +66,9 @@ impl SubscriptionCtx {
     }
 }
 
-/// Starts the subscription's supervisor; it ends after close, once every worker is joined and
-/// the group is left.
+/// Starts the subscription: its workers, then its supervisor, which ends after close once every
+/// worker is joined and the group is left. Everything runs when this returns.
 pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> JoinHandle<()> {
-    let name = ctx.name("subscription");
-    spawn_named(&name, supervise(ctx, sub))
-}
-
-async fn supervise(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) {
     let mut workers = JoinSet::new();
     let keyed: Vec<mpsc::Sender<Delivery>> = (0..ctx.keyed_workers.max(1))
         .map(|i| {
@@ -99,8 +94,17 @@ async fn supervise(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) {
             fut,
         );
     }
-    drop(global_rx);
+    let name = ctx.name("subscription");
+    spawn_named(&name, supervise(ctx, sub, workers, keyed, global))
+}
 
+async fn supervise(
+    ctx: Arc<SubscriptionCtx>,
+    mut sub: Box<dyn Subscription>,
+    mut workers: JoinSet<()>,
+    keyed: Vec<mpsc::Sender<Delivery>>,
+    global: mpsc::Sender<Delivery>,
+) {
     loop {
         let delivery = tokio::select! {
             biased;
