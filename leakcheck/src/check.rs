@@ -32,10 +32,9 @@ pub const RUNTIME_THREAD_NAME: &str = "leakcheck-rt";
 const BACKOFF_START: Duration = Duration::from_micros(50);
 const BACKOFF_CAP: Duration = Duration::from_millis(5);
 
-/// A checkpoint takes its counts again while tasks terminate, for at most this long.
-const CHECKPOINT_SETTLE: Duration = Duration::from_millis(5);
-/// ... and stops once no task has terminated for this long.
-const CHECKPOINT_QUIET: Duration = Duration::from_micros(300);
+/// How long a checkpoint waits for a multi-thread runtime's workers to park (tasks that keep
+/// workers busy make it wait this long; a checkpoint is never slower).
+const CHECKPOINT_SETTLE: Duration = Duration::from_millis(50);
 
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 4;
@@ -307,21 +306,16 @@ impl Check {
 
     /// Records the live count of every kind per component under `name`, for the lifecycle table.
     ///
-    /// A task whose `JoinHandle` just resolved may still be finishing on a worker thread, so
-    /// the counts are taken again while tasks keep terminating (for at most a few milliseconds).
+    /// A task whose `JoinHandle` just resolved may still be finishing on a worker thread (tokio
+    /// wakes the handle before the task's terminate hook runs), so on a multi-thread runtime the
+    /// counts are taken once every worker is parked (waiting at most [`CHECKPOINT_SETTLE`]).
     pub fn checkpoint(&self, name: impl Into<String>) {
-        let mut counts = self.counts_with(&ProcessState::read(&self.kinds));
-        if let Some(reg) = self.registry.as_ref().filter(|_| self.kinds.tasks) {
-            let deadline = Instant::now() + CHECKPOINT_SETTLE;
-            loop {
-                let seen = reg.terminations();
-                reg.wait_for_termination(seen, CHECKPOINT_QUIET);
-                if reg.terminations() == seen || Instant::now() >= deadline {
-                    break;
-                }
-                counts = self.counts_with(&ProcessState::read(&self.kinds));
+        if self.kinds.tasks {
+            if let Some(rt) = &self.runtime {
+                wait_for_parked_workers(rt, CHECKPOINT_SETTLE);
             }
         }
+        let counts = self.counts_with(&ProcessState::read(&self.kinds));
         lock(&self.checkpoints).push((name.into(), counts));
     }
 
@@ -1040,6 +1034,25 @@ fn ms(d: Duration) -> f64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits (with a backoff, at most `limit`) until every worker of a multi-thread runtime is
+/// parked: then no task is between its completion and its terminate hook.
+fn wait_for_parked_workers(rt: &tokio::runtime::Runtime, limit: Duration) {
+    if rt.handle().runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        // Tasks of a current-thread runtime finish on the thread that takes the checkpoint.
+        return;
+    }
+    let m = rt.metrics();
+    let deadline = Instant::now() + limit;
+    let mut backoff = BACKOFF_START;
+    // An odd park/unpark count means the worker is parked.
+    while (0..m.num_workers()).any(|w| m.worker_park_unpark_count(w) % 2 == 0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
 }
 
 /// A new thread carries its creator's name until it names itself. Wait (briefly, bounded) until

@@ -106,8 +106,9 @@ mod tests {
 
     #[test]
     fn start_times_are_below_the_tick_clock() {
-        let before = boot_ticks();
+        // This process may have started in the current tick: let a tick pass first.
         std::thread::sleep(std::time::Duration::from_millis(20));
+        let before = boot_ticks();
         let me = stat("/proc/self/stat").unwrap();
         assert!(me.start < before, "{} !< {before}", me.start);
         let t = std::thread::spawn(|| {
