@@ -431,18 +431,21 @@ impl Check {
     }
 
     /// [`finish`](Self::finish), then the JSON report; the mode is returned for [`judge`].
-    pub(crate) fn finish_and_write(self) -> (Report, Mode) {
-        let mode = self.mode;
-        let dir = self.report_dir.clone();
-        let report = self.finish();
-        crate::report::write_json(&report, &dir);
-        (report, mode)
+    pub(crate) fn finish_and_write(mut self) -> (Report, Mode) {
+        let report = self.conclude();
+        // Written before the check ends its turn: the next check must not see this file open.
+        crate::report::write_json(&report, &self.report_dir);
+        (report, self.mode)
     }
 
     /// Settles, classifies and reports. Tasks are checked while the runtime still runs (so their
     /// await traces can be dumped); then the runtime is shut down within the shutdown timeout and
     /// threads, descriptors and children are checked.
     pub fn finish(mut self) -> Report {
+        self.conclude()
+    }
+
+    fn conclude(&mut self) -> Report {
         let mut notes = std::mem::take(&mut self.notes);
         let mut lingered = Vec::new();
         let mut stats = SettleStats {
