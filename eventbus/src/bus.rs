@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,7 +129,6 @@ impl BusBuilder {
                 last_error: Arc::new(Mutex::new(None)),
                 keyed_monitor: tokio_metrics::TaskMonitor::new(),
                 global_monitor: tokio_metrics::TaskMonitor::new(),
-                handed_back_at_close: AtomicU64::new(0),
             }),
         }
     }
@@ -177,7 +176,6 @@ struct Inner {
     last_error: Arc<Mutex<Option<String>>>,
     keyed_monitor: tokio_metrics::TaskMonitor,
     global_monitor: tokio_metrics::TaskMonitor,
-    handed_back_at_close: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -402,9 +400,6 @@ impl EventBus {
                 let _ = handle.await;
             }
             let handed_back = counters.handed_back.load(Ordering::Relaxed) - before;
-            self.inner
-                .handed_back_at_close
-                .store(handed_back, Ordering::Relaxed);
             result = Err(CloseError::Deadline {
                 deadline: self.inner.config.close_deadline,
                 handed_back: handed_back as usize,

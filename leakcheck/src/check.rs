@@ -395,7 +395,7 @@ impl Check {
             return false;
         };
         let starting = t.name == self.main_name && t.tid as u32 != std::process::id();
-        t.name != self.own_name && (starting || process::is_test_thread(&t.name, names))
+        t.name != self.own_name && (starting || names.contains(&t.name))
     }
 
     /// Whether `t` is a thread spawned without a name from this check's thread.
@@ -1047,12 +1047,18 @@ fn wait_for_parked_workers(rt: &tokio::runtime::Runtime, limit: Duration) {
         return;
     }
     let m = rt.metrics();
+    // An odd park/unpark count means the worker is parked.
+    poll_until(limit, || {
+        (0..m.num_workers()).all(|w| m.worker_park_unpark_count(w) % 2 == 1)
+    });
+}
+
+/// Polls `done` with the settle backoff (50 µs doubling to 5 ms) until it holds or `limit`
+/// passes.
+fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     let mut backoff = BACKOFF_START;
-    // An odd park/unpark count means the worker is parked.
-    while (0..m.num_workers()).any(|w| m.worker_park_unpark_count(w) % 2 == 0)
-        && Instant::now() < deadline
-    {
+    while !done() && Instant::now() < deadline {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(BACKOFF_CAP);
     }
@@ -1061,18 +1067,13 @@ fn wait_for_parked_workers(rt: &tokio::runtime::Runtime, limit: Duration) {
 /// A new thread carries its creator's name until it names itself. Wait (briefly, bounded) until
 /// the runtime's workers have, so that checkpoints count them under the runtime's component.
 fn wait_for_named_workers(workers: usize) {
-    let deadline = Instant::now() + Duration::from_millis(100);
-    let mut backoff = BACKOFF_START;
-    while process::threads()
-        .iter()
-        .filter(|t| t.name == RUNTIME_THREAD_NAME)
-        .count()
-        < workers
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_CAP);
-    }
+    poll_until(Duration::from_millis(100), || {
+        process::threads()
+            .iter()
+            .filter(|t| t.name == RUNTIME_THREAD_NAME)
+            .count()
+            >= workers
+    });
 }
 
 /// tokio creates a process-wide socket pair for signal delivery the first time a runtime with a

@@ -25,11 +25,6 @@ pub(crate) fn sibling_test_names() -> Option<&'static HashSet<String>> {
     Some(NAMES.get_or_init(list_tests))
 }
 
-/// Whether thread name `comm` is that of one of `tests`.
-pub(crate) fn is_test_thread(comm: &str, tests: &HashSet<String>) -> bool {
-    tests.contains(comm)
-}
-
 fn list_tests() -> HashSet<String> {
     let Ok(exe) = std::env::current_exe() else {
         return HashSet::new();

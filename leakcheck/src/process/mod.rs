@@ -10,7 +10,7 @@ mod threads;
 
 pub(crate) use children::{children, Child};
 pub(crate) use fds::{fds, Fd};
-pub(crate) use libtest::{is_test_thread, sibling_test_names};
+pub(crate) use libtest::sibling_test_names;
 pub(crate) use threads::{current_tid, threads, Thread};
 
 /// Whether `/proc` can be read on this platform.
