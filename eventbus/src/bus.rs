@@ -115,6 +115,23 @@ impl BusBuilder {
         self.build(Arc::new(MemoryBackend::new(broker)))
     }
 
+    /// A bus on a Kafka cluster. Creates the clients; librdkafka connects in the background
+    /// (and reconnects after an outage), so an unreachable cluster shows in
+    /// [`EventBus::health`] and as publish timeouts, not here.
+    #[cfg(feature = "kafka")]
+    pub async fn kafka(self, config: crate::KafkaConfig) -> Result<EventBus, crate::ConnectError> {
+        let backend = crate::backend::KafkaBackend::connect(config, self.publish_timeout)?;
+        Ok(self.build(Arc::new(backend)))
+    }
+
+    /// A bus on a NATS server with JetStream. Connects first: an unreachable server is an
+    /// error here; after that the client reconnects by itself.
+    #[cfg(feature = "nats")]
+    pub async fn nats(self, config: crate::NatsConfig) -> Result<EventBus, crate::ConnectError> {
+        let backend = crate::backend::NatsBackend::connect(config, self.publish_timeout).await?;
+        Ok(self.build(Arc::new(backend)))
+    }
+
     pub(crate) fn build(self, backend: Arc<dyn Backend>) -> EventBus {
         EventBus {
             inner: Arc::new(Inner {

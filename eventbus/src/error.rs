@@ -154,6 +154,25 @@ pub enum EnvelopeError {
 
 /// What went wrong while closing. The bus is closed either way: every task it spawned has been
 /// awaited; this says what could not be finished.
+/// Why a bus could not be built on a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The client configuration was refused.
+    #[error("configure the {backend} client: {message}")]
+    Config {
+        backend: &'static str,
+        message: String,
+    },
+    /// The broker could not be reached.
+    #[error("connect to {backend} at {address}: {message}")]
+    Unreachable {
+        backend: &'static str,
+        address: String,
+        message: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CloseError {

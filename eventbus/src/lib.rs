@@ -40,6 +40,17 @@ mod observe;
 mod topic;
 
 pub use backend::MemoryBroker;
+#[cfg(feature = "kafka")]
+pub use backend::{
+    Compression, KafkaConfig, DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_COMPRESSION,
+    DEFAULT_KAFKA_HEARTBEAT_INTERVAL, DEFAULT_KAFKA_IDEMPOTENCE, DEFAULT_KAFKA_SESSION_TIMEOUT,
+    DEFAULT_KAFKA_STATS_INTERVAL,
+};
+#[cfg(feature = "nats")]
+pub use backend::{
+    NatsConfig, DEFAULT_NATS_ACK_WAIT, DEFAULT_NATS_CONNECT_TIMEOUT,
+    DEFAULT_NATS_MAX_RECONNECT_DELAY, DEFAULT_NATS_PREFIX,
+};
 pub use bus::{
     BusBuilder, EventBus, DEFAULT_CLOSE_DEADLINE, DEFAULT_GLOBAL_WORKERS, DEFAULT_KEYED_WORKERS,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_QUEUE_CAPACITY,
@@ -50,10 +61,10 @@ pub use delivery::{
 };
 pub use envelope::{validate_aggregate_id, Envelope, MAX_AGGREGATE_ID, WIRE_FORMAT_VERSION};
 pub use error::{
-    CloseError, EnvelopeError, HandlerError, PublishError, SubscribeError, TopicError,
+    CloseError, ConnectError, EnvelopeError, HandlerError, PublishError, SubscribeError, TopicError,
 };
 pub use message::{Headers, Message, Outbound};
 pub use observe::{ConnectionState, Health, Metrics, PoolMetrics};
 pub use topic::{
-    Durability, Retention, TopicConfig, TopicName, DEFAULT_PARTITIONS, MAX_TOPIC_NAME,
+    Durability, Retention, Storage, TopicConfig, TopicName, DEFAULT_PARTITIONS, MAX_TOPIC_NAME,
 };

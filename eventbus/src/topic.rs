@@ -78,6 +78,18 @@ pub enum Durability {
     Ephemeral,
 }
 
+/// Where a persistent topic's messages are kept, on backends that offer the choice (NATS
+/// JetStream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Storage {
+    /// On disk: messages survive a broker restart.
+    #[default]
+    File,
+    /// In memory: faster, lost when the broker restarts.
+    Memory,
+}
+
 /// How long a persistent topic keeps messages. Messages past the retention are dropped even if
 /// a group has not read them yet, as Kafka does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -94,6 +106,7 @@ pub struct Retention {
 pub struct TopicConfig {
     pub(crate) name: TopicName,
     pub(crate) durability: Durability,
+    pub(crate) storage: Storage,
     pub(crate) partitions: u32,
     pub(crate) replicas: u16,
     pub(crate) retention: Retention,
@@ -109,6 +122,7 @@ impl TopicConfig {
         Ok(TopicConfig {
             name: TopicName::new(name)?,
             durability: Durability::Persistent,
+            storage: Storage::File,
             partitions: DEFAULT_PARTITIONS,
             replicas: 1,
             retention: Retention::default(),
@@ -118,6 +132,13 @@ impl TopicConfig {
     /// Persistent or ephemeral.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// File or memory storage, where the backend offers the choice (default
+    /// [`Storage::File`]).
+    pub fn storage(mut self, s: Storage) -> Self {
+        self.storage = s;
         self
     }
 

@@ -36,6 +36,13 @@ const BACKOFF_CAP: Duration = Duration::from_millis(5);
 /// workers busy make it wait this long; a checkpoint is never slower).
 const CHECKPOINT_SETTLE: Duration = Duration::from_millis(50);
 
+/// A checkpoint reads its counts again after this long, until two readings agree: a client
+/// that is still opening connections or starting threads is recorded once it has settled.
+const CHECKPOINT_STABLE_GAP: Duration = Duration::from_millis(20);
+
+/// At most this long is spent waiting for a checkpoint's counts to agree.
+const CHECKPOINT_STABLE_LIMIT: Duration = Duration::from_secs(1);
+
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 4;
 
@@ -309,13 +316,25 @@ impl Check {
     /// A task whose `JoinHandle` just resolved may still be finishing on a worker thread (tokio
     /// wakes the handle before the task's terminate hook runs), so on a multi-thread runtime the
     /// counts are taken once every worker is parked (waiting at most [`CHECKPOINT_SETTLE`]).
+    /// They are then read again every [`CHECKPOINT_STABLE_GAP`] until two readings agree (for at
+    /// most [`CHECKPOINT_STABLE_LIMIT`]), so that a client still connecting is recorded settled.
     pub fn checkpoint(&self, name: impl Into<String>) {
         if self.kinds.tasks {
             if let Some(rt) = &self.runtime {
                 wait_for_parked_workers(rt, CHECKPOINT_SETTLE);
             }
         }
-        let counts = self.counts_with(&ProcessState::read(&self.kinds));
+        let read = || self.counts_with(&ProcessState::read(&self.kinds));
+        let mut counts = read();
+        let deadline = Instant::now() + CHECKPOINT_STABLE_LIMIT;
+        while Instant::now() < deadline {
+            std::thread::sleep(CHECKPOINT_STABLE_GAP);
+            let again = read();
+            if again == counts {
+                break;
+            }
+            counts = again;
+        }
         lock(&self.checkpoints).push((name.into(), counts));
     }
 

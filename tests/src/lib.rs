@@ -3,5 +3,6 @@
 //! the `Check` API; the attribute tests (`tests/leak_test`) run the same corpus through
 //! `#[leak_test]`.
 
+pub mod brokers;
 pub mod expect;
 pub mod scenarios;

@@ -1,13 +1,34 @@
 //! Backends: what a broker connection must offer the bus. The bus does the rest (validation,
 //! pools, retries, dead letters, close), so every backend has the same semantics.
 
+#[cfg(feature = "kafka")]
+mod kafka;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "kafka")]
+mod offload;
 
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(feature = "kafka")]
+pub(crate) use kafka::KafkaBackend;
+#[cfg(feature = "kafka")]
+pub use kafka::{
+    Compression, KafkaConfig, DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_COMPRESSION,
+    DEFAULT_KAFKA_HEARTBEAT_INTERVAL, DEFAULT_KAFKA_IDEMPOTENCE, DEFAULT_KAFKA_SESSION_TIMEOUT,
+    DEFAULT_KAFKA_STATS_INTERVAL,
+};
 pub(crate) use memory::MemoryBackend;
 pub use memory::MemoryBroker;
+#[cfg(feature = "nats")]
+pub(crate) use nats::NatsBackend;
+#[cfg(feature = "nats")]
+pub use nats::{
+    NatsConfig, DEFAULT_NATS_ACK_WAIT, DEFAULT_NATS_CONNECT_TIMEOUT,
+    DEFAULT_NATS_MAX_RECONNECT_DELAY, DEFAULT_NATS_PREFIX,
+};
 
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound};

@@ -4,6 +4,8 @@
 //! without leaving a task, thread, descriptor or child behind.
 
 mod inputs;
+mod kafka;
 mod memory;
+mod nats;
 mod suite;
 mod support;

@@ -24,6 +24,7 @@ macro_rules! on_memory {
 }
 
 on_memory!(
+    restart_mid_stream,
     ordering,
     redelivery,
     dead_letter_topic,

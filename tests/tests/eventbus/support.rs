@@ -1,18 +1,36 @@
-//! Fixtures: how the suite gets buses on one broker, and how it makes the broker unavailable.
+//! Fixtures: how the suite gets buses on one broker, and how it takes the broker away.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventbus::{BusBuilder, EventBus, MemoryBroker};
+use eventbus::{BusBuilder, Compression, EventBus, KafkaConfig, MemoryBroker, NatsConfig};
+use leakcheck_tests::brokers::Broker;
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A broker the suite can connect buses to.
 pub trait Fixture: Send + Sync {
     /// A new bus on this fixture's broker.
-    fn bus(&self, builder: BusBuilder) -> EventBus;
-    /// Makes the broker unavailable until [`Fixture::restore`].
-    fn outage(&self);
-    /// Ends the outage.
-    fn restore(&self);
+    fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus>;
+    /// Takes the broker away (kills it) until [`Fixture::restore`]. `false` when this fixture
+    /// cannot (a broker given by the environment).
+    fn outage(&self) -> BoxFut<'_, bool>;
+    /// Brings the broker back.
+    fn restore(&self) -> BoxFut<'_, ()>;
+    /// Whether the lag is current while a subscription is blocked by backpressure. librdkafka
+    /// reports lag through the consumer's poll, which a blocked subscription does not call;
+    /// NATS says how many messages are pending with each delivery, and the pull consumer has
+    /// fetched them all into the client by then.
+    fn live_lag(&self) -> bool {
+        true
+    }
+    /// Whether the broker keeps its messages across [`Fixture::outage`]: Tansu's storage here
+    /// is in memory, so a restarted Tansu starts empty.
+    fn keeps_messages(&self) -> bool {
+        true
+    }
 }
 
 /// The in-process broker.
@@ -25,17 +43,112 @@ impl Memory {
 }
 
 impl Fixture for Memory {
-    fn bus(&self, builder: BusBuilder) -> EventBus {
-        builder.memory(&self.0)
+    fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus> {
+        Box::pin(async move { builder.memory(&self.0) })
     }
 
-    fn outage(&self) {
+    fn outage(&self) -> BoxFut<'_, bool> {
         self.0.pause();
+        Box::pin(async { true })
     }
 
-    fn restore(&self) {
+    fn restore(&self) -> BoxFut<'_, ()> {
         self.0.resume();
+        Box::pin(async {})
     }
+}
+
+/// A Kafka-compatible broker (Tansu, or `KAFKA_BOOTSTRAP_SERVERS`).
+pub struct Kafka(tokio::sync::Mutex<Broker>, String);
+
+impl Kafka {
+    pub async fn start() -> Self {
+        let b = Broker::kafka().await;
+        let address = b.address().to_string();
+        Kafka(tokio::sync::Mutex::new(b), address)
+    }
+
+    /// The client settings of the tests: a short session, so that group joins and rebalances
+    /// take about a second (Tansu holds a join for about half the session timeout); zstd, so
+    /// that compression is exercised; and no idempotence: Tansu keeps producer ids in memory,
+    /// so after a restart it refuses an idempotent producer's id for good (and it makes each
+    /// new producer wait about a second for one).
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig::new(&self.1)
+            .session_timeout(Duration::from_millis(1000))
+            .heartbeat_interval(Duration::from_millis(100))
+            .compression(Compression::Zstd)
+            .idempotence(false)
+    }
+}
+
+impl Fixture for Kafka {
+    fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus> {
+        Box::pin(async move { builder.kafka(self.config()).await.unwrap() })
+    }
+
+    fn outage(&self) -> BoxFut<'_, bool> {
+        Box::pin(async move { kill(&self.0).await })
+    }
+
+    fn restore(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.0.lock().await.restart().await })
+    }
+
+    fn live_lag(&self) -> bool {
+        false
+    }
+
+    fn keeps_messages(&self) -> bool {
+        false
+    }
+}
+
+/// A NATS server with JetStream (nats-server, or `NATS_URL`).
+pub struct Nats(tokio::sync::Mutex<Broker>, String);
+
+impl Nats {
+    pub async fn start() -> Self {
+        let b = Broker::nats().await;
+        let address = b.address().to_string();
+        Nats(tokio::sync::Mutex::new(b), address)
+    }
+
+    /// The client settings of the tests: a short ack wait, so that a message whose
+    /// acknowledgement was lost comes back within the test.
+    pub fn config(&self) -> NatsConfig {
+        NatsConfig::new(&self.1)
+            .ack_wait(Duration::from_secs(5))
+            .max_reconnect_delay(Duration::from_millis(100))
+    }
+}
+
+impl Fixture for Nats {
+    fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus> {
+        Box::pin(async move { builder.nats(self.config()).await.unwrap() })
+    }
+
+    fn outage(&self) -> BoxFut<'_, bool> {
+        Box::pin(async move { kill(&self.0).await })
+    }
+
+    fn restore(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.0.lock().await.restart().await })
+    }
+
+    fn live_lag(&self) -> bool {
+        false
+    }
+}
+
+async fn kill(broker: &tokio::sync::Mutex<Broker>) -> bool {
+    let mut b = broker.lock().await;
+    if !b.is_owned() {
+        eprintln!("the broker is external: this test cannot take it away, and checks nothing");
+        return false;
+    }
+    b.kill();
+    true
 }
 
 /// A topic name no other test uses (tests may share a broker).

@@ -1,0 +1,284 @@
+//! A group's subscription on NATS: a durable JetStream pull consumer (persistent topics) or a
+//! core NATS queue subscription (ephemeral topics). Acknowledgements are sent by the
+//! subscription itself, so nothing outside it holds a client handle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, consumer};
+use async_nats::{Client, HeaderMap, Subscriber};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{escape, lock, NatsConfig, KEY_HEADER};
+use crate::backend::{Ack, BoxFuture, Delivery, NoAck, Subscription};
+use crate::error::SubscribeError;
+use crate::message::{Headers, Message};
+use crate::topic::TopicName;
+
+/// The subscriptions of one bus: one per topic and group, with their lag.
+#[derive(Default)]
+pub(super) struct Registry {
+    lags: HashMap<(TopicName, String), Arc<Lag>>,
+}
+
+impl Registry {
+    pub(super) fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
+        let lag = self.lags.get(&(topic.clone(), group.to_string()))?;
+        let in_progress = lag.in_progress.load(Ordering::Relaxed).max(0) as u64;
+        Some(lag.pending.load(Ordering::Relaxed) + in_progress)
+    }
+}
+
+/// Messages not yet delivered to the subscription (as the server said with the last one), and
+/// delivered but not acknowledged.
+#[derive(Default)]
+struct Lag {
+    pending: AtomicU64,
+    in_progress: AtomicI64,
+}
+
+enum Source {
+    Durable(Box<pull::Stream>),
+    Ephemeral(Subscriber),
+}
+
+pub(super) struct NatsSubscription {
+    source: Source,
+    topic: TopicName,
+    group: String,
+    outcome_tx: mpsc::UnboundedSender<(Acker, AckKind)>,
+    outcome_rx: mpsc::UnboundedReceiver<(Acker, AckKind)>,
+    lag: Arc<Lag>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl NatsSubscription {
+    pub(super) async fn start(
+        config: &NatsConfig,
+        client: &Client,
+        js: Option<&jetstream::Context>,
+        topic: &TopicName,
+        group: &str,
+        registry: Arc<Mutex<Registry>>,
+    ) -> Result<Self, SubscribeError> {
+        let failed = |message: String| SubscribeError::Backend {
+            topic: topic.clone(),
+            backend: "nats",
+            message,
+        };
+        let key = (topic.clone(), group.to_string());
+        let lag = Arc::new(Lag::default());
+        {
+            let mut r = lock(&registry);
+            if r.lags.contains_key(&key) {
+                return Err(SubscribeError::AlreadySubscribed {
+                    topic: topic.clone(),
+                    group: group.to_string(),
+                });
+            }
+            r.lags.insert(key.clone(), lag.clone());
+        }
+        let source = match js {
+            Some(js) => durable(config, js, topic, group).await,
+            None => client
+                .queue_subscribe(config.subject(topic), group.to_string())
+                .await
+                .map(Source::Ephemeral)
+                .map_err(|e| e.to_string()),
+        };
+        let source = match source {
+            Ok(s) => s,
+            Err(e) => {
+                lock(&registry).lags.remove(&key);
+                return Err(failed(e));
+            }
+        };
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        Ok(NatsSubscription {
+            source,
+            topic: topic.clone(),
+            group: group.to_string(),
+            outcome_tx,
+            outcome_rx,
+            lag,
+            registry,
+        })
+    }
+
+    async fn settle(lag: &Lag, acker: Acker, kind: AckKind) {
+        // A lost acknowledgement is not lost work: the server delivers the message again
+        // after the ack wait.
+        let _ = acker.ack_with(kind).await;
+        lag.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn durable(
+    config: &NatsConfig,
+    js: &jetstream::Context,
+    topic: &TopicName,
+    group: &str,
+) -> Result<Source, String> {
+    let stream = js
+        .get_stream(config.stream(topic))
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &escape(group),
+            pull::Config {
+                durable_name: Some(escape(group)),
+                filter_subject: config.subject(topic),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver.map_or(-1, i64::from),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    Ok(Source::Durable(Box::new(messages)))
+}
+
+/// Our headers from NATS headers, and the key taken out of them.
+fn split_headers(map: Option<&HeaderMap>) -> (Headers, Option<Bytes>) {
+    let mut headers = Headers::new();
+    let mut key = None;
+    if let Some(map) = map {
+        for (name, values) in map.iter() {
+            let Some(value) = values.first() else {
+                continue;
+            };
+            if AsRef::<str>::as_ref(name) == KEY_HEADER {
+                key = base64::engine::general_purpose::STANDARD
+                    .decode(value.as_str())
+                    .ok()
+                    .map(Bytes::from);
+            } else {
+                headers.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    (headers, key)
+}
+
+impl Subscription for NatsSubscription {
+    fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
+        Box::pin(async move {
+            loop {
+                let NatsSubscription {
+                    source,
+                    topic,
+                    outcome_tx,
+                    outcome_rx,
+                    lag,
+                    ..
+                } = self;
+                match source {
+                    Source::Ephemeral(sub) => {
+                        let m = sub.next().await?;
+                        let (headers, key) = split_headers(m.headers.as_ref());
+                        return Some(Delivery {
+                            message: Message {
+                                topic: topic.clone(),
+                                key,
+                                headers,
+                                payload: m.payload,
+                                attempt: 1,
+                                redelivered: false,
+                            },
+                            ack: Box::new(NoAck),
+                        });
+                    }
+                    Source::Durable(stream) => {
+                        let m = tokio::select! {
+                            biased;
+                            Some((acker, kind)) = outcome_rx.recv() => {
+                                Self::settle(lag, acker, kind).await;
+                                continue;
+                            }
+                            m = stream.next() => m?,
+                        };
+                        // Errors are transient (missed heartbeats while the server is away);
+                        // the stream recovers by itself.
+                        let Ok(m) = m else { continue };
+                        let (delivered, pending) = match m.info() {
+                            Ok(i) => (i.delivered, i.pending),
+                            Err(_) => (1, 0),
+                        };
+                        lag.pending.store(pending, Ordering::Relaxed);
+                        lag.in_progress.fetch_add(1, Ordering::Relaxed);
+                        let (m, acker) = m.split();
+                        let (headers, key) = split_headers(m.headers.as_ref());
+                        return Some(Delivery {
+                            message: Message {
+                                topic: topic.clone(),
+                                key,
+                                headers,
+                                payload: m.payload,
+                                attempt: 1,
+                                redelivered: delivered > 1,
+                            },
+                            ack: Box::new(NatsAck {
+                                tx: outcome_tx.clone(),
+                                acker: Some(acker),
+                            }),
+                        });
+                    }
+                }
+            }
+        })
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let NatsSubscription {
+                source,
+                topic,
+                group,
+                outcome_tx,
+                mut outcome_rx,
+                lag,
+                registry,
+            } = *self;
+            // Every delivery is settled by now (the workers are joined): send what is queued.
+            drop(outcome_tx);
+            while let Ok((acker, kind)) = outcome_rx.try_recv() {
+                Self::settle(&lag, acker, kind).await;
+            }
+            drop(source);
+            lock(&registry).lags.remove(&(topic, group));
+        })
+    }
+}
+
+/// Acknowledges through the subscription; dropped unacknowledged, it hands the message back at
+/// once (`NAK`), so the group's next delivery attempt does not wait for the ack wait.
+struct NatsAck {
+    tx: mpsc::UnboundedSender<(Acker, AckKind)>,
+    acker: Option<Acker>,
+}
+
+impl Ack for NatsAck {
+    fn ack(mut self: Box<Self>) {
+        if let Some(acker) = self.acker.take() {
+            let _ = self.tx.send((acker, AckKind::Ack));
+        }
+    }
+}
+
+impl Drop for NatsAck {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            let _ = self.tx.send((acker, AckKind::Nak(None)));
+        }
+    }
+}
