@@ -1,7 +1,7 @@
 //! An event bus that closes without leaving anything behind.
 //!
-//! One [`EventBus`] type over every backend (today the in-process [`MemoryBroker`]; Kafka and
-//! NATS JetStream follow), with envelopes, per-key ordering, worker pools, retries, a
+//! One [`EventBus`] type over every backend (the in-process [`MemoryBroker`]; Kafka with the
+//! feature `kafka`; NATS JetStream with the feature `nats`), with envelopes, per-key ordering, worker pools, retries, a
 //! dead-letter path, health, metrics and an explicit, bounded [`EventBus::close`].
 //!
 //! # What is guaranteed
@@ -25,6 +25,20 @@
 //!   pulling from the broker (its lag grows, see [`EventBus::health`]).
 //! - **Close**: after [`EventBus::close`] returns, every task the bus spawned has ended and has
 //!   been awaited, and the backend is flushed and disconnected.
+//!
+//! Per backend:
+//!
+//! - **Kafka** ([`BusBuilder::kafka`]): an offset is committed only once its message and every
+//!   earlier one of its partition are done; commits happen every
+//!   `DEFAULT_KAFKA_COMMIT_INTERVAL` and at close, so a rebalance can redeliver messages handled
+//!   just before it. Kafka does not say whether a message was delivered before:
+//!   [`Message::redelivered`] is always `false` there. Ephemeral topics and retention by count
+//!   are refused (Kafka has neither).
+//! - **NATS** ([`BusBuilder::nats`]): persistent topics are JetStream streams, one subject each,
+//!   so a topic keeps one order for all keys; ephemeral topics are core NATS. A bus knows a
+//!   topic is ephemeral from its own [`EventBus::create_topic`]: create it on every bus.
+//! - On both, lag (in [`EventBus::health`]) is what the broker said last; it is not refreshed
+//!   while a subscription is blocked by backpressure.
 //!
 //! What is **not** guaranteed: exactly-once handling; order between different keys; delivery on
 //! ephemeral topics (at most once, only to subscribers present at publish time, dropped for a

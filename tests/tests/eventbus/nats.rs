@@ -1,11 +1,14 @@
 //! The suite on a NATS server with JetStream.
 
-use eventbus::EventBus;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventbus::{ConnectError, Durability, EventBus, NatsConfig, Outbound, Storage, TopicConfig};
 use leakcheck::{leak_test, Kind, Status};
 use leakcheck_tests::scenarios::{park, release};
 
 use crate::suite;
-use crate::support::{topic, Fixture, Nats};
+use crate::support::{topic, wait_until, Fixture, Nats};
 
 macro_rules! on_nats {
     ($($name:ident),* $(,)?) => {
@@ -70,4 +73,91 @@ fn a_forgotten_nats_bus_is_caught() {
     assert!(has(Kind::Task, "async-nats"), "{}", r.to_text());
     assert!(has(Kind::Child, "nats-server"), "{}", r.to_text());
     assert!(unknown.iter().all(|s| s.status == Status::Unknown));
+}
+
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_or_a_bad_setting_is_a_typed_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let e = EventBus::builder()
+        .nats(NatsConfig::new(&url).connect_timeout(Duration::from_millis(500)))
+        .await
+        .err()
+        .expect("nobody listens there");
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains(&url), "{e}");
+    let e = EventBus::builder()
+        .nats(NatsConfig::new(&url).prefix("a.b"))
+        .await
+        .err()
+        .expect("a prefix with a dot is refused");
+    assert!(matches!(e, ConnectError::Config { .. }), "{e}");
+    assert!(e.to_string().contains("\"a.b\""), "{e}");
+}
+
+/// Ephemeral topics are core NATS: a message reaches the subscribers present, once.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_topics_reach_present_subscribers_only() {
+    let nats = Nats::start().await;
+    let bus = nats.bus(EventBus::builder()).await;
+    let t = topic("ephemeral");
+    let config = TopicConfig::new(&t)
+        .unwrap()
+        .durability(Durability::Ephemeral);
+    bus.create_topic(config).await.unwrap();
+    bus.publish(&t, Outbound::new("nobody listens"))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    bus.subscribe(&t, "live", move |m| {
+        s.lock()
+            .unwrap()
+            .push(String::from_utf8(m.payload().to_vec()).unwrap());
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("heard").key("k"))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the live message", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["heard"]);
+}
+
+/// A topic in memory storage works like one on file.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_storage_topics_deliver() {
+    let nats = Nats::start().await;
+    let bus = nats.bus(EventBus::builder()).await;
+    let t = topic("in-memory");
+    bus.create_topic(TopicConfig::new(&t).unwrap().storage(Storage::Memory))
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    bus.subscribe(&t, "g", move |m| {
+        s.lock().unwrap().push(m.key().map(<[u8]>::to_vec));
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("x").key(&b"\xff binary key"[..]))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the message", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    bus.close().await.unwrap();
+    // The key travels in a header, binary bytes included.
+    assert_eq!(*seen.lock().unwrap(), [Some(b"\xff binary key".to_vec())]);
 }

@@ -49,11 +49,13 @@ pub async fn lifecycle(f: &dyn Fixture) {
     leakcheck::checkpoint("closed");
 }
 
-/// 100k envelopes over 1k aggregates, published by 4 tasks at once: every aggregate's events
-/// are handled once each, in publish order.
+/// 100k envelopes over 1k aggregates, published by 40 tasks at once (each owns 25 aggregates
+/// and publishes their events in turn, each publish awaited): every aggregate's events are
+/// handled once each, in publish order.
 pub async fn ordering(f: &dyn Fixture) {
     const AGGREGATES: usize = 1000;
     const PER_AGGREGATE: u64 = 100;
+    const PUBLISHERS: usize = 40;
     let t = topic("ordering");
     let bus = f.bus(EventBus::builder()).await;
     let last: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; AGGREGATES]));
@@ -75,12 +77,12 @@ pub async fn ordering(f: &dyn Fixture) {
         .await
         .unwrap();
     }
-    let publishers: Vec<_> = (0..4)
+    let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let (bus, t) = (bus.clone(), t.clone());
             tokio::spawn(async move {
                 for seq in 1..=PER_AGGREGATE {
-                    for agg in (p..AGGREGATES).step_by(4) {
+                    for agg in (p..AGGREGATES).step_by(PUBLISHERS) {
                         let e = Envelope::new(format!("agg-{agg}"), "Counted", 1, seq.to_string())
                             .unwrap();
                         bus.publish_envelope(&t, &e).await.unwrap();

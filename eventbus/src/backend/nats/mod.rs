@@ -166,6 +166,9 @@ pub(crate) struct NatsBackend {
     ephemeral: Mutex<HashSet<TopicName>>,
     subscriptions: Arc<Mutex<Registry>>,
     publish_timeout: Duration,
+    /// Notified when the client's connection has closed (after the drain at close): its tasks
+    /// end then.
+    closed: Arc<tokio::sync::Notify>,
 }
 
 impl NatsBackend {
@@ -175,7 +178,15 @@ impl NatsBackend {
     ) -> Result<Self, ConnectError> {
         config.check()?;
         let max_delay = config.max_reconnect_delay;
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let on_closed = closed.clone();
         let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Closed) {
+                    on_closed.notify_one();
+                }
+                async {}
+            })
             .name(&config.name)
             .connection_timeout(config.connect_timeout)
             .reconnect_delay_callback(move |attempts| {
@@ -199,6 +210,7 @@ impl NatsBackend {
             ephemeral: Mutex::default(),
             subscriptions: Arc::default(),
             publish_timeout,
+            closed,
         })
     }
 
@@ -381,7 +393,34 @@ impl Backend for NatsBackend {
             drained.map_err(|e| CloseError::Backend {
                 backend: "nats",
                 message: format!("drain the connection: {e}"),
-            })
+            })?;
+            // drain() only asks: the connection closes (and the client's tasks end) once the
+            // server has confirmed. Without a server, the client would keep reconnecting.
+            let limit = self.publish_timeout;
+            tokio::time::timeout(limit, self.closed.notified())
+                .await
+                .map_err(|_| CloseError::Backend {
+                    backend: "nats",
+                    message: format!("the connection did not close within {limit:?} of the drain"),
+                })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_hold_no_dot_and_never_collide() {
+        let c = NatsConfig::new("nats://unused");
+        let names = ["a.b", "a_b", "a_db", "a__b", "a..b", "a._b"];
+        let streams: HashSet<String> = names
+            .iter()
+            .map(|n| c.stream(&TopicName::new(*n).unwrap()))
+            .collect();
+        assert_eq!(streams.len(), names.len(), "{streams:?}");
+        assert!(streams.iter().all(|s| !s.contains('.')), "{streams:?}");
+        assert_eq!(c.subject(&TopicName::new("a.b").unwrap()), "eventbus.a.b");
     }
 }
