@@ -131,3 +131,14 @@ async fn what_kafka_cannot_keep_is_refused() {
     bus.create_topic(fine).await.unwrap();
     bus.close().await.unwrap();
 }
+
+/// Shutting down while the broker is away: the clients still close, and nothing is left.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_while_down() {
+    let kafka = Kafka::start().await;
+    let closed = suite::close_while_down(&kafka).await;
+    if let Some(closed) = closed {
+        // The producer had nothing left to flush (the timed-out message was dropped).
+        closed.unwrap();
+    }
+}

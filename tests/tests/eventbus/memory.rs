@@ -143,3 +143,9 @@ fn a_forgotten_bus_is_caught() {
 fn suite_wait() -> std::time::Duration {
     std::time::Duration::from_secs(30)
 }
+
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_while_down() {
+    let closed = suite::close_while_down(&Memory::new()).await;
+    closed.expect("the memory broker can be paused").unwrap();
+}

@@ -3,7 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventbus::{ConnectError, Durability, EventBus, NatsConfig, Outbound, Storage, TopicConfig};
+use eventbus::{
+    CloseError, ConnectError, Durability, EventBus, NatsConfig, Outbound, Storage, TopicConfig,
+};
 use leakcheck::{leak_test, Kind, Status};
 use leakcheck_tests::scenarios::{park, release};
 
@@ -160,4 +162,18 @@ async fn memory_storage_topics_deliver() {
     bus.close().await.unwrap();
     // The key travels in a header, binary bytes included.
     assert_eq!(*seen.lock().unwrap(), [Some(b"\xff binary key".to_vec())]);
+}
+
+/// Shutting down while the server is away: the bus's own tasks end and close returns in
+/// time, but async-nats has no hard close, so its connection tasks keep reconnecting until the
+/// runtime ends. Close says so; the rule `nats-reconnecting` files those two tasks as known.
+#[leak_test(flavor = "multi_thread", worker_threads = 2, allow = ["nats-reconnecting"])]
+async fn close_while_down() {
+    let nats = Nats::start().await;
+    let Some(closed) = suite::close_while_down(&nats).await else {
+        return;
+    };
+    let e = closed.unwrap_err();
+    assert!(matches!(e, CloseError::Backend { .. }), "{e}");
+    assert!(e.to_string().contains("did not close"), "{e}");
 }

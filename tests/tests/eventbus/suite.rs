@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eventbus::{
     CloseError, ConnectionState, DeadLetter, DeadLetterPolicy, DeadLetterReason, Envelope,
-    EventBus, Outbound, PublishError, RetryPolicy,
+    EventBus, Outbound, PublishError, RetryPolicy, DEFAULT_CLOSE_DEADLINE,
 };
 
 use crate::support::{topic, wait_until, Fixture};
@@ -519,4 +519,47 @@ pub async fn restart_mid_stream(f: &dyn Fixture) {
     .await;
     assert_eq!(bus.health().connection, ConnectionState::Connected);
     bus.close().await.unwrap();
+}
+
+/// The broker goes away and the application shuts down before it comes back: publishing fails
+/// with a typed error within the publish timeout, and close returns within a bound (with an
+/// error if the backend could not say goodbye) instead of hanging.
+pub async fn close_while_down(f: &dyn Fixture) -> Option<Result<(), CloseError>> {
+    let t = topic("close-down");
+    let timeout = Duration::from_secs(1);
+    let bus = f.bus(EventBus::builder().publish_timeout(timeout)).await;
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    bus.subscribe(&t, "g", move |_m| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    bus.publish(&t, Outbound::new("before").key("k"))
+        .await
+        .unwrap();
+    wait_until(WAIT, "the first message", || {
+        seen.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    if !f.outage().await {
+        bus.close().await.unwrap();
+        return None;
+    }
+    let start = Instant::now();
+    let r = bus.publish(&t, Outbound::new("during").key("k")).await;
+    assert!(matches!(r, Err(PublishError::Timeout { .. })), "{r:?}");
+    assert!(start.elapsed() < timeout + Duration::from_millis(500));
+    wait_until(WAIT, "the outage to show", || {
+        bus.health().connection == ConnectionState::Disconnected
+    })
+    .await;
+    let start = Instant::now();
+    let closed = bus.close().await;
+    let took = start.elapsed();
+    let bound = DEFAULT_CLOSE_DEADLINE + timeout + Duration::from_secs(1);
+    assert!(took < bound, "close took {took:?} with the broker down");
+    assert_eq!(bus.health().connection, ConnectionState::Closed);
+    Some(closed)
 }
