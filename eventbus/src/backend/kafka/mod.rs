@@ -175,7 +175,7 @@ impl KafkaConfig {
             .set("client.id", format!("{}-{role}", self.client_id))
             .set(
                 "statistics.interval.ms",
-                millis(self.stats_interval).to_string(),
+                self.stats_interval.as_millis().to_string(),
             );
         c
     }
@@ -196,7 +196,7 @@ impl KafkaConfig {
             // librdkafka gives up on a message at the bus's publish timeout, never later.
             .set(
                 "message.timeout.ms",
-                millis(publish_timeout).max(1).to_string(),
+                publish_timeout.as_millis().max(1).to_string(),
             );
         self.finish(c)
     }
@@ -208,16 +208,16 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set(
                 "auto.commit.interval.ms",
-                millis(self.commit_interval).max(1).to_string(),
+                self.commit_interval.as_millis().max(1).to_string(),
             )
             .set("auto.offset.reset", "earliest")
             .set(
                 "session.timeout.ms",
-                millis(self.session_timeout).to_string(),
+                self.session_timeout.as_millis().to_string(),
             )
             .set(
                 "heartbeat.interval.ms",
-                millis(self.heartbeat_interval).to_string(),
+                self.heartbeat_interval.as_millis().to_string(),
             );
         self.finish(c)
     }
@@ -226,10 +226,6 @@ impl KafkaConfig {
         let c = self.client("admin");
         self.finish(c)
     }
-}
-
-fn millis(d: Duration) -> u128 {
-    d.as_millis()
 }
 
 /// The clients of one bus.
@@ -295,7 +291,7 @@ impl KafkaBackend {
                 reason: "Kafka cannot keep a number of messages; use a retention by age".into(),
             });
         }
-        let retention = config.retention.max_age.map(|d| millis(d).to_string());
+        let retention = config.retention.max_age.map(|d| d.as_millis().to_string());
         let mut topic = NewTopic::new(
             config.name.as_str(),
             config.partitions as i32,
