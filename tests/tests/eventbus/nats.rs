@@ -24,6 +24,7 @@ macro_rules! on_nats {
 }
 
 on_nats!(
+    rebalance,
     restart_mid_stream,
     ordering,
     redelivery,

@@ -563,3 +563,52 @@ pub async fn close_while_down(f: &dyn Fixture) -> Option<Result<(), CloseError>>
     assert_eq!(bus.health().connection, ConnectionState::Closed);
     Some(closed)
 }
+
+/// A second member joins the group mid-stream, then the first leaves: the broker moves the
+/// work between them (a Kafka rebalance; a shared JetStream consumer) and no message is lost.
+/// Needs a broker that lets two buses share a group (not the memory broker).
+pub async fn rebalance(f: &dyn Fixture) {
+    const N: u64 = 300;
+    let t = topic("rebalance");
+    let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let subscribe = |bus: EventBus| {
+        let (t, handled) = (t.clone(), handled.clone());
+        async move {
+            bus.subscribe(&t, "members", move |m| {
+                let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                let handled = handled.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    handled.lock().unwrap().insert(n);
+                    Ok::<_, std::io::Error>(())
+                }
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // The first member leaves with work left: what it did not finish within its short close
+    // deadline goes back to the group, and the second member must get it.
+    let first = f
+        .bus(EventBus::builder().close_deadline(Duration::from_millis(100)))
+        .await;
+    subscribe(first.clone()).await;
+    for i in 0..N {
+        first
+            .publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 20)))
+            .await
+            .unwrap();
+    }
+    let count = || handled.lock().unwrap().len() as u64;
+    wait_until(WAIT, "the first member at work", || count() >= N / 6).await;
+    let second = f.bus(EventBus::builder()).await;
+    subscribe(second.clone()).await;
+    wait_until(WAIT, "half handled", || count() >= N / 2).await;
+    let _ = first.close().await;
+    wait_until(WAIT, "every message handled", || count() == N).await;
+    second.close().await.unwrap();
+    assert!(
+        second.metrics().handled > 0,
+        "the second member got no work"
+    );
+}
