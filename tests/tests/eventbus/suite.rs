@@ -11,7 +11,7 @@ use eventbus::{
     EventBus, Outbound, PublishError, RetryPolicy, DEFAULT_CLOSE_DEADLINE,
 };
 
-use crate::support::{topic, wait_until, Fixture};
+use crate::support::{group, topic, wait_until, Fixture};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -22,7 +22,7 @@ pub async fn lifecycle(f: &dyn Fixture) {
     leakcheck::checkpoint("created");
     let seen = Arc::new(AtomicU64::new(0));
     let s = seen.clone();
-    bus.subscribe(&t, "lifecycle", move |_m| {
+    bus.subscribe(&t, &group(&t, "lifecycle"), move |_m| {
         s.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, std::io::Error>(()) }
     })
@@ -63,7 +63,7 @@ pub async fn ordering(f: &dyn Fixture) {
     let handled = Arc::new(AtomicU64::new(0));
     {
         let (last, violations, handled) = (last.clone(), violations.clone(), handled.clone());
-        bus.subscribe_envelopes(&t, "ordering", move |e: Envelope| {
+        bus.subscribe_envelopes(&t, &group(&t, "ordering"), move |e: Envelope| {
             let agg: usize = e.aggregate_id()[4..].parse().unwrap();
             let seq: u64 = std::str::from_utf8(e.payload()).unwrap().parse().unwrap();
             let mut last = last.lock().unwrap();
@@ -121,7 +121,7 @@ pub async fn redelivery(f: &dyn Fixture) {
         .await;
     let log: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
     let l = log.clone();
-    bus.subscribe(&t, "redelivery", move |m| {
+    bus.subscribe(&t, &group(&t, "redelivery"), move |m| {
         let body = String::from_utf8(m.payload().to_vec()).unwrap();
         l.lock().unwrap().push((body.clone(), m.attempt()));
         let fail = body == "flaky" && m.attempt() < 3;
@@ -176,12 +176,14 @@ pub async fn dead_letter_topic(f: &dyn Fixture) {
             max_backoff: Duration::from_millis(1),
         }))
         .await;
-    bus.subscribe(&t, "dlq", |_m| async { Err::<(), _>("always".to_string()) })
-        .await
-        .unwrap();
+    bus.subscribe(&t, &group(&t, "dlq"), |_m| async {
+        Err::<(), _>("always".to_string())
+    })
+    .await
+    .unwrap();
     let letters: Arc<Mutex<Vec<eventbus::Message>>> = Arc::default();
     let l = letters.clone();
-    bus.subscribe(&format!("{t}.dlq"), "dlq-reader", move |m| {
+    bus.subscribe(&format!("{t}.dlq"), &group(&t, "dlq-reader"), move |m| {
         l.lock().unwrap().push(m);
         async { Ok::<_, std::io::Error>(()) }
     })
@@ -225,7 +227,7 @@ pub async fn undecodable_envelope(f: &dyn Fixture) {
         .await;
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
-    bus.subscribe_envelopes(&t, "decoder", move |_e| {
+    bus.subscribe_envelopes(&t, &group(&t, "decoder"), move |_e| {
         c.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, std::io::Error>(()) }
     })
@@ -268,7 +270,7 @@ pub async fn backpressure(f: &dyn Fixture) {
         .await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let g = gate.clone();
-    bus.subscribe(&t, "slow", move |_m| {
+    bus.subscribe(&t, &group(&t, "slow"), move |_m| {
         let g = g.clone();
         async move {
             g.acquire().await.unwrap().forget();
@@ -313,7 +315,7 @@ pub async fn close_under_load(f: &dyn Fixture) {
     let subscribe = |bus: EventBus, delay: Duration| {
         let (t, handled) = (t.clone(), handled.clone());
         async move {
-            bus.subscribe(&t, "workers", move |m| {
+            bus.subscribe(&t, &group(&t, "workers"), move |m| {
                 let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
                 let handled = handled.clone();
                 async move {
@@ -346,9 +348,13 @@ pub async fn close_under_load(f: &dyn Fixture) {
         took < deadline + Duration::from_millis(500),
         "close took {took:?}"
     );
+    // Where the subscription had pulled more than it could handle in time, the rest was handed
+    // back; a broker that hands out little at a time (a NATS pull consumer) may leave it all on
+    // the server instead. Either way the second bus must get it.
     match closed {
         Err(CloseError::Deadline { handed_back, .. }) => assert!(handed_back > 0),
-        other => panic!("expected the deadline to pass with work left, got {other:?}"),
+        Ok(()) => {}
+        other => panic!("expected a close within the deadline or a deadline error, got {other:?}"),
     }
     assert!(matches!(
         first.publish(&t, Outbound::new("late")).await,
@@ -371,9 +377,11 @@ pub async fn close_under_load(f: &dyn Fixture) {
 pub async fn double_close(f: &dyn Fixture) {
     let t = topic("double-close");
     let bus = f.bus(EventBus::builder()).await;
-    bus.subscribe(&t, "g", |_m| async { Ok::<_, std::io::Error>(()) })
-        .await
-        .unwrap();
+    bus.subscribe(&t, &group(&t, "g"), |_m| async {
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .unwrap();
     let other = bus.clone();
     let (a, b) = tokio::join!(bus.close(), other.close());
     a.unwrap();
@@ -382,8 +390,10 @@ pub async fn double_close(f: &dyn Fixture) {
     assert!(bus.is_closed());
     assert_eq!(bus.health().connection, ConnectionState::Closed);
     assert!(matches!(
-        bus.subscribe(&t, "g2", |_m| async { Ok::<_, std::io::Error>(()) })
-            .await,
+        bus.subscribe(&t, &group(&t, "g2"), |_m| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await,
         Err(eventbus::SubscribeError::Closed)
     ));
 }
@@ -396,7 +406,7 @@ pub async fn outage(f: &dyn Fixture) {
     let bus = f.bus(EventBus::builder().publish_timeout(timeout)).await;
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s = seen.clone();
-    bus.subscribe(&t, "g", move |m| {
+    bus.subscribe(&t, &group(&t, "g"), move |m| {
         s.lock()
             .unwrap()
             .push(String::from_utf8(m.payload().to_vec()).unwrap());
@@ -443,11 +453,17 @@ pub async fn outage(f: &dyn Fixture) {
         );
     }
     wait_until(WAIT, "the message after the outage", || {
-        seen.lock().unwrap().len() == 2
+        seen.lock().unwrap().iter().any(|m| m == "after")
     })
     .await;
     bus.close().await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["before", "after"]);
+    // A publish that timed out has an unknown outcome where the client may have sent it just
+    // before it saw the outage (NATS): "during" may arrive too, but only once and before
+    // "after", since the key keeps the order.
+    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+    let expected: &[&[&str]] = &[&["before", "after"], &["before", "during", "after"]];
+    assert!(expected.contains(&seen.as_slice()), "{seen:?}");
 }
 
 /// The broker is killed while a subscription is working through a backlog, then started again:
@@ -463,7 +479,7 @@ pub async fn restart_mid_stream(f: &dyn Fixture) {
         .await;
     let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let h = handled.clone();
-    bus.subscribe(&t, "restart", move |m| {
+    bus.subscribe(&t, &group(&t, "restart"), move |m| {
         let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
         let h = h.clone();
         async move {
@@ -530,7 +546,7 @@ pub async fn close_while_down(f: &dyn Fixture) -> Option<Result<(), CloseError>>
     let bus = f.bus(EventBus::builder().publish_timeout(timeout)).await;
     let seen = Arc::new(AtomicU64::new(0));
     let s = seen.clone();
-    bus.subscribe(&t, "g", move |_m| {
+    bus.subscribe(&t, &group(&t, "g"), move |_m| {
         s.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, std::io::Error>(()) }
     })
@@ -574,7 +590,7 @@ pub async fn rebalance(f: &dyn Fixture) {
     let subscribe = |bus: EventBus| {
         let (t, handled) = (t.clone(), handled.clone());
         async move {
-            bus.subscribe(&t, "members", move |m| {
+            bus.subscribe(&t, &group(&t, "members"), move |m| {
                 let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
                 let handled = handled.clone();
                 async move {

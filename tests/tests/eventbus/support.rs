@@ -161,6 +161,13 @@ pub fn topic(test: &str) -> String {
     )
 }
 
+/// A group name no other test uses: a group is shared by every topic of a broker, and tests
+/// may share one (`KAFKA_BOOTSTRAP_SERVERS`). Tansu, for one, never completes a join when one
+/// group's members subscribe to different topics.
+pub fn group(topic: &str, name: &str) -> String {
+    format!("{topic}-{name}")
+}
+
 /// Waits until `done()` holds, polling every millisecond, for at most `limit`.
 pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;

@@ -12,8 +12,9 @@
 //! - The key (an envelope's aggregate id) travels in the `Eventbus-Key` header. A stream keeps
 //!   one order for all its messages, so each key's messages arrive in publish order.
 //! - While the client is disconnected, a publish waits for the connection (up to the publish
-//!   timeout) instead of letting the client buffer it: a publish that timed out is never sent
-//!   later behind the caller's back.
+//!   timeout) instead of letting the client buffer it. A publish handed to the client just
+//!   before it noticed an outage can still be stored after its timeout: as with any timeout,
+//!   its outcome is unknown (the tests saw this once in six loaded runs).
 //! - Close: every subscription hands back what it did not handle and drops its consumer
 //!   stream, then the client is drained and every handle dropped, which ends the client's
 //!   tasks (a JetStream context kept anywhere would keep them alive).
