@@ -25,6 +25,7 @@ where
     match outcome {
         Ok(Ok(value)) => value,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => unreachable!("the thread sends before it ends"),
+        // catch_unwind above makes the thread always send.
+        Err(_) => panic!("the thread `{name}` ended without a result"),
     }
 }
