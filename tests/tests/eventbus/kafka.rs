@@ -7,14 +7,14 @@ use leakcheck::{leak_test, Kind, Status};
 use leakcheck_tests::scenarios::{park, release};
 
 use crate::suite;
-use crate::support::{group, topic, Fixture, Kafka};
+use crate::support::{group, topic, Fixture, Real};
 
 macro_rules! on_kafka {
     ($($name:ident),* $(,)?) => {
         $(
             #[leak_test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                suite::$name(&Kafka::start().await).await;
+                suite::$name(&Real::kafka().await).await;
             }
         )*
     };
@@ -38,13 +38,13 @@ on_kafka!(
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "librdkafka 2.12.1 crashes now and then after Tansu restarts empty (see above)"]
 async fn outage() {
-    suite::outage(&Kafka::start().await).await;
+    suite::outage(&Real::kafka().await).await;
 }
 
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "librdkafka 2.12.1 crashes now and then after Tansu restarts empty (see above)"]
 async fn restart_mid_stream() {
-    suite::restart_mid_stream(&Kafka::start().await).await;
+    suite::restart_mid_stream(&Real::kafka().await).await;
 }
 
 // A member joining while another leaves. Ignored by default: on Tansu the joining member's
@@ -55,7 +55,7 @@ async fn restart_mid_stream() {
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "Tansu never completes the second member's join (see above)"]
 async fn rebalance() {
-    suite::rebalance(&Kafka::start().await).await;
+    suite::rebalance(&Real::kafka().await).await;
 }
 
 /// What the Kafka backend starts and what must be gone after close, reviewed as a snapshot.
@@ -68,7 +68,7 @@ async fn rebalance() {
     kinds = ["tasks", "threads", "fds"]
 )]
 async fn lifecycle() {
-    suite::lifecycle(&Kafka::start().await).await;
+    suite::lifecycle(&Real::kafka().await).await;
 }
 
 /// The broken variant: a bus that is never closed keeps its producer, admin and consumer
@@ -77,7 +77,7 @@ async fn lifecycle() {
 #[leak_test(flavor = "multi_thread", worker_threads = 2, settle = "300ms")]
 #[ignore = "a deliberate leak: `a_forgotten_kafka_bus_is_caught` runs it"]
 async fn forgets_to_close() {
-    let kafka = Kafka::start().await;
+    let kafka = Real::kafka().await;
     let bus = kafka.bus(EventBus::builder()).await;
     let t = topic("forgotten");
     bus.subscribe(&t, &group(&t, "g"), |_m| async {
@@ -124,7 +124,7 @@ async fn a_bad_client_setting_is_a_typed_error() {
 
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_kafka_cannot_keep_is_refused() {
-    let kafka = Kafka::start().await;
+    let kafka = Real::kafka().await;
     let bus = kafka.bus(EventBus::builder()).await;
     let t = topic("refused");
     let ephemeral = TopicConfig::new(&t)
@@ -154,7 +154,7 @@ async fn what_kafka_cannot_keep_is_refused() {
 /// Shutting down while the broker is away: the clients still close, and nothing is left.
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_while_down() {
-    let kafka = Kafka::start().await;
+    let kafka = Real::kafka().await;
     let closed = suite::close_while_down(&kafka).await;
     if let Some(closed) = closed {
         // The producer had nothing left to flush (the timed-out message was dropped).

@@ -10,14 +10,14 @@ use leakcheck::{leak_test, Kind, Status};
 use leakcheck_tests::scenarios::{park, release};
 
 use crate::suite;
-use crate::support::{group, topic, wait_until, Fixture, Nats};
+use crate::support::{group, topic, wait_until, Fixture, Real};
 
 macro_rules! on_nats {
     ($($name:ident),* $(,)?) => {
         $(
             #[leak_test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                suite::$name(&Nats::start().await).await;
+                suite::$name(&Real::nats().await).await;
             }
         )*
     };
@@ -46,7 +46,7 @@ on_nats!(
     kinds = ["tasks", "threads", "fds"]
 )]
 async fn lifecycle() {
-    suite::lifecycle(&Nats::start().await).await;
+    suite::lifecycle(&Real::nats().await).await;
 }
 
 /// The broken variant: a bus that is never closed keeps its NATS client, whose tasks and
@@ -55,7 +55,7 @@ async fn lifecycle() {
 #[leak_test(flavor = "multi_thread", worker_threads = 2, settle = "300ms")]
 #[ignore = "a deliberate leak: `a_forgotten_nats_bus_is_caught` runs it"]
 async fn forgets_to_close() {
-    let nats = Nats::start().await;
+    let nats = Real::nats().await;
     let bus = nats.bus(EventBus::builder()).await;
     let t = topic("forgotten");
     bus.subscribe(&t, &group(&t, "g"), |_m| async {
@@ -113,7 +113,7 @@ async fn an_unreachable_server_or_a_bad_setting_is_a_typed_error() {
 /// Ephemeral topics are core NATS: a message reaches the subscribers present, once.
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 async fn ephemeral_topics_reach_present_subscribers_only() {
-    let nats = Nats::start().await;
+    let nats = Real::nats().await;
     let bus = nats.bus(EventBus::builder()).await;
     let t = topic("ephemeral");
     let config = TopicConfig::new(&t)
@@ -147,7 +147,7 @@ async fn ephemeral_topics_reach_present_subscribers_only() {
 /// A topic in memory storage works like one on file.
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_storage_topics_deliver() {
-    let nats = Nats::start().await;
+    let nats = Real::nats().await;
     let bus = nats.bus(EventBus::builder()).await;
     let t = topic("in-memory");
     bus.create_topic(TopicConfig::new(&t).unwrap().storage(Storage::Memory))
@@ -178,7 +178,7 @@ async fn memory_storage_topics_deliver() {
 /// runtime ends. Close says so; the rule `nats-reconnecting` files those two tasks as known.
 #[leak_test(flavor = "multi_thread", worker_threads = 2, allow = ["nats-reconnecting"])]
 async fn close_while_down() {
-    let nats = Nats::start().await;
+    let nats = Real::nats().await;
     let Some(closed) = suite::close_while_down(&nats).await else {
         return;
     };

@@ -15,6 +15,29 @@ use crate::support::{group, topic, wait_until, Fixture};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Subscribes `bus` to `t` as the group `name`: each payload is a number, recorded in `handled`
+/// after `delay`.
+async fn record(
+    bus: &EventBus,
+    t: &str,
+    name: &str,
+    handled: &Arc<Mutex<HashSet<u64>>>,
+    delay: Duration,
+) {
+    let handled = handled.clone();
+    bus.subscribe(t, &group(t, name), move |m| {
+        let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+        let handled = handled.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            handled.lock().unwrap().insert(n);
+            Ok::<_, std::io::Error>(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// The life of a bus, recorded at checkpoints for the lifecycle snapshot.
 pub async fn lifecycle(f: &dyn Fixture) {
     let t = topic("lifecycle");
@@ -312,25 +335,9 @@ pub async fn close_under_load(f: &dyn Fixture) {
     const N: u64 = 500;
     let t = topic("close-load");
     let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let subscribe = |bus: EventBus, delay: Duration| {
-        let (t, handled) = (t.clone(), handled.clone());
-        async move {
-            bus.subscribe(&t, &group(&t, "workers"), move |m| {
-                let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
-                let handled = handled.clone();
-                async move {
-                    tokio::time::sleep(delay).await;
-                    handled.lock().unwrap().insert(n);
-                    Ok::<_, std::io::Error>(())
-                }
-            })
-            .await
-            .unwrap();
-        }
-    };
     let deadline = Duration::from_millis(200);
     let first = f.bus(EventBus::builder().close_deadline(deadline)).await;
-    subscribe(first.clone(), Duration::from_millis(2)).await;
+    record(&first, &t, "workers", &handled, Duration::from_millis(2)).await;
     for i in 0..N {
         let key = format!("k{}", i % 10);
         let msg = if i % 2 == 0 {
@@ -364,7 +371,7 @@ pub async fn close_under_load(f: &dyn Fixture) {
     assert!((after_first as u64) < N, "the first bus handled everything");
 
     let second = f.bus(EventBus::builder()).await;
-    subscribe(second.clone(), Duration::ZERO).await;
+    record(&second, &t, "workers", &handled, Duration::ZERO).await;
     wait_until(WAIT, "the rest handled by the second bus", || {
         handled.lock().unwrap().len() as u64 == N
     })
@@ -478,18 +485,7 @@ pub async fn restart_mid_stream(f: &dyn Fixture) {
         .bus(EventBus::builder().publish_timeout(Duration::from_secs(1)))
         .await;
     let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let h = handled.clone();
-    bus.subscribe(&t, &group(&t, "restart"), move |m| {
-        let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
-        let h = h.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            h.lock().unwrap().insert(n);
-            Ok::<_, std::io::Error>(())
-        }
-    })
-    .await
-    .unwrap();
+    record(&bus, &t, "restart", &handled, Duration::from_millis(1)).await;
     for i in 0..BEFORE {
         bus.publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 10)))
             .await
@@ -587,28 +583,12 @@ pub async fn rebalance(f: &dyn Fixture) {
     const N: u64 = 300;
     let t = topic("rebalance");
     let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let subscribe = |bus: EventBus| {
-        let (t, handled) = (t.clone(), handled.clone());
-        async move {
-            bus.subscribe(&t, &group(&t, "members"), move |m| {
-                let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
-                let handled = handled.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    handled.lock().unwrap().insert(n);
-                    Ok::<_, std::io::Error>(())
-                }
-            })
-            .await
-            .unwrap();
-        }
-    };
     // The first member leaves with work left: what it did not finish within its short close
     // deadline goes back to the group, and the second member must get it.
     let first = f
         .bus(EventBus::builder().close_deadline(Duration::from_millis(100)))
         .await;
-    subscribe(first.clone()).await;
+    record(&first, &t, "members", &handled, Duration::from_millis(5)).await;
     for i in 0..N {
         first
             .publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 20)))
@@ -618,7 +598,7 @@ pub async fn rebalance(f: &dyn Fixture) {
     let count = || handled.lock().unwrap().len() as u64;
     wait_until(WAIT, "the first member at work", || count() >= N / 6).await;
     let second = f.bus(EventBus::builder()).await;
-    subscribe(second.clone()).await;
+    record(&second, &t, "members", &handled, Duration::from_millis(5)).await;
     wait_until(WAIT, "half handled", || count() >= N / 2).await;
     let _ = first.close().await;
     wait_until(WAIT, "every message handled", || count() == N).await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eventbus::{BusBuilder, Compression, EventBus, KafkaConfig, MemoryBroker, NatsConfig};
-use leakcheck_tests::brokers::Broker;
+use leakcheck_tests::brokers::{Broker, Flavor};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -58,41 +58,79 @@ impl Fixture for Memory {
     }
 }
 
-/// A Kafka-compatible broker (Tansu, or `KAFKA_BOOTSTRAP_SERVERS`).
-pub struct Kafka(tokio::sync::Mutex<Broker>, String);
+/// A real broker: Tansu or nats-server started for the test, or the one the environment
+/// names (`KAFKA_BOOTSTRAP_SERVERS`, `NATS_URL`).
+pub struct Real {
+    broker: tokio::sync::Mutex<Broker>,
+    address: String,
+    flavor: Flavor,
+}
 
-impl Kafka {
-    pub async fn start() -> Self {
-        let b = Broker::kafka().await;
-        let address = b.address().to_string();
-        Kafka(tokio::sync::Mutex::new(b), address)
+impl Real {
+    pub async fn kafka() -> Self {
+        Real::new(Broker::kafka().await, Flavor::Kafka)
     }
 
-    /// The client settings of the tests: a short session, so that group joins and rebalances
-    /// take about a second (Tansu holds a join for about half the session timeout); zstd, so
-    /// that compression is exercised; and no idempotence: Tansu keeps producer ids in memory,
-    /// so after a restart it refuses an idempotent producer's id for good (and it makes each
-    /// new producer wait about a second for one).
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig::new(&self.1)
+    pub async fn nats() -> Self {
+        Real::new(Broker::nats().await, Flavor::Nats)
+    }
+
+    fn new(broker: Broker, flavor: Flavor) -> Self {
+        Real {
+            address: broker.address().to_string(),
+            broker: tokio::sync::Mutex::new(broker),
+            flavor,
+        }
+    }
+
+    /// The Kafka client settings of the tests: a short session, so that group joins and
+    /// rebalances take about a second (Tansu holds a join for about half the session timeout);
+    /// zstd, so that compression is exercised; and no idempotence: Tansu keeps producer ids in
+    /// memory, so after a restart it refuses an idempotent producer's id for good (and it makes
+    /// each new producer wait about a second for one).
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig::new(&self.address)
             .session_timeout(Duration::from_millis(1000))
             .heartbeat_interval(Duration::from_millis(100))
             .compression(Compression::Zstd)
             .idempotence(false)
     }
+
+    /// The NATS client settings of the tests: a short ack wait, so that a message whose
+    /// acknowledgement was lost comes back within the test, and quick reconnects.
+    pub fn nats_config(&self) -> NatsConfig {
+        NatsConfig::new(&self.address)
+            .ack_wait(Duration::from_secs(5))
+            .max_reconnect_delay(Duration::from_millis(100))
+    }
 }
 
-impl Fixture for Kafka {
+impl Fixture for Real {
     fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus> {
-        Box::pin(async move { builder.kafka(self.config()).await.unwrap() })
+        Box::pin(async move {
+            match self.flavor {
+                Flavor::Kafka => builder.kafka(self.kafka_config()).await.unwrap(),
+                Flavor::Nats => builder.nats(self.nats_config()).await.unwrap(),
+            }
+        })
     }
 
     fn outage(&self) -> BoxFut<'_, bool> {
-        Box::pin(async move { kill(&self.0).await })
+        Box::pin(async move {
+            let mut b = self.broker.lock().await;
+            if !b.is_owned() {
+                eprintln!(
+                    "the broker is external: this test cannot take it away, and checks nothing"
+                );
+                return false;
+            }
+            b.kill();
+            true
+        })
     }
 
     fn restore(&self) -> BoxFut<'_, ()> {
-        Box::pin(async move { self.0.lock().await.restart().await })
+        Box::pin(async move { self.broker.lock().await.restart().await })
     }
 
     fn live_lag(&self) -> bool {
@@ -100,55 +138,9 @@ impl Fixture for Kafka {
     }
 
     fn keeps_messages(&self) -> bool {
-        false
+        // nats-server keeps its JetStream files across a restart; Tansu here is in memory.
+        self.flavor == Flavor::Nats
     }
-}
-
-/// A NATS server with JetStream (nats-server, or `NATS_URL`).
-pub struct Nats(tokio::sync::Mutex<Broker>, String);
-
-impl Nats {
-    pub async fn start() -> Self {
-        let b = Broker::nats().await;
-        let address = b.address().to_string();
-        Nats(tokio::sync::Mutex::new(b), address)
-    }
-
-    /// The client settings of the tests: a short ack wait, so that a message whose
-    /// acknowledgement was lost comes back within the test.
-    pub fn config(&self) -> NatsConfig {
-        NatsConfig::new(&self.1)
-            .ack_wait(Duration::from_secs(5))
-            .max_reconnect_delay(Duration::from_millis(100))
-    }
-}
-
-impl Fixture for Nats {
-    fn bus(&self, builder: BusBuilder) -> BoxFut<'_, EventBus> {
-        Box::pin(async move { builder.nats(self.config()).await.unwrap() })
-    }
-
-    fn outage(&self) -> BoxFut<'_, bool> {
-        Box::pin(async move { kill(&self.0).await })
-    }
-
-    fn restore(&self) -> BoxFut<'_, ()> {
-        Box::pin(async move { self.0.lock().await.restart().await })
-    }
-
-    fn live_lag(&self) -> bool {
-        false
-    }
-}
-
-async fn kill(broker: &tokio::sync::Mutex<Broker>) -> bool {
-    let mut b = broker.lock().await;
-    if !b.is_owned() {
-        eprintln!("the broker is external: this test cannot take it away, and checks nothing");
-        return false;
-    }
-    b.kill();
-    true
 }
 
 /// A topic name no other test uses (tests may share a broker).
