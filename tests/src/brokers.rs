@@ -1,5 +1,6 @@
 //! Real brokers for the Kafka and NATS tests: a process started on a free loopback port, ready
-//! when it accepts connections, killed (and reaped) on drop. Its output goes to a log file under
+//! when it accepts connections, killed (and reaped) on drop, and killed by the kernel if the
+//! thread that started it ends first (a crashed test process leaves no broker behind). Its output goes to a log file under
 //! `target/brokers/`, kept when the test panics and removed otherwise.
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS` and `NATS_URL` point the tests at running brokers instead; then
@@ -9,6 +10,7 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +195,18 @@ impl Process {
                 ])
                 .arg(&self.data),
         };
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The broker dies with the thread that started it, so a test process that
+                // crashes (and never runs Drop) leaves no broker behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
