@@ -9,18 +9,7 @@ use leakcheck_tests::scenarios::{park, release};
 use crate::suite;
 use crate::support::{group, topic, Fixture, Real};
 
-macro_rules! on_kafka {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[leak_test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                suite::$name(&Real::kafka().await).await;
-            }
-        )*
-    };
-}
-
-on_kafka!(
+suite_on!(Real::kafka().await;
     ordering,
     redelivery,
     dead_letter_topic,

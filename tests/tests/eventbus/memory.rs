@@ -12,18 +12,7 @@ use leakcheck_tests::scenarios::{park, release};
 use crate::suite;
 use crate::support::{topic, wait_until, Memory};
 
-macro_rules! on_memory {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[leak_test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                suite::$name(&Memory::new()).await;
-            }
-        )*
-    };
-}
-
-on_memory!(
+suite_on!(Memory::new();
     restart_mid_stream,
     ordering,
     redelivery,

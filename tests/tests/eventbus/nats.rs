@@ -12,18 +12,7 @@ use leakcheck_tests::scenarios::{park, release};
 use crate::suite;
 use crate::support::{group, topic, wait_until, Fixture, Real};
 
-macro_rules! on_nats {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[leak_test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                suite::$name(&Real::nats().await).await;
-            }
-        )*
-    };
-}
-
-on_nats!(
+suite_on!(Real::nats().await;
     rebalance,
     restart_mid_stream,
     ordering,

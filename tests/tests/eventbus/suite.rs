@@ -38,6 +38,25 @@ async fn record(
     .unwrap();
 }
 
+/// Publishes `message`, again after each typed error (a broker that just came back may need a
+/// moment more: metadata, topics), for at most [`WAIT`].
+async fn publish_until_accepted(bus: &EventBus, t: &str, message: Outbound) {
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = bus.publish(t, message.clone()).await {
+        assert!(
+            matches!(
+                e,
+                PublishError::Timeout { .. } | PublishError::Backend { .. }
+            ),
+            "{e}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "publishing after the outage: {e}"
+        );
+    }
+}
+
 /// The life of a bus, recorded at checkpoints for the lifecycle snapshot.
 pub async fn lifecycle(f: &dyn Fixture) {
     let t = topic("lifecycle");
@@ -443,22 +462,7 @@ pub async fn outage(f: &dyn Fixture) {
         bus.health().connection == ConnectionState::Connected
     })
     .await;
-    // A broker that restarted may need a moment more (metadata, topics): publishing fails with
-    // typed errors meanwhile, and the caller retries.
-    let deadline = Instant::now() + WAIT;
-    while let Err(e) = bus.publish(&t, Outbound::new("after").key("k")).await {
-        assert!(
-            matches!(
-                e,
-                PublishError::Timeout { .. } | PublishError::Backend { .. }
-            ),
-            "{e}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "publishing after the outage: {e}"
-        );
-    }
+    publish_until_accepted(&bus, &t, Outbound::new("after").key("k")).await;
     wait_until(WAIT, "the message after the outage", || {
         seen.lock().unwrap().iter().any(|m| m == "after")
     })
@@ -504,24 +508,9 @@ pub async fn restart_mid_stream(f: &dyn Fixture) {
     })
     .await;
     f.restore().await;
-    let deadline = Instant::now() + WAIT;
     for i in BEFORE..BEFORE + AFTER {
-        while let Err(e) = bus
-            .publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 10)))
-            .await
-        {
-            assert!(
-                matches!(
-                    e,
-                    PublishError::Timeout { .. } | PublishError::Backend { .. }
-                ),
-                "{e}"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "publishing after the restart: {e}"
-            );
-        }
+        let m = Outbound::new(i.to_string()).key(format!("k{}", i % 10));
+        publish_until_accepted(&bus, &t, m).await;
     }
     let first = if f.keeps_messages() { 0 } else { BEFORE };
     wait_until(WAIT, "every message handled", || {
