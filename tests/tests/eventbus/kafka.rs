@@ -16,6 +16,7 @@ suite_on!(Real::kafka().await;
     undecodable_envelope,
     backpressure,
     close_under_load,
+    resumes_after_close,
     double_close,
 );
 

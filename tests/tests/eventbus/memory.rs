@@ -20,6 +20,7 @@ suite_on!(Memory::new();
     undecodable_envelope,
     backpressure,
     close_under_load,
+    resumes_after_close,
     double_close,
     outage,
 );

@@ -21,6 +21,7 @@ suite_on!(Real::nats().await;
     undecodable_envelope,
     backpressure,
     close_under_load,
+    resumes_after_close,
     double_close,
     outage,
 );
