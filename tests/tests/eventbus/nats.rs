@@ -113,16 +113,7 @@ async fn ephemeral_topics_reach_present_subscribers_only() {
     bus.publish(&t, Outbound::new("nobody listens"))
         .await
         .unwrap();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s = seen.clone();
-    bus.subscribe(&t, &group(&t, "live"), move |m| {
-        s.lock()
-            .unwrap()
-            .push(String::from_utf8(m.payload().to_vec()).unwrap());
-        async { Ok::<_, std::io::Error>(()) }
-    })
-    .await
-    .unwrap();
+    let seen = suite::payloads(&bus, &t, "live").await;
     bus.publish(&t, Outbound::new("heard").key("k"))
         .await
         .unwrap();

@@ -38,6 +38,22 @@ async fn record(
     .unwrap();
 }
 
+/// Subscribes `bus` to `t` in the group `name`, recording each payload (UTF-8) in the order
+/// handled.
+pub async fn payloads(bus: &EventBus, t: &str, name: &str) -> Arc<Mutex<Vec<String>>> {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    bus.subscribe(t, &group(t, name), move |m| {
+        s.lock()
+            .unwrap()
+            .push(String::from_utf8(m.payload().to_vec()).unwrap());
+        async { Ok::<_, std::io::Error>(()) }
+    })
+    .await
+    .unwrap();
+    seen
+}
+
 /// Publishes `message`, again after each typed error (a broker that just came back may need a
 /// moment more: metadata, topics), for at most [`WAIT`].
 async fn publish_until_accepted(bus: &EventBus, t: &str, message: Outbound) {
@@ -437,17 +453,7 @@ pub async fn resumes_after_close(f: &dyn Fixture) {
     .await;
     first.close().await.unwrap();
     let second = f.bus(EventBus::builder()).await;
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s = seen.clone();
-    second
-        .subscribe(&t, &group(&t, "g"), move |m| {
-            s.lock()
-                .unwrap()
-                .push(String::from_utf8(m.payload().to_vec()).unwrap());
-            async { Ok::<_, std::io::Error>(()) }
-        })
-        .await
-        .unwrap();
+    let seen = payloads(&second, &t, "g").await;
     for k in 0..KEYS {
         let m = Outbound::new(format!("next-k{k}")).key(format!("k{k}"));
         second.publish(&t, m).await.unwrap();
@@ -497,16 +503,7 @@ pub async fn outage(f: &dyn Fixture) {
     let t = topic("outage");
     let timeout = Duration::from_secs(1);
     let bus = f.bus(EventBus::builder().publish_timeout(timeout)).await;
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s = seen.clone();
-    bus.subscribe(&t, &group(&t, "g"), move |m| {
-        s.lock()
-            .unwrap()
-            .push(String::from_utf8(m.payload().to_vec()).unwrap());
-        async { Ok::<_, std::io::Error>(()) }
-    })
-    .await
-    .unwrap();
+    let seen = payloads(&bus, &t, "g").await;
     bus.publish(&t, Outbound::new("before").key("k"))
         .await
         .unwrap();
