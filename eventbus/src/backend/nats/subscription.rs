@@ -148,6 +148,27 @@ async fn durable(
     Ok(Source::Durable(Box::new(messages)))
 }
 
+/// A NATS message as the bus hands it to a subscription.
+fn delivery(
+    topic: &TopicName,
+    m: async_nats::Message,
+    redelivered: bool,
+    ack: Box<dyn Ack>,
+) -> Delivery {
+    let (headers, key) = split_headers(m.headers.as_ref());
+    Delivery {
+        message: Message {
+            topic: topic.clone(),
+            key,
+            headers,
+            payload: m.payload,
+            attempt: 1,
+            redelivered,
+        },
+        ack,
+    }
+}
+
 /// Our headers from NATS headers, and the key taken out of them.
 fn split_headers(map: Option<&HeaderMap>) -> (Headers, Option<Bytes>) {
     let mut headers = Headers::new();
@@ -185,18 +206,7 @@ impl Subscription for NatsSubscription {
                 match source {
                     Source::Ephemeral(sub) => {
                         let m = sub.next().await?;
-                        let (headers, key) = split_headers(m.headers.as_ref());
-                        return Some(Delivery {
-                            message: Message {
-                                topic: topic.clone(),
-                                key,
-                                headers,
-                                payload: m.payload,
-                                attempt: 1,
-                                redelivered: false,
-                            },
-                            ack: Box::new(NoAck),
-                        });
+                        return Some(delivery(topic, m, false, Box::new(NoAck)));
                     }
                     Source::Durable(stream) => {
                         let m = tokio::select! {
@@ -217,21 +227,11 @@ impl Subscription for NatsSubscription {
                         lag.pending.store(pending, Ordering::Relaxed);
                         lag.in_progress.fetch_add(1, Ordering::Relaxed);
                         let (m, acker) = m.split();
-                        let (headers, key) = split_headers(m.headers.as_ref());
-                        return Some(Delivery {
-                            message: Message {
-                                topic: topic.clone(),
-                                key,
-                                headers,
-                                payload: m.payload,
-                                attempt: 1,
-                                redelivered: delivered > 1,
-                            },
-                            ack: Box::new(NatsAck {
-                                tx: outcome_tx.clone(),
-                                acker: Some(acker),
-                            }),
+                        let ack = Box::new(NatsAck {
+                            tx: outcome_tx.clone(),
+                            acker: Some(acker),
                         });
+                        return Some(delivery(topic, m, delivered > 1, ack));
                     }
                 }
             }
