@@ -11,7 +11,7 @@
 //!
 //! Tansu keeps its data in memory ([`Broker::kafka`]), or in an S3 server of its own, moto's,
 //! which outlives Tansu's restarts ([`Broker::kafka_durable`]): the restart tests need a broker
-//! that comes back with its topics, messages and committed offsets, as a Kafka broker does.
+//! that comes back with its topics and messages, as a Kafka broker does.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
