@@ -152,8 +152,6 @@ pub enum EnvelopeError {
     Decode(String),
 }
 
-/// What went wrong while closing. The bus is closed either way: every task it spawned has been
-/// awaited; this says what could not be finished.
 /// Why a bus could not be built on a broker.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -173,6 +171,8 @@ pub enum ConnectError {
     },
 }
 
+/// What went wrong while closing. The bus is closed either way: every task it spawned has been
+/// awaited; this says what could not be finished.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CloseError {
