@@ -3,11 +3,11 @@
 use eventbus::{
     ConnectError, Durability, EventBus, KafkaConfig, Retention, TopicConfig, TopicError,
 };
-use leakcheck::{leak_test, Kind, Status};
+use leakcheck::{leak_test, Kind};
 use leakcheck_tests::scenarios::{park, release};
 
 use crate::suite;
-use crate::support::{group, topic, Fixture, Real};
+use crate::support::{group, leaks, topic, Fixture, Real};
 
 suite_on!(Real::kafka().await;
     ordering,
@@ -80,19 +80,12 @@ fn a_forgotten_kafka_bus_is_caught() {
     release("forgotten-kafka-bus");
     let r = &reports[0];
     assert!(!r.is_clean());
-    let unknown: Vec<_> = r.unknown().collect();
-    let has = |kind: Kind, component: &str| {
-        unknown
-            .iter()
-            .any(|s| s.kind == kind && s.component.starts_with(component))
-    };
     // The subscription's tasks, and librdkafka's threads and sockets. (The broker this test
     // started is reported too, as a child; an external broker is not.)
-    assert!(has(Kind::Task, "eventbus"), "{}", r.to_text());
-    assert!(has(Kind::Thread, "rdkafka"), "{}", r.to_text());
-    assert!(has(Kind::Fd, "tcp"), "{}", r.to_text());
-    assert!(unknown.iter().all(|s| s.status == Status::Unknown));
-    assert!(unknown.iter().any(
+    assert!(leaks(r, Kind::Task, "eventbus"), "{}", r.to_text());
+    assert!(leaks(r, Kind::Thread, "rdkafka"), "{}", r.to_text());
+    assert!(leaks(r, Kind::Fd, "tcp"), "{}", r.to_text());
+    assert!(r.unknown().any(
         |s| s.kind == Kind::Thread && s.name.as_deref().is_some_and(|n| n.starts_with("rdk:"))
     ));
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use eventbus::{
     CloseError, ConnectError, Durability, EventBus, NatsConfig, Outbound, Storage, TopicConfig,
 };
-use leakcheck::{leak_test, Kind, Status};
+use leakcheck::{leak_test, Kind};
 use leakcheck_tests::scenarios::{park, release};
 
 use crate::suite;
-use crate::support::{group, topic, wait_until, Fixture, Real};
+use crate::support::{group, leaks, topic, wait_until, Fixture, Real};
 
 suite_on!(Real::nats().await;
     rebalance,
@@ -62,18 +62,11 @@ fn a_forgotten_nats_bus_is_caught() {
     release("forgotten-nats-bus");
     let r = &reports[0];
     assert!(!r.is_clean());
-    let unknown: Vec<_> = r.unknown().collect();
-    let has = |kind: Kind, component: &str| {
-        unknown
-            .iter()
-            .any(|s| s.kind == kind && s.component.starts_with(component))
-    };
     // The subscription's tasks and the client's tasks. (The connection itself closes when the
     // runtime's shutdown drops the client's tasks; the server this test started is reported
     // too, as a child.)
-    assert!(has(Kind::Task, "eventbus"), "{}", r.to_text());
-    assert!(has(Kind::Task, "async-nats"), "{}", r.to_text());
-    assert!(unknown.iter().all(|s| s.status == Status::Unknown));
+    assert!(leaks(r, Kind::Task, "eventbus"), "{}", r.to_text());
+    assert!(leaks(r, Kind::Task, "async-nats"), "{}", r.to_text());
 }
 
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eventbus::{BusBuilder, Compression, EventBus, KafkaConfig, MemoryBroker, NatsConfig};
+use leakcheck::{Kind, Report, Survivor};
 use leakcheck_tests::brokers::{Broker, Flavor};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -149,6 +150,13 @@ impl Fixture for Real {
     fn keeps_messages(&self) -> bool {
         self.durable
     }
+}
+
+/// Whether `r` reports a `kind` survivor of `component` (or a component under it) as a leak, and
+/// none of that component as known: a deliberately broken bus must fail, not be excused.
+pub fn leaks(r: &Report, kind: Kind, component: &str) -> bool {
+    let of = |s: &&Survivor| s.kind == kind && s.component.starts_with(component);
+    r.unknown().any(|s| of(&s)) && !r.known().any(|s| of(&s))
 }
 
 /// A topic name no other test uses (tests may share a broker).
