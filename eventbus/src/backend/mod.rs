@@ -3,6 +3,8 @@
 
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(any(feature = "kafka", feature = "nats"))]
+mod members;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;

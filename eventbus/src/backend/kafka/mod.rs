@@ -10,7 +10,7 @@
 //!   committed before every earlier one of its partition is done. Stored offsets are committed
 //!   every commit interval, before partitions are revoked in a rebalance, and at close.
 //! - Close: the consumers commit and leave their groups, the producer is flushed within the
-//!   close deadline, and every client is dropped on a short-lived thread that is joined (a
+//!   publish timeout, and every client is dropped on a short-lived thread that is joined (a
 //!   client's drop blocks while librdkafka stops its `rdk:*` threads). Afterwards no librdkafka
 //!   thread and no socket to the broker remains.
 
@@ -30,6 +30,7 @@ use rdkafka::util::Timeout;
 
 use self::context::{KafkaContext, Link};
 use self::subscription::KafkaSubscription;
+use super::members::Members;
 use super::offload::off_runtime;
 use super::{Backend, BoxFuture, Subscription};
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
@@ -239,7 +240,7 @@ pub(crate) struct KafkaBackend {
     /// Topics known to exist (created here or found existing), as of a number of reconnects.
     known: Mutex<(u64, HashSet<TopicName>)>,
     /// Subscriptions of this bus, with their lag as librdkafka last reported it.
-    subscriptions: Arc<Mutex<subscription::Registry>>,
+    members: Members<subscription::Lag>,
 }
 
 impl KafkaBackend {
@@ -267,7 +268,7 @@ impl KafkaBackend {
             producer: tokio::sync::RwLock::new(Some(producer)),
             admin: Mutex::new(Some(admin)),
             known: Mutex::default(),
-            subscriptions: Arc::default(),
+            members: Members::default(),
         })
     }
 
@@ -404,7 +405,7 @@ impl Backend for KafkaBackend {
                 topic,
                 group,
                 self.link.clone(),
-                self.subscriptions.clone(),
+                &self.members,
             )?;
             Ok(Box::new(sub) as Box<dyn Subscription>)
         })
@@ -415,10 +416,7 @@ impl Backend for KafkaBackend {
     }
 
     fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lag(topic, group)
+        self.members.lag(topic, group, subscription::lag)
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {

@@ -3,36 +3,30 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::Message as _;
 use tokio::sync::mpsc;
 
 use super::context::{KafkaContext, Link};
 use super::KafkaConfig;
+use crate::backend::members::{Member, Members};
 use crate::backend::offload::off_runtime;
 use crate::backend::{Ack, BoxFuture, Delivery, Subscription};
 use crate::error::SubscribeError;
 use crate::message::{Headers, Message};
 use crate::topic::TopicName;
 
-/// The subscriptions of one bus: one per topic and group, with their lag.
-#[derive(Default)]
-pub(super) struct Registry {
-    lags: HashMap<(TopicName, String), Arc<AtomicI64>>,
-}
+/// A subscription's lag as librdkafka last reported it (`-1`: not yet).
+pub(super) type Lag = AtomicI64;
 
-impl Registry {
-    pub(super) fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
-        let lag = self
-            .lags
-            .get(&(topic.clone(), group.to_string()))?
-            .load(Ordering::Relaxed);
-        u64::try_from(lag).ok()
-    }
+/// The lag of a subscription, once known.
+pub(super) fn lag(lag: &Lag) -> Option<u64> {
+    u64::try_from(lag.load(Ordering::Relaxed)).ok()
 }
 
 /// A handled message: its offset may be committed.
@@ -54,11 +48,10 @@ struct Partition {
 pub(super) struct KafkaSubscription {
     consumer: Arc<StreamConsumer<KafkaContext>>,
     topic: TopicName,
-    group: String,
     handled_tx: mpsc::UnboundedSender<Handled>,
     handled_rx: mpsc::UnboundedReceiver<Handled>,
     partitions: HashMap<i32, Partition>,
-    registry: Arc<Mutex<Registry>>,
+    member: Member<Lag>,
     link: Arc<Link>,
 }
 
@@ -68,55 +61,30 @@ impl KafkaSubscription {
         topic: &TopicName,
         group: &str,
         link: Arc<Link>,
-        registry: Arc<Mutex<Registry>>,
+        members: &Members<Lag>,
     ) -> Result<Self, SubscribeError> {
-        let backend_error = |message: String| SubscribeError::Backend {
+        let backend_error = |e: KafkaError| SubscribeError::Backend {
             topic: topic.clone(),
             backend: "kafka",
-            message,
+            message: e.to_string(),
         };
-        let lag = Arc::new(AtomicI64::new(-1));
-        {
-            let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (topic.clone(), group.to_string());
-            if r.lags.contains_key(&key) {
-                return Err(SubscribeError::AlreadySubscribed {
-                    topic: topic.clone(),
-                    group: group.to_string(),
-                });
-            }
-            r.lags.insert(key, lag.clone());
-        }
-        let unregister = || {
-            registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lags
-                .remove(&(topic.clone(), group.to_string()));
-        };
-        let consumer: StreamConsumer<KafkaContext> = match config
+        let member = members.join(topic, group, AtomicI64::new(-1))?;
+        let context = KafkaContext::consumer(link.clone(), topic.as_str(), member.lag().clone());
+        let consumer: StreamConsumer<KafkaContext> = config
             .consumer(group)
-            .create_with_context(KafkaContext::consumer(link.clone(), topic.as_str(), lag))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                unregister();
-                return Err(backend_error(e.to_string()));
-            }
-        };
-        if let Err(e) = consumer.subscribe(&[topic.as_str()]) {
-            unregister();
-            return Err(backend_error(e.to_string()));
-        }
+            .create_with_context(context)
+            .map_err(backend_error)?;
+        consumer
+            .subscribe(&[topic.as_str()])
+            .map_err(backend_error)?;
         let (handled_tx, handled_rx) = mpsc::unbounded_channel();
         Ok(KafkaSubscription {
             consumer: Arc::new(consumer),
             topic: topic.clone(),
-            group: group.to_string(),
             handled_tx,
             handled_rx,
             partitions: HashMap::new(),
-            registry,
+            member,
             link,
         })
     }
@@ -221,11 +189,7 @@ impl Subscription for KafkaSubscription {
             while let Ok(h) = me.handled_rx.try_recv() {
                 Self::handled(&me.consumer, &me.topic, &mut me.partitions, h);
             }
-            me.registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lags
-                .remove(&(me.topic.clone(), me.group.clone()));
+            drop(me.member);
             let consumer = me.consumer;
             // Dropping the consumer commits the stored offsets, leaves the group and stops
             // its librdkafka threads; it blocks meanwhile.

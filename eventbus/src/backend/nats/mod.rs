@@ -29,7 +29,8 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use base64::Engine as _;
 
-use self::subscription::{NatsSubscription, Registry};
+use self::subscription::NatsSubscription;
+use super::members::Members;
 use super::{Backend, BoxFuture, Subscription};
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
 use crate::message::Outbound;
@@ -165,7 +166,7 @@ pub(crate) struct NatsBackend {
     /// Persistent topics whose stream exists; ephemeral topics.
     streams: Mutex<HashSet<TopicName>>,
     ephemeral: Mutex<HashSet<TopicName>>,
-    subscriptions: Arc<Mutex<Registry>>,
+    members: Members<subscription::Lag>,
     publish_timeout: Duration,
     /// Notified when the client's connection has closed (after the drain at close): its tasks
     /// end then.
@@ -209,7 +210,7 @@ impl NatsBackend {
             client: tokio::sync::RwLock::new(Some((client, js))),
             streams: Mutex::default(),
             ephemeral: Mutex::default(),
-            subscriptions: Arc::default(),
+            members: Members::default(),
             publish_timeout,
             closed,
         })
@@ -359,7 +360,7 @@ impl Backend for NatsBackend {
                 (!self.is_ephemeral(topic)).then_some(js),
                 topic,
                 group,
-                self.subscriptions.clone(),
+                &self.members,
             )
             .await?;
             Ok(Box::new(sub) as Box<dyn Subscription>)
@@ -379,7 +380,7 @@ impl Backend for NatsBackend {
     }
 
     fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
-        lock(&self.subscriptions).lag(topic, group)
+        self.members.lag(topic, group, subscription::lag)
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {

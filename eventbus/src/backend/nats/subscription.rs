@@ -2,9 +2,7 @@
 //! core NATS queue subscription (ephemeral topics). Acknowledgements are sent by the
 //! subscription itself, so nothing outside it holds a client handle.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::{AckKind, Acker};
@@ -15,32 +13,25 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{escape, lock, NatsConfig, KEY_HEADER};
+use super::{escape, NatsConfig, KEY_HEADER};
+use crate::backend::members::{Member, Members};
 use crate::backend::{Ack, BoxFuture, Delivery, NoAck, Subscription};
 use crate::error::SubscribeError;
 use crate::message::{Headers, Message};
 use crate::topic::TopicName;
 
-/// The subscriptions of one bus: one per topic and group, with their lag.
-#[derive(Default)]
-pub(super) struct Registry {
-    lags: HashMap<(TopicName, String), Arc<Lag>>,
-}
-
-impl Registry {
-    pub(super) fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
-        let lag = self.lags.get(&(topic.clone(), group.to_string()))?;
-        let in_progress = lag.in_progress.load(Ordering::Relaxed).max(0) as u64;
-        Some(lag.pending.load(Ordering::Relaxed) + in_progress)
-    }
-}
-
 /// Messages not yet delivered to the subscription (as the server said with the last one), and
 /// delivered but not acknowledged.
 #[derive(Default)]
-struct Lag {
+pub(super) struct Lag {
     pending: AtomicU64,
     in_progress: AtomicI64,
+}
+
+/// The lag of a subscription: both counts together.
+pub(super) fn lag(lag: &Lag) -> Option<u64> {
+    let in_progress = lag.in_progress.load(Ordering::Relaxed).max(0) as u64;
+    Some(lag.pending.load(Ordering::Relaxed) + in_progress)
 }
 
 enum Source {
@@ -51,11 +42,9 @@ enum Source {
 pub(super) struct NatsSubscription {
     source: Source,
     topic: TopicName,
-    group: String,
     outcome_tx: mpsc::UnboundedSender<(Acker, AckKind)>,
     outcome_rx: mpsc::UnboundedReceiver<(Acker, AckKind)>,
-    lag: Arc<Lag>,
-    registry: Arc<Mutex<Registry>>,
+    member: Member<Lag>,
 }
 
 impl NatsSubscription {
@@ -65,25 +54,9 @@ impl NatsSubscription {
         js: Option<&jetstream::Context>,
         topic: &TopicName,
         group: &str,
-        registry: Arc<Mutex<Registry>>,
+        members: &Members<Lag>,
     ) -> Result<Self, SubscribeError> {
-        let failed = |message: String| SubscribeError::Backend {
-            topic: topic.clone(),
-            backend: "nats",
-            message,
-        };
-        let key = (topic.clone(), group.to_string());
-        let lag = Arc::new(Lag::default());
-        {
-            let mut r = lock(&registry);
-            if r.lags.contains_key(&key) {
-                return Err(SubscribeError::AlreadySubscribed {
-                    topic: topic.clone(),
-                    group: group.to_string(),
-                });
-            }
-            r.lags.insert(key.clone(), lag.clone());
-        }
+        let member = members.join(topic, group, Lag::default())?;
         let source = match js {
             Some(js) => durable(config, js, topic, group).await,
             None => client
@@ -92,22 +65,18 @@ impl NatsSubscription {
                 .map(Source::Ephemeral)
                 .map_err(|e| e.to_string()),
         };
-        let source = match source {
-            Ok(s) => s,
-            Err(e) => {
-                lock(&registry).lags.remove(&key);
-                return Err(failed(e));
-            }
-        };
+        let source = source.map_err(|message| SubscribeError::Backend {
+            topic: topic.clone(),
+            backend: "nats",
+            message,
+        })?;
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         Ok(NatsSubscription {
             source,
             topic: topic.clone(),
-            group: group.to_string(),
             outcome_tx,
             outcome_rx,
-            lag,
-            registry,
+            member,
         })
     }
 
@@ -200,9 +169,9 @@ impl Subscription for NatsSubscription {
                     topic,
                     outcome_tx,
                     outcome_rx,
-                    lag,
-                    ..
+                    member,
                 } = self;
+                let lag = member.lag();
                 match source {
                     Source::Ephemeral(sub) => {
                         let m = sub.next().await?;
@@ -242,20 +211,18 @@ impl Subscription for NatsSubscription {
         Box::pin(async move {
             let NatsSubscription {
                 source,
-                topic,
-                group,
                 outcome_tx,
                 mut outcome_rx,
-                lag,
-                registry,
+                member,
+                ..
             } = *self;
             // Every delivery is settled by now (the workers are joined): send what is queued.
             drop(outcome_tx);
             while let Ok((acker, kind)) = outcome_rx.try_recv() {
-                Self::settle(&lag, acker, kind).await;
+                Self::settle(member.lag(), acker, kind).await;
             }
             drop(source);
-            lock(&registry).lags.remove(&(topic, group));
+            drop(member);
         })
     }
 }
