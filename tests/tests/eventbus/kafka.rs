@@ -4,10 +4,10 @@ use eventbus::{
     ConnectError, Durability, EventBus, KafkaConfig, Retention, TopicConfig, TopicError,
 };
 use leakcheck::{leak_test, Kind};
-use leakcheck_tests::scenarios::{park, release};
+use leakcheck_tests::scenarios::release;
 
 use crate::suite;
-use crate::support::{group, leaks, topic, Fixture, Real};
+use crate::support::{leaks, topic, Fixture, Real};
 
 suite_on!(Real::kafka().await;
     ordering,
@@ -63,15 +63,7 @@ async fn lifecycle() {
 #[leak_test(flavor = "multi_thread", worker_threads = 2, settle = "300ms")]
 #[ignore = "a deliberate leak: `a_forgotten_kafka_bus_is_caught` runs it"]
 async fn forgets_to_close() {
-    let kafka = Real::kafka().await;
-    let bus = kafka.bus(EventBus::builder()).await;
-    let t = topic("forgotten");
-    bus.subscribe(&t, &group(&t, "g"), |_m| async {
-        Ok::<_, std::io::Error>(())
-    })
-    .await
-    .unwrap();
-    park("forgotten-kafka-bus", vec![Box::new(bus), Box::new(kafka)]);
+    suite::forgets_to_close(Real::kafka().await, "forgotten-kafka-bus").await;
 }
 
 #[test]

@@ -7,7 +7,7 @@ use eventbus::{
     CloseError, ConnectError, Durability, EventBus, NatsConfig, Outbound, Storage, TopicConfig,
 };
 use leakcheck::{leak_test, Kind};
-use leakcheck_tests::scenarios::{park, release};
+use leakcheck_tests::scenarios::release;
 
 use crate::suite;
 use crate::support::{group, leaks, topic, wait_until, Fixture, Real};
@@ -45,15 +45,7 @@ async fn lifecycle() {
 #[leak_test(flavor = "multi_thread", worker_threads = 2, settle = "300ms")]
 #[ignore = "a deliberate leak: `a_forgotten_nats_bus_is_caught` runs it"]
 async fn forgets_to_close() {
-    let nats = Real::nats().await;
-    let bus = nats.bus(EventBus::builder()).await;
-    let t = topic("forgotten");
-    bus.subscribe(&t, &group(&t, "g"), |_m| async {
-        Ok::<_, std::io::Error>(())
-    })
-    .await
-    .unwrap();
-    park("forgotten-nats-bus", vec![Box::new(bus), Box::new(nats)]);
+    suite::forgets_to_close(Real::nats().await, "forgotten-nats-bus").await;
 }
 
 #[test]

@@ -11,7 +11,9 @@ use eventbus::{
     EventBus, Outbound, PublishError, RetryPolicy, DEFAULT_CLOSE_DEADLINE,
 };
 
-use crate::support::{group, topic, wait_until, Fixture};
+use leakcheck_tests::scenarios::park;
+
+use crate::support::{group, topic, wait_until, Fixture, Real};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -631,6 +633,19 @@ pub async fn close_while_down(f: &dyn Fixture) -> Option<Result<(), CloseError>>
     assert!(took < bound, "close took {took:?} with the broker down");
     assert_eq!(bus.health().connection, ConnectionState::Closed);
     Some(closed)
+}
+
+/// The broken variant: a bus that is never closed, subscribed, parked under `name` with its
+/// broker until the checking test releases them (after its report is taken).
+pub async fn forgets_to_close(f: Real, name: &str) {
+    let bus = f.bus(EventBus::builder()).await;
+    let t = topic("forgotten");
+    bus.subscribe(&t, &group(&t, "g"), |_m| async {
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .unwrap();
+    park(name, vec![Box::new(bus), Box::new(f)]);
 }
 
 /// A second member joins the group mid-stream, then the first leaves: the broker moves the
