@@ -13,7 +13,7 @@ mod report;
 mod rules;
 mod tasks;
 
-pub use check::{with_task_name, Check, RUNTIME_THREAD_NAME};
+pub use check::{Check, RUNTIME_THREAD_NAME};
 pub use config::{
     CheckBuilder, Kinds, Mode, DEFAULT_BACKTRACES, DEFAULT_DUMP_TIMEOUT, DEFAULT_MODE,
     DEFAULT_REPORT_DIR, DEFAULT_SETTLE, DEFAULT_SHUTDOWN_TIMEOUT,
@@ -29,6 +29,7 @@ pub use report::{
     SCHEMA_VERSION,
 };
 pub use rules::{FileConfig, Rule, RuleBuilder, RuleSet};
+pub use tasks::with_task_name;
 pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
 
 /// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.

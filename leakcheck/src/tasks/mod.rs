@@ -39,3 +39,16 @@ pub(crate) fn instrument(
 pub(crate) fn capture_for_bench() -> usize {
     capture::capture().len()
 }
+
+/// Names the tasks spawned inside `f` on this thread, so that reports show the name. tokio does
+/// not pass the name given to `tokio::task::Builder` to task hooks; wrap that call:
+///
+/// ```
+/// # let check = leakcheck::Check::builder().start_current_thread().unwrap();
+/// # let _g = check.handle().enter();
+/// let handle = leakcheck::with_task_name("dispatcher", || tokio::spawn(async {}));
+/// # drop(handle);
+/// ```
+pub fn with_task_name<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    with_name(name, f)
+}

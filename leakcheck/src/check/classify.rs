@@ -1,0 +1,277 @@
+//! Classification: each survivor's component, description and status (known by a rule, or
+//! unknown).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::Id;
+
+use super::start::{location, lock, ms, Check, ProcessState, RUNTIME_THREAD_NAME, UNNAMED_THREAD};
+use super::turns::Turn;
+use crate::component;
+use crate::process;
+use crate::report::{Kind, Note, Status, Survivor};
+use crate::rules::Subject;
+use crate::tasks::{AwaitTrace, Frame, Registry, TaskRecord};
+
+impl Check {
+    /// When an unknown process-wide survivor is found while other (unchecked) tests run in
+    /// this process, says that it may be theirs.
+    pub(super) fn parallel_tests_note(
+        &self,
+        found: &[Survivor],
+        state: &ProcessState,
+    ) -> Option<Note> {
+        if !found.iter().any(|s| s.status == Status::Unknown) {
+            return None;
+        }
+        let waiting = Turn::waiting();
+        let others: Vec<&str> = state
+            .threads
+            .iter()
+            .filter(|t| {
+                t.tid != self.own_tid && !waiting.contains(&t.tid) && self.is_test_thread(t)
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(Note {
+            kind: None,
+            message: format!(
+                "{} other test(s) ran in parallel in this process ({}): a descriptor, thread or child process they created meanwhile is reported here as if this test had; run under cargo nextest (one process per test) or with --test-threads=1 to rule that out",
+                others.len(),
+                others.join(", ")
+            ),
+        })
+    }
+
+    /// A thread of another test: named after a test of this binary, but not after this one (a
+    /// thread this test spawned without a name carries this test's name), or one libtest just
+    /// started (it has the main thread's name until it takes its test's).
+    pub(super) fn is_test_thread(&self, t: &process::Thread) -> bool {
+        let Some(names) = self.test_names else {
+            return false;
+        };
+        let starting = t.name == self.main_name && t.tid as u32 != std::process::id();
+        t.name != self.own_name && (starting || names.contains(&t.name))
+    }
+
+    /// Whether `t` is a thread spawned without a name from this check's thread.
+    pub(super) fn is_unnamed_child_thread(&self, t: &process::Thread) -> bool {
+        t.tid != self.own_tid && !self.own_name.is_empty() && t.name == self.own_name
+    }
+
+    pub(super) fn thread_component(&self, t: &process::Thread) -> String {
+        if self.is_unnamed_child_thread(t) {
+            UNNAMED_THREAD.into()
+        } else {
+            component::of_thread(&t.name)
+        }
+    }
+
+    pub(super) fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
+        let key = rec.location as *const _ as usize;
+        lock(&self.components)
+            .entry(key)
+            .or_insert_with(|| component::of_path(rec.location.file()).into())
+            .clone()
+    }
+
+    pub(super) fn task_survivor(
+        &self,
+        reg: &Registry,
+        id: Id,
+        rec: &TaskRecord,
+        await_trace: Option<AwaitTrace>,
+    ) -> Survivor {
+        let frames: Vec<Frame> = rec
+            .frames
+            .as_deref()
+            .map(|ips| lock(&self.symbols).resolve(ips))
+            .unwrap_or_default();
+        let user: Vec<Frame> = frames.into_iter().filter(|f| !f.is_runtime()).collect();
+        let mut component = self.task_component(rec).to_string();
+        if component == "tokio" || component == "std" {
+            if let Some(f) = user.first() {
+                component = component::of_function(&f.function);
+            }
+        }
+        let location = location(rec);
+        let status = self.classify(&Subject {
+            kind: Kind::Task,
+            component: &component,
+            spawn_location: Some(&location),
+            frames: &user,
+            await_trace: await_trace.as_ref(),
+            task_name: rec.name.as_deref(),
+            ..Default::default()
+        });
+        let age = reg.epoch() + Duration::from_nanos(rec.spawned_ns);
+        Survivor {
+            kind: Kind::Task,
+            id: id.to_string(),
+            component,
+            status,
+            description: format!("task spawned at {location}"),
+            spawn_location: Some(location),
+            name: rec.name.as_deref().map(str::to_string),
+            parent: rec.parent.map(|p| p.to_string()),
+            user_frame: user.first().cloned(),
+            backtrace: user,
+            await_trace,
+            age_ms: Some(ms(age.elapsed())),
+        }
+    }
+
+    pub(super) fn classify(&self, s: &Subject<'_>) -> Status {
+        match self.rules.first_match(s) {
+            Some(r) => Status::Known {
+                rule: r.name().to_string(),
+                reason: r.reason().to_string(),
+                origin: r.origin().map(str::to_string),
+            },
+            None => Status::Unknown,
+        }
+    }
+
+    pub(super) fn process_survivors(
+        &self,
+        state: &ProcessState,
+        waiting: &HashSet<i32>,
+        excluded: &mut usize,
+        test_threads: &mut usize,
+    ) -> Vec<(String, Survivor)> {
+        let mut out = Vec::new();
+        if self.kinds.threads {
+            for t in &state.threads {
+                // The thread running the check is never its leak.
+                if t.tid == self.own_tid
+                    || self.baseline.had(&self.baseline.threads, t.tid, t.start)
+                {
+                    continue;
+                }
+                if waiting.contains(&t.tid) {
+                    *excluded += 1;
+                    continue;
+                }
+                if self.is_test_thread(t) {
+                    *test_threads += 1;
+                    continue;
+                }
+                let component = self.thread_component(t);
+                let status = self.classify(&Subject {
+                    kind: Kind::Thread,
+                    component: &component,
+                    thread_name: Some(&t.name),
+                    ..Default::default()
+                });
+                let mut description = format!("thread `{}`", t.name);
+                if t.name == RUNTIME_THREAD_NAME {
+                    description.push_str(" (outlived the runtime's shutdown: a stuck spawn_blocking or block_in_place?)");
+                } else if self.is_unnamed_child_thread(t) {
+                    description.push_str(" (spawned without a name: it carries the name of the thread that spawned it, this test's)");
+                }
+                out.push((
+                    format!("t{}:{}", t.tid, t.start),
+                    Survivor::process(
+                        Kind::Thread,
+                        t.tid.to_string(),
+                        component,
+                        status,
+                        description,
+                        Some(t.name.clone()),
+                    ),
+                ));
+            }
+        }
+        if self.kinds.fds {
+            let fds = state
+                .fds
+                .iter()
+                .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())));
+            {
+                for f in fds {
+                    let component = f.kind();
+                    let target = f.describe();
+                    let status = self.classify(&Subject {
+                        kind: Kind::Fd,
+                        component: &component,
+                        fd_target: Some(&target),
+                        ..Default::default()
+                    });
+                    out.push((
+                        format!("f{}:{}", f.fd, f.target),
+                        Survivor::process(
+                            Kind::Fd,
+                            f.fd.to_string(),
+                            component,
+                            status,
+                            target,
+                            None,
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.kinds.children {
+            for c in &state.children {
+                if self.baseline.had(&self.baseline.children, c.pid, c.start) {
+                    continue;
+                }
+                let component = component::of_cmdline(&c.cmdline);
+                let status = self.classify(&Subject {
+                    kind: Kind::Child,
+                    component: &component,
+                    child_cmdline: Some(&c.cmdline),
+                    ..Default::default()
+                });
+                let description = if c.state == 'Z' {
+                    format!("{} (exited, never waited for)", c.cmdline)
+                } else {
+                    c.cmdline.clone()
+                };
+                out.push((
+                    format!("c{}:{}", c.pid, c.start),
+                    Survivor::process(
+                        Kind::Child,
+                        c.pid.to_string(),
+                        component,
+                        status,
+                        description,
+                        None,
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Survivor {
+    pub(super) fn process(
+        kind: Kind,
+        id: String,
+        component: String,
+        status: Status,
+        description: String,
+        name: Option<String>,
+    ) -> Self {
+        Survivor {
+            kind,
+            id,
+            component,
+            status,
+            description,
+            spawn_location: None,
+            name,
+            parent: None,
+            user_frame: None,
+            backtrace: Vec::new(),
+            await_trace: None,
+            age_ms: None,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Finishing a check: settle every kind, shut the runtime down, build the report, judge it.
+
+use std::time::Instant;
+
+use super::lifecycle::lifecycle;
+use super::start::{lock, ms, Check, ProcessState};
+use crate::config::Mode;
+use crate::report::{Kind, Note, Report, SettleStats, Status, Survivor, SCHEMA_VERSION};
+
+impl Check {
+    /// Finishes as a test does: [`finish`](Self::finish), then writes the JSON report to the
+    /// report directory (see [`CheckBuilder::report_dir`]), then, on an unknown survivor, panics
+    /// with the text report ([`Mode::Fail`]) or prints it to stderr ([`Mode::Warn`]).
+    ///
+    /// This is what `#[leak_test]` does after the test body.
+    pub fn finish_test(self) -> Report {
+        let (report, mode) = self.finish_and_write();
+        judge(&report, mode);
+        report
+    }
+
+    /// [`finish`](Self::finish), then the JSON report; the mode is returned for [`judge`].
+    pub(crate) fn finish_and_write(mut self) -> (Report, Mode) {
+        let report = self.conclude();
+        // Written before the check ends its turn: the next check must not see this file open.
+        crate::report::write_json(&report, &self.report_dir);
+        (report, self.mode)
+    }
+
+    /// Settles, classifies and reports. Tasks are checked while the runtime still runs (so their
+    /// await traces can be dumped); then the runtime is shut down within the shutdown timeout and
+    /// threads, descriptors and children are checked.
+    pub fn finish(mut self) -> Report {
+        self.conclude()
+    }
+
+    fn conclude(&mut self) -> Report {
+        let mut notes = std::mem::take(&mut self.notes);
+        let mut lingered = Vec::new();
+        let mut stats = SettleStats {
+            deadline_ms: ms(self.settle),
+            ..Default::default()
+        };
+        let mut survivors = Vec::new();
+        let start = Instant::now();
+
+        if self.kinds.tasks {
+            survivors.extend(self.settle_tasks(start, &mut stats, &mut lingered, &mut notes));
+        }
+        let held = self.hold_on_leak(&survivors);
+        let task_counts = self
+            .kinds
+            .tasks
+            .then(|| self.counts_with(&ProcessState::default()));
+        if let Some(rt) = self.runtime.take() {
+            let t = Instant::now();
+            rt.shutdown_timeout(self.shutdown_timeout);
+            if t.elapsed() >= self.shutdown_timeout {
+                notes.push(Note {
+                    kind: Some(Kind::Thread),
+                    message: format!(
+                        "the runtime did not shut down within {} ms: a blocking task (spawn_blocking or block_in_place) is still running; its thread is reported",
+                        self.shutdown_timeout.as_millis()
+                    ),
+                });
+            }
+        }
+        let mut last_state = ProcessState::default();
+        if self.kinds.any_process() {
+            let (found, state) = self.settle_process(&mut stats, &mut lingered);
+            if !held {
+                self.hold_on_leak(&found);
+            }
+            if let Some(note) = self.parallel_tests_note(&found, &state) {
+                notes.push(note);
+            }
+            survivors.extend(found);
+            last_state = state;
+        }
+        stats.elapsed_ms = ms(start.elapsed());
+
+        // Lifecycle: the checkpoints, then the end state.
+        let mut fin = self.counts_with(&last_state);
+        if let Some(tc) = task_counts {
+            fin.extend(tc);
+        }
+        let lifecycle = lifecycle(&lock(&self.checkpoints), fin);
+
+        survivors.sort_by(|a, b| {
+            (
+                a.status != Status::Unknown,
+                a.kind,
+                &a.component,
+                &a.description,
+            )
+                .cmp(&(
+                    b.status != Status::Unknown,
+                    b.kind,
+                    &b.component,
+                    &b.description,
+                ))
+        });
+        let clean = !survivors.iter().any(|s| s.status == Status::Unknown);
+        if stats.timed_out && clean {
+            stats.timed_out = false;
+        }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            label: self.label.clone(),
+            clean,
+            kinds: self.kinds.list(),
+            survivors,
+            lingered,
+            settle: stats,
+            lifecycle,
+            notes,
+        }
+    }
+
+    /// Keeps the process alive for the configured hold when `found` has an unknown survivor;
+    /// says whether it did.
+    fn hold_on_leak(&self, found: &[Survivor]) -> bool {
+        let unknown = found.iter().filter(|s| s.status == Status::Unknown).count();
+        if self.hold.is_zero() || unknown == 0 {
+            return false;
+        }
+        eprintln!(
+            "leakcheck: {unknown} unknown survivor(s) in `{}`: holding pid {} for {} s before shutting down; attach tokio-console or a debugger now",
+            self.label.as_deref().unwrap_or("check"),
+            std::process::id(),
+            self.hold.as_secs()
+        );
+        std::thread::sleep(self.hold);
+        true
+    }
+}
+
+/// Fails (panics with the text report) or warns (prints it) when `report` has an unknown
+/// survivor.
+pub(crate) fn judge(report: &Report, mode: Mode) {
+    if !report.is_clean() {
+        match mode {
+            Mode::Warn => eprintln!("{}", report.to_text()),
+            _ => panic!("{}", report.to_text()),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Starting a check: the runtime it builds, the baseline it takes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::task::Id;
+
+use super::settle::poll_until;
+use super::turns::Turn;
+use crate::config::{CheckBuilder, Kinds, Mode, ReportDir};
+use crate::process;
+use crate::report::{Kind, Note};
+use crate::rules::RuleSet;
+use crate::tasks::{self, Registry, Symbolizer, TaskRecord};
+use crate::Error;
+
+/// The component of a thread spawned without a name from the check's thread.
+pub(super) const UNNAMED_THREAD: &str = "unnamed thread";
+
+/// Worker and blocking threads of a runtime built by leakcheck carry this name.
+pub const RUNTIME_THREAD_NAME: &str = "leakcheck-rt";
+
+/// Which runtime a check builds.
+pub(crate) enum RuntimeSpec {
+    None,
+    /// A current-thread runtime, its clock paused or not.
+    CurrentThread(bool),
+    MultiThread(usize),
+    Custom(Box<tokio::runtime::Builder>),
+}
+
+impl CheckBuilder {
+    /// Starts a check of the process-wide kinds only (threads, descriptors, children): for
+    /// synchronous code.
+    pub fn start(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::None)
+    }
+
+    /// Starts a check with an instrumented current-thread runtime.
+    pub fn start_current_thread(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::CurrentThread(false))
+    }
+
+    /// Starts a check with an instrumented current-thread runtime whose clock starts paused
+    /// (as `#[tokio::test(start_paused = true)]`).
+    pub fn start_current_thread_paused(self) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::CurrentThread(true))
+    }
+
+    /// Starts a check with an instrumented multi-thread runtime of `workers` threads.
+    pub fn start_multi_thread(self, workers: usize) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::MultiThread(workers.max(1)))
+    }
+
+    /// Starts a check on a runtime built from the caller's own `builder`, after installing the
+    /// task hooks on it (they replace any spawn/terminate hooks the builder had).
+    pub fn start_with(self, builder: tokio::runtime::Builder) -> Result<Check, Error> {
+        Check::start(self, RuntimeSpec::Custom(Box::new(builder)))
+    }
+}
+
+/// One reading of the process-wide kinds a check tracks.
+#[derive(Default)]
+pub(super) struct ProcessState {
+    pub(super) threads: Vec<process::Thread>,
+    pub(super) fds: Vec<process::Fd>,
+    pub(super) children: Vec<process::Child>,
+}
+
+impl ProcessState {
+    pub(super) fn read(kinds: &Kinds) -> Self {
+        Self {
+            threads: if kinds.threads {
+                process::threads()
+            } else {
+                Vec::new()
+            },
+            fds: if kinds.fds {
+                process::fds()
+            } else {
+                Vec::new()
+            },
+            children: if kinds.children {
+                process::children()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// Live counts per (kind, component).
+pub(super) type Counts = BTreeMap<(Kind, String), usize>;
+
+pub(super) struct Baseline {
+    /// `process::boot_ticks()` at the baseline: anything that started before is not new.
+    pub(super) ticks: u64,
+    pub(super) tasks: FxHashSet<Id>,
+    pub(super) task_count: usize,
+    pub(super) threads: HashSet<(i32, u64)>,
+    pub(super) fds: HashSet<(i32, String)>,
+    pub(super) children: HashSet<(i32, u64)>,
+}
+
+impl Baseline {
+    /// Whether a thread or child (`id`, start time) existed at the baseline: listed then, or
+    /// started before it (a listing of `/proc` can miss an entry; a start time cannot lie).
+    pub(super) fn had(&self, listed: &HashSet<(i32, u64)>, id: i32, start: u64) -> bool {
+        start < self.ticks || listed.contains(&(id, start))
+    }
+}
+
+/// A running leak check. See the [module docs](self).
+pub struct Check {
+    pub(super) label: Option<String>,
+    pub(super) settle: Duration,
+    pub(super) dump_timeout: Duration,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) kinds: Kinds,
+    pub(super) rules: RuleSet,
+    pub(super) runtime: Option<tokio::runtime::Runtime>,
+    pub(super) registry: Option<Arc<Registry>>,
+    pub(super) baseline: Baseline,
+    pub(super) checkpoints: Mutex<Vec<(String, Counts)>>,
+    pub(super) components: Mutex<FxHashMap<usize, Arc<str>>>,
+    pub(super) symbols: Mutex<Symbolizer>,
+    pub(super) notes: Vec<Note>,
+    pub(super) mode: Mode,
+    pub(super) report_dir: ReportDir,
+    pub(super) hold: Duration,
+    /// Names of this test binary's tests when running under parallel libtest.
+    pub(super) test_names: Option<&'static HashSet<String>>,
+    pub(super) own_tid: i32,
+    /// This thread's name: a thread spawned without a name inherits it.
+    pub(super) own_name: String,
+    /// The main thread's name: libtest's new test threads carry it until they rename.
+    pub(super) main_name: String,
+    pub(super) _turn: Turn,
+}
+
+impl Check {
+    /// A builder with every setting at its default (nothing read from the environment).
+    pub fn builder() -> CheckBuilder {
+        CheckBuilder::default()
+    }
+
+    pub(crate) fn start(cfg: CheckBuilder, spec: RuntimeSpec) -> Result<Check, Error> {
+        let mut kinds = cfg.kinds;
+        let mut notes = Vec::new();
+        if matches!(spec, RuntimeSpec::None) {
+            kinds.tasks = false;
+        }
+        if kinds.any_process() && !process::supported() {
+            notes.push(Note {
+                kind: None,
+                message: "threads, file descriptors and child processes are not checked on this platform (no /proc)".into(),
+            });
+            kinds.threads = false;
+            kinds.fds = false;
+            kinds.children = false;
+        }
+        // Process-wide kinds would blame one check for another's resources (its runtime's
+        // threads and descriptors included): such a check runs alone.
+        let turn = Turn::acquire(kinds.any_process());
+        let test_names = if kinds.threads && cfg.in_leak_test {
+            process::sibling_test_names()
+        } else {
+            None
+        };
+        if kinds.any_process() && !matches!(spec, RuntimeSpec::None) {
+            warm_up_tokio_globals();
+        }
+        // The baseline comes before the runtime exists, so its threads and descriptors are
+        // checked too: they must be gone once it shuts down.
+        let ticks = process::boot_ticks();
+        let state = ProcessState::read(&kinds);
+
+        let mut registry = None;
+        let workers = match spec {
+            RuntimeSpec::MultiThread(n) => n,
+            _ => 0,
+        };
+        let runtime = match spec {
+            RuntimeSpec::None => None,
+            spec => {
+                let custom = matches!(spec, RuntimeSpec::Custom(_));
+                let reg = Registry::new(cfg.backtraces);
+                let mut b = match spec {
+                    RuntimeSpec::CurrentThread(paused) => {
+                        let mut b = tokio::runtime::Builder::new_current_thread();
+                        b.start_paused(paused);
+                        b
+                    }
+                    RuntimeSpec::MultiThread(n) => {
+                        let mut b = tokio::runtime::Builder::new_multi_thread();
+                        b.worker_threads(n);
+                        b
+                    }
+                    RuntimeSpec::Custom(b) => *b,
+                    RuntimeSpec::None => unreachable!(),
+                };
+                if !custom {
+                    b.thread_name(RUNTIME_THREAD_NAME).enable_all();
+                }
+                if tasks::instrument(&mut b, &reg) {
+                    registry = Some(reg);
+                } else if kinds.tasks {
+                    notes.push(Note {
+                        kind: Some(Kind::Task),
+                        message: "tasks are counted, not identified: build with RUSTFLAGS=\"--cfg tokio_unstable\" for spawn sites, backtraces and await traces".into(),
+                    });
+                }
+                Some(b.build().map_err(Error::Runtime)?)
+            }
+        };
+        if kinds.threads && workers > 0 {
+            wait_for_named_workers(workers);
+        }
+        let task_count = runtime
+            .as_ref()
+            .map_or(0, |r| r.metrics().num_alive_tasks());
+        let baseline = Baseline {
+            ticks,
+            tasks: registry.as_ref().map(|r| r.ids()).unwrap_or_default(),
+            task_count,
+            threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
+            fds: state.fds.iter().map(|f| (f.fd, f.target.clone())).collect(),
+            children: state.children.iter().map(|c| (c.pid, c.start)).collect(),
+        };
+        let check = Check {
+            label: cfg.label,
+            settle: cfg.settle,
+            dump_timeout: cfg.dump_timeout,
+            shutdown_timeout: cfg.shutdown_timeout,
+            kinds,
+            rules: cfg.rules,
+            runtime,
+            registry,
+            baseline,
+            checkpoints: Mutex::new(Vec::new()),
+            components: Mutex::new(FxHashMap::default()),
+            symbols: Mutex::new(Symbolizer::default()),
+            notes,
+            mode: cfg.mode,
+            report_dir: cfg.report_dir,
+            hold: cfg.hold,
+            test_names,
+            own_tid: process::current_tid(),
+            own_name: process::stat(&format!("/proc/self/task/{}/stat", process::current_tid()))
+                .map(|s| s.comm)
+                .unwrap_or_default(),
+            main_name: process::stat("/proc/self/stat")
+                .map(|s| s.comm)
+                .unwrap_or_default(),
+            _turn: turn,
+        };
+        let counts = check.counts_with(&state);
+        lock(&check.checkpoints).push(("baseline".into(), counts));
+        Ok(check)
+    }
+
+    /// The checked runtime's handle, to spawn onto it or enter it.
+    ///
+    /// # Panics
+    /// When the check was started without a runtime ([`CheckBuilder::start`]).
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime().handle()
+    }
+
+    /// Runs `future` to completion on the checked runtime.
+    ///
+    /// # Panics
+    /// When the check was started without a runtime ([`CheckBuilder::start`]).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime().block_on(future)
+    }
+
+    pub(crate) fn runtime_ref(&self) -> &tokio::runtime::Runtime {
+        self.runtime()
+    }
+
+    pub(super) fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("this check has no runtime: start it with start_current_thread, start_multi_thread or start_with")
+    }
+}
+
+/// `file:line:column` of a task's spawn.
+pub(super) fn location(rec: &TaskRecord) -> String {
+    let l = rec.location;
+    format!("{}:{}:{}", l.file(), l.line(), l.column())
+}
+
+pub(super) fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new thread carries its creator's name until it names itself. Wait (briefly, bounded) until
+/// the runtime's workers have, so that checkpoints count them under the runtime's component.
+fn wait_for_named_workers(workers: usize) {
+    poll_until(Duration::from_millis(100), || {
+        process::threads()
+            .iter()
+            .filter(|t| t.name == RUNTIME_THREAD_NAME)
+            .count()
+            >= workers
+    });
+}
+
+/// tokio creates a process-wide socket pair for signal delivery the first time a runtime with a
+/// signal driver is built, and keeps it for the life of the process: a harmless singleton. Create
+/// it before the first baseline so that no check blames its test for it.
+fn warm_up_tokio_globals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            drop(rt);
+        }
+    });
+}
