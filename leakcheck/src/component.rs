@@ -68,10 +68,9 @@ pub(crate) fn of_thread(name: &str) -> String {
     if name.starts_with("rdk:") {
         return "rdkafka".into();
     }
-    if name == crate::check::RUNTIME_THREAD_NAME {
-        return "tokio (checked runtime)".into();
-    }
-    if name.starts_with("tokio-runtime-w") {
+    // tokio's default names: `tokio-rt-worker` (1.4x), `tokio-runtime-worker` before (cut to
+    // 15 bytes by Linux).
+    if name.starts_with("tokio-runtime-w") || name == "tokio-rt-worker" {
         return "tokio".into();
     }
     let trimmed =
@@ -110,6 +109,8 @@ mod tests {
         );
         assert_eq!(of_function("<eventbus::Bus as Drop>::drop"), "eventbus");
         assert_eq!(of_thread("rdk:broker1001"), "rdkafka");
+        assert_eq!(of_thread("tokio-rt-worker"), "tokio");
+        assert_eq!(of_thread("tokio-runtime-w"), "tokio");
         assert_eq!(of_thread("metrics-ticker-3"), "metrics-ticker");
         assert_eq!(of_thread("42"), "42");
         assert_eq!(of_cmdline("/usr/bin/sleep 30"), "sleep");

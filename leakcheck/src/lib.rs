@@ -29,7 +29,7 @@ pub use report::{
     SCHEMA_VERSION,
 };
 pub use rules::{FileConfig, Rule, RuleBuilder, RuleSet};
-pub use tasks::with_task_name;
+pub use tasks::{spawn_local, with_task_name, LocalSet};
 pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
 
 /// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.

@@ -46,6 +46,12 @@ pub fn assert_detected(name: &str, report: &Report) {
         extra.is_empty(),
         "`{name}`: unexpected unknown survivors {extra:#?}\n{text}"
     );
+    for fragment in s.notes {
+        assert!(
+            report.notes.iter().any(|n| n.message.contains(fragment)),
+            "`{name}`: expected a note with {fragment:?}:\n{text}"
+        );
+    }
     if !s.leaky_passes {
         assert!(
             text.starts_with("leakcheck: leaked"),

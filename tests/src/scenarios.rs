@@ -92,6 +92,9 @@ pub struct Scenario {
     pub expected: &'static [Expected],
     /// Whether the leaky variant still passes (lingering tasks, known survivors).
     pub leaky_passes: bool,
+    /// Fragments the leaky variant's notes must contain (what the report says beside its
+    /// survivors).
+    pub notes: &'static [&'static str],
 }
 
 fn multi(b: CheckBuilder) -> Check {
@@ -429,6 +432,167 @@ fn forgotten_pending(leaky: bool) -> BoxedBody {
     })
 }
 
+/// A `LocalSet` forgotten with a pending task: tokio's hooks never see its tasks.
+fn local_set_forgotten(leaky: bool) -> BoxedBody {
+    block(async move {
+        {
+            let local = leakcheck::LocalSet::new();
+            local.spawn_local(std::future::pending::<()>());
+            if leaky {
+                std::mem::forget(local);
+            }
+        }
+        Vec::new()
+    })
+}
+
+/// Kills and reaps a process that is not a `std::process::Child` (an adopted orphan).
+struct ReapPid(i32);
+impl Drop for ReapPid {
+    fn drop(&mut self) {
+        // SAFETY: signals and waits for one pid.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// A grandchild whose parent exits at once (a daemonizing script).
+fn orphaned_grandchild(leaky: bool) -> Leftovers {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let orphan = ReapPid(pid);
+    if leaky {
+        return vec![Box::new(orphan)];
+    }
+    // The check made this process its subreaper: the orphan is its child now.
+    drop(orphan);
+    Vec::new()
+}
+
+/// Synchronous code that builds the process's first tokio runtime (as a blocking HTTP client
+/// does): tokio's process-wide signal socket pair is not the test's leak.
+fn sync_builds_a_runtime(leaky: bool) -> Leftovers {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { tokio::task::yield_now().await });
+    if leaky {
+        // The bug: the runtime (and its driver) is kept.
+        return vec![Box::new(rt)];
+    }
+    drop(rt);
+    Vec::new()
+}
+
+/// A task that blocks its worker thread: the task dump cannot finish, and leakcheck's own dump
+/// thread must not be reported.
+fn task_blocks_its_worker(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (tx, rx) = mpsc::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = rx.recv();
+        });
+        if leaky {
+            return vec![Box::new(Release(tx)) as Box<dyn Send>];
+        }
+        drop(tx);
+        task.await.unwrap();
+        Vec::new()
+    })
+}
+
+fn blocked_worker_timeouts(b: CheckBuilder) -> CheckBuilder {
+    b.settle_deadline(Duration::from_millis(100))
+        .dump_timeout(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_millis(100))
+}
+
+/// A thread spawned without a name from inside a task: it carries the worker's name.
+fn unnamed_thread_from_task(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (tx, rx) = mpsc::channel::<()>();
+        let t = tokio::spawn(async move {
+            std::thread::spawn(move || {
+                let _ = rx.recv();
+            })
+        })
+        .await
+        .unwrap();
+        if leaky {
+            return vec![Box::new(Release(tx)) as Box<dyn Send>];
+        }
+        drop(tx);
+        t.join().unwrap();
+        Vec::new()
+    })
+}
+
+/// A task on a paused clock: 10 ms of virtual time from its end (clean), or an hour (leaky).
+fn paused_clock_sleeper(leaky: bool) -> BoxedBody {
+    let wait = if leaky {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_millis(10)
+    };
+    block(async move {
+        tokio::spawn(tokio::time::sleep(wait));
+        Vec::new()
+    })
+}
+
+fn paused(b: CheckBuilder) -> Check {
+    b.start_current_thread_paused().expect("start check")
+}
+
+/// A task waiting on a `watch` channel, allowed by an await-point rule.
+fn watch_waiter(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (tx, mut rx) = tokio::sync::watch::channel(0u32);
+        let task = tokio::spawn(async move { while rx.changed().await.is_ok() {} });
+        tokio::task::yield_now().await;
+        if leaky {
+            return vec![Box::new(tx) as Box<dyn Send>];
+        }
+        drop(tx);
+        task.await.unwrap();
+        Vec::new()
+    })
+}
+
+fn allow_watch(b: CheckBuilder) -> CheckBuilder {
+    b.allow(
+        Rule::builder(
+            "config-watcher",
+            "waits for configuration changes for the life of the process",
+        )
+        .kind(Kind::Task)
+        .await_point("watch")
+        .build()
+        .unwrap(),
+    )
+}
+
+/// An accept loop left running: its listening socket is closed only by the runtime's shutdown.
+fn accept_loop(leaky: bool) -> BoxedBody {
+    block(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let task = tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+        tokio::task::yield_now().await;
+        if !leaky {
+            task.abort();
+            let _ = task.await;
+        }
+        Vec::new()
+    })
+}
+
 type BoxedBody = Pin<Box<dyn Future<Output = Leftovers> + Send>>;
 
 fn block(f: impl Future<Output = Leftovers> + Send + 'static) -> BoxedBody {
@@ -463,6 +627,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(infinite_loop),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "channel_sender_kept_alive",
@@ -471,6 +636,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(channel_blocked),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "interval_never_cancelled",
@@ -479,6 +645,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(interval_loop),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "pool_close_skips_dispatcher",
@@ -487,6 +654,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(pool_dispatcher),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "stuck_spawn_blocking",
@@ -501,6 +669,7 @@ pub const SCENARIOS: &[Scenario] = &[
             exp!(Fd, "unix", "unix"),
         ],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "std_thread_never_joined",
@@ -509,6 +678,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(std_thread),
         expected: &[exp!(Thread, "orphan-worker", "thread `orphan-worker`")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "unnamed_thread_never_joined",
@@ -517,6 +687,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(unnamed_thread),
         expected: &[exp!(Thread, "unnamed thread", "spawned without a name")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "tcp_connection_left_open",
@@ -525,6 +696,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(tcp_left_open),
         expected: &[exp!(Fd, "tcp", "tcp 127.0.0.1:")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "child_left_running",
@@ -533,6 +705,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(child_running),
         expected: &[exp!(Child, "sleep", "sleep 30")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "child_never_waited",
@@ -541,6 +714,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(child_never_waited),
         expected: &[exp!(Child, "true", "never waited for")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "file_left_open",
@@ -549,6 +723,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Sync(file_left_open),
         expected: &[exp!(Fd, "file", "leakcheck-scenario-")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "task_lingers_50ms",
@@ -557,6 +732,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(lingers_50ms),
         expected: &[],
         leaky_passes: true,
+        notes: &[],
     },
     Scenario {
         name: "task_exits_after_deadline",
@@ -565,6 +741,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(exits_after_deadline),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "known_singleton",
@@ -573,6 +750,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(known_singleton),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs", known "metrics-ticker")],
         leaky_passes: true,
+        notes: &[],
     },
     Scenario {
         name: "task_spawned_by_leaked_task",
@@ -581,6 +759,7 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(spawned_by_leaked),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
     },
     Scenario {
         name: "join_handle_dropped_on_pending",
@@ -589,6 +768,103 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Async(forgotten_pending),
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "local_set_forgotten",
+        configure: same,
+        start: current,
+        body: Body::Async(local_set_forgotten),
+        expected: &[exp!(
+            Task,
+            THIS_FILE,
+            "LocalSet task spawned at tests/src/scenarios.rs"
+        )],
+        leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "orphaned_grandchild",
+        configure: same,
+        start: sync,
+        body: Body::Sync(orphaned_grandchild),
+        expected: &[exp!(Child, "sleep", "sleep 30")],
+        leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "sync_check_builds_first_runtime",
+        configure: same,
+        start: sync,
+        body: Body::Sync(sync_builds_a_runtime),
+        expected: &[
+            exp!(Fd, "epoll", "eventpoll"),
+            exp!(Fd, "eventfd", "eventfd"),
+            // The runtime's signal driver's copy of tokio's process-wide receiver.
+            exp!(Fd, "unix", "unix"),
+        ],
+        leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "task_blocks_its_worker",
+        configure: blocked_worker_timeouts,
+        start: multi,
+        body: Body::Async(task_blocks_its_worker),
+        expected: &[
+            exp!(Task, THIS_FILE, "tests/src/scenarios.rs"),
+            exp!(
+                Thread,
+                "tokio (checked runtime)",
+                "a worker of the checked runtime"
+            ),
+            // The blocked worker keeps the runtime's drivers alive.
+            exp!(Fd, "epoll", "eventpoll"),
+            exp!(Fd, "eventfd", "eventfd"),
+            exp!(Fd, "unix", "unix"),
+        ],
+        leaky_passes: false,
+        notes: &["the task dump did not finish"],
+    },
+    Scenario {
+        name: "unnamed_thread_from_task",
+        configure: same,
+        start: multi,
+        body: Body::Async(unnamed_thread_from_task),
+        expected: &[exp!(
+            Thread,
+            "unnamed thread",
+            "from inside the checked runtime"
+        )],
+        leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "paused_clock_sleeper",
+        configure: same,
+        start: paused,
+        body: Body::Async(paused_clock_sleeper),
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+        notes: &[],
+    },
+    Scenario {
+        name: "await_point_rule_allows_watch",
+        configure: allow_watch,
+        start: multi,
+        body: Body::Async(watch_waiter),
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs", known "config-watcher")],
+        leaky_passes: true,
+        notes: &[],
+    },
+    Scenario {
+        name: "accept_loop_left_running",
+        configure: same,
+        start: multi,
+        body: Body::Async(accept_loop),
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+        notes: &["held by the leaked task(s)", "tcp 127.0.0.1:"],
     },
 ];
 

@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use tokio::task::Id;
 
-use super::start::{location, lock, ms, Check, ProcessState, RUNTIME_THREAD_NAME, UNNAMED_THREAD};
+use super::start::{
+    location, lock, ms, Check, ProcessState, RuntimeRole, RUNTIME_COMPONENT, RUNTIME_THREAD_NAME,
+    UNNAMED_THREAD,
+};
 use super::turns::Turn;
 use crate::component;
 use crate::process;
 use crate::report::{Kind, Note, Status, Survivor};
 use crate::rules::Subject;
-use crate::tasks::{AwaitTrace, Frame, Registry, TaskRecord};
+use crate::tasks::{self, AwaitTrace, Frame, Registry, TaskRecord};
 
 impl Check {
     /// When an unknown process-wide survivor is found while other (unchecked) tests run in
@@ -65,11 +68,41 @@ impl Check {
     }
 
     pub(super) fn thread_component(&self, t: &process::Thread) -> String {
-        if self.is_unnamed_child_thread(t) {
-            UNNAMED_THREAD.into()
-        } else {
-            component::of_thread(&t.name)
+        self.thread_origin(t).0
+    }
+
+    /// A thread's component, and what it is when its name alone does not say: the checked
+    /// runtime's worker or blocking thread, or a thread spawned without a name (which carries
+    /// its creator's name: the test's, or the runtime thread's when a task spawned it).
+    fn thread_origin(&self, t: &process::Thread) -> (String, Option<&'static str>) {
+        if t.name == RUNTIME_THREAD_NAME {
+            let role = self.runtime_threads.as_ref().map(|r| r.role(t.tid));
+            return match role {
+                Some(Some(RuntimeRole::Worker)) => (
+                    RUNTIME_COMPONENT.into(),
+                    Some("a worker of the checked runtime, still running after its shutdown: a task blocks it (a blocking call in async code?)"),
+                ),
+                Some(Some(RuntimeRole::Unknown)) | None => (
+                    RUNTIME_COMPONENT.into(),
+                    Some("outlived the runtime's shutdown: a stuck spawn_blocking or block_in_place, or a worker blocked by a task?"),
+                ),
+                Some(Some(RuntimeRole::Blocking)) => (
+                    RUNTIME_COMPONENT.into(),
+                    Some("a blocking-pool thread of the checked runtime, still running after its shutdown: a stuck spawn_blocking or block_in_place"),
+                ),
+                Some(None) => (
+                    UNNAMED_THREAD.into(),
+                    Some("spawned without a name from inside the checked runtime (by a task or a blocking closure): it carries the runtime thread's name"),
+                ),
+            };
         }
+        if self.is_unnamed_child_thread(t) {
+            return (
+                UNNAMED_THREAD.into(),
+                Some("spawned without a name: it carries the name of the thread that spawned it, this test's"),
+            );
+        }
+        (component::of_thread(&t.name), None)
     }
 
     pub(super) fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
@@ -126,6 +159,51 @@ impl Check {
         }
     }
 
+    /// `leakcheck::LocalSet` tasks spawned during the check, on its thread or its runtime's,
+    /// and still alive: their `LocalSet` was forgotten, kept, or is not being run.
+    pub(super) fn local_task_survivors(&self) -> Vec<Survivor> {
+        let ours = |tid: i32| {
+            tid == self.own_tid
+                || self
+                    .runtime_threads
+                    .as_ref()
+                    .is_some_and(|r| r.role(tid).is_some())
+        };
+        let mut out: Vec<Survivor> = tasks::local_tasks()
+            .into_iter()
+            .filter(|(id, rec)| !self.baseline.local_tasks.contains(id) && ours(rec.tid))
+            .map(|(id, rec)| {
+                let l = rec.location;
+                let location = format!("{}:{}:{}", l.file(), l.line(), l.column());
+                let component = component::of_path(l.file());
+                let status = self.classify(&Subject {
+                    kind: Kind::Task,
+                    component: &component,
+                    spawn_location: Some(&location),
+                    ..Default::default()
+                });
+                Survivor {
+                    kind: Kind::Task,
+                    id: format!("local-{id}"),
+                    component,
+                    status,
+                    description: format!(
+                        "LocalSet task spawned at {location} (its LocalSet is still alive and was not run to the task's end: forgotten, kept in a static, or never dropped)"
+                    ),
+                    spawn_location: Some(location),
+                    name: None,
+                    parent: None,
+                    user_frame: None,
+                    backtrace: Vec::new(),
+                    await_trace: None,
+                    age_ms: Some(ms(rec.spawned.elapsed())),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.age_ms.map(|a| -(a as i64)));
+        out
+    }
+
     pub(super) fn classify(&self, s: &Subject<'_>) -> Status {
         match self.rules.first_match(s) {
             Some(r) => Status::Known {
@@ -149,6 +227,7 @@ impl Check {
             for t in &state.threads {
                 // The thread running the check is never its leak.
                 if t.tid == self.own_tid
+                    || process::is_own(t)
                     || self.baseline.had(&self.baseline.threads, t.tid, t.start)
                 {
                     continue;
@@ -161,7 +240,7 @@ impl Check {
                     *test_threads += 1;
                     continue;
                 }
-                let component = self.thread_component(t);
+                let (component, why) = self.thread_origin(t);
                 let status = self.classify(&Subject {
                     kind: Kind::Thread,
                     component: &component,
@@ -169,10 +248,10 @@ impl Check {
                     ..Default::default()
                 });
                 let mut description = format!("thread `{}`", t.name);
-                if t.name == RUNTIME_THREAD_NAME {
-                    description.push_str(" (outlived the runtime's shutdown: a stuck spawn_blocking or block_in_place?)");
-                } else if self.is_unnamed_child_thread(t) {
-                    description.push_str(" (spawned without a name: it carries the name of the thread that spawned it, this test's)");
+                if let Some(why) = why {
+                    description.push_str(" (");
+                    description.push_str(why);
+                    description.push(')');
                 }
                 out.push((
                     format!("t{}:{}", t.tid, t.start),
@@ -228,11 +307,20 @@ impl Check {
                     child_cmdline: Some(&c.cmdline),
                     ..Default::default()
                 });
-                let description = if c.state == 'Z' {
+                let mut description = if c.state == 'Z' {
                     format!("{} (exited, never waited for)", c.cmdline)
                 } else {
                     c.cmdline.clone()
                 };
+                match (&c.parent, c.orphan) {
+                    (Some((pid, cmd)), false) => {
+                        description.push_str(&format!(" (started by `{cmd}`, pid {pid})"))
+                    }
+                    (Some((pid, cmd)), true) => description.push_str(&format!(
+                        " (orphaned: started by `{cmd}`, pid {pid}, which exited; re-parented to the test process)"
+                    )),
+                    (None, true) | (None, false) => {}
+                }
                 out.push((
                     format!("c{}:{}", c.pid, c.start),
                     Survivor::process(

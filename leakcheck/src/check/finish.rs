@@ -5,6 +5,7 @@ use std::time::Instant;
 use super::lifecycle::lifecycle;
 use super::start::{lock, ms, Check, ProcessState};
 use crate::config::Mode;
+use crate::process;
 use crate::report::{Kind, Note, Report, SettleStats, Status, Survivor, SCHEMA_VERSION};
 
 impl Check {
@@ -46,13 +47,33 @@ impl Check {
 
         if self.kinds.tasks {
             survivors.extend(self.settle_tasks(start, &mut stats, &mut lingered, &mut notes));
+            survivors.extend(self.local_task_survivors());
         }
         let held = self.hold_on_leak(&survivors);
         let task_counts = self
             .kinds
             .tasks
             .then(|| self.counts_with(&ProcessState::default()));
+        // What leaked tasks hold is closed when the runtime drops them: read it first.
+        let fds_before_shutdown = (self.kinds.fds
+            && survivors
+                .iter()
+                .any(|s| s.kind == Kind::Task && s.status == Status::Unknown))
+        .then(|| {
+            // Described now: a socket's address is gone from /proc once it is closed.
+            process::fds()
+                .into_iter()
+                .filter(|f| !matches!(f.kind().as_str(), "epoll" | "eventfd"))
+                .map(|f| {
+                    let d = f.describe();
+                    (f, d)
+                })
+                .collect::<Vec<_>>()
+        });
         if let Some(rt) = self.runtime.take() {
+            if let Some(threads) = &self.runtime_threads {
+                threads.note_workers(&rt);
+            }
             let t = Instant::now();
             rt.shutdown_timeout(self.shutdown_timeout);
             if t.elapsed() >= self.shutdown_timeout {
@@ -75,6 +96,9 @@ impl Check {
                 notes.push(note);
             }
             survivors.extend(found);
+            if let Some(before) = fds_before_shutdown {
+                notes.extend(self.held_by_leaked_tasks(&before, &state));
+            }
             last_state = state;
         }
         stats.elapsed_ms = ms(start.elapsed());
@@ -115,6 +139,37 @@ impl Check {
             lifecycle,
             notes,
         }
+    }
+
+    /// Descriptors opened during the check that the leaked tasks kept open until the runtime
+    /// shut down (dropping them): an accept loop's listener, a client's socket. The runtime's
+    /// own drivers (epoll, eventfd) are not listed.
+    fn held_by_leaked_tasks(
+        &self,
+        before: &[(process::Fd, String)],
+        after: &ProcessState,
+    ) -> Option<Note> {
+        let held: Vec<&str> = before
+            .iter()
+            .filter(|(f, _)| !self.baseline.fds.contains(&(f.fd, f.target.clone())))
+            .filter(|(f, _)| {
+                !after
+                    .fds
+                    .iter()
+                    .any(|a| a.fd == f.fd && a.target == f.target)
+            })
+            .map(|(_, d)| d.as_str())
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        Some(Note {
+            kind: Some(Kind::Fd),
+            message: format!(
+                "held by the leaked task(s) until the runtime shut down and dropped them: {}",
+                held.join(", ")
+            ),
+        })
     }
 
     /// Keeps the process alive for the configured hold when `found` has an unknown survivor;

@@ -6,6 +6,7 @@ use super::settle::poll_until;
 use super::start::{lock, Check, Counts, ProcessState};
 use super::turns::Turn;
 use crate::component;
+use crate::process;
 use crate::report::{Kind, Lifecycle, LifecycleRow};
 
 /// How long a checkpoint waits for a multi-thread runtime's workers to park (tasks that keep
@@ -72,7 +73,10 @@ impl Check {
         }
         let waiting = Turn::waiting();
         for t in threads.iter().filter(|t| {
-            t.tid != self.own_tid && !waiting.contains(&t.tid) && !self.is_test_thread(t)
+            t.tid != self.own_tid
+                && !process::is_own(t)
+                && !waiting.contains(&t.tid)
+                && !self.is_test_thread(t)
         }) {
             *c.entry((Kind::Thread, self.thread_component(t)))
                 .or_default() += 1;

@@ -7,17 +7,20 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::Id;
 
-use super::start::{ms, Check, ProcessState, RUNTIME_THREAD_NAME};
+use super::start::{ms, Check, ProcessState, RUNTIME_COMPONENT, RUNTIME_THREAD_NAME};
 use super::turns::Turn;
 use crate::report::{Kind, Lingered, Note, SettleStats, Status, Survivor};
 use crate::rules::Subject;
-use crate::tasks::{self, DumpOutcome, Registry, TaskRecord};
+use crate::tasks::{self, AwaitTrace, DumpOutcome, Registry, TaskRecord};
 
 pub(super) const BACKOFF_START: Duration = Duration::from_micros(50);
 pub(super) const BACKOFF_CAP: Duration = Duration::from_millis(5);
 
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 4;
+
+/// At most this many tasks are dumped per settling round for rules that match await points.
+const AWAIT_RULE_DUMP_LIMIT: usize = 256;
 
 impl Check {
     pub(super) fn settle_tasks(
@@ -39,11 +42,34 @@ impl Check {
         // Nobody drives a current-thread runtime once the body returned: settling must, or an
         // aborted task would never get to exit.
         let drive = rt.handle().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+        // Driving it sleeps on its clock: a paused clock auto-advances, so a task a few virtual
+        // milliseconds from its end gets there; the deadline bounds virtual time as well.
+        let virtual_start = drive.then(|| rt.block_on(async { tokio::time::Instant::now() }));
         let mut backoff = BACKOFF_START;
+        // Await traces taken while settling, when a rule matches await points: a survivor such
+        // a rule allows is known at once, not after the deadline.
+        let await_rules = self.rules.uses_await_point();
+        let mut traces: FxHashMap<Id, AwaitTrace> = FxHashMap::default();
+        let mut dumps_work = true;
         let survivors = loop {
             stats.rounds += 1;
             let seen = reg.terminations();
-            let (live, unknown) = self.task_round(reg);
+            let (live, mut unknown) = self.task_round(reg, &traces);
+            if unknown && await_rules && dumps_work {
+                let missing: FxHashSet<Id> = live
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !traces.contains_key(id))
+                    .take(AWAIT_RULE_DUMP_LIMIT)
+                    .collect();
+                if !missing.is_empty() {
+                    match tasks::dump(rt, &missing, self.dump_timeout) {
+                        DumpOutcome::Done(more) => traces.extend(more),
+                        _ => dumps_work = false,
+                    }
+                    unknown = self.any_unknown(reg, &live, &traces);
+                }
+            }
             match &first {
                 None => first = Some(live.clone()),
                 Some(f) => {
@@ -56,20 +82,22 @@ impl Check {
                 }
             }
             let now = Instant::now();
-            if !unknown || now >= deadline {
+            let virtual_elapsed = virtual_start.map(|v| rt.block_on(async move { v.elapsed() }));
+            if !unknown || now >= deadline || virtual_elapsed.is_some_and(|v| v >= self.settle) {
                 stats.timed_out = unknown;
                 break live;
             }
             if drive {
+                let step = backoff.min(deadline - now);
                 rt.block_on(async {
                     for _ in 0..8 {
                         tokio::task::yield_now().await;
                     }
+                    if reg.terminations() == seen {
+                        tokio::time::sleep(step).await;
+                    }
                 });
-                if reg.terminations() == seen {
-                    reg.wait_for_termination(seen, backoff.min(deadline - now));
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
             } else {
                 // Event-driven: the terminate hook wakes us.
                 reg.wait_for_termination(seen, deadline - now);
@@ -108,8 +136,21 @@ impl Check {
             })
             .map(|(id, _)| *id)
             .collect();
-        let traces = match tasks::dump(rt, &wanted, self.dump_timeout) {
-            DumpOutcome::Done(traces) => traces,
+        let missing: FxHashSet<Id> = wanted
+            .iter()
+            .filter(|id| !traces.contains_key(*id))
+            .copied()
+            .collect();
+        let dumped = if missing.is_empty() {
+            DumpOutcome::Done(FxHashMap::default())
+        } else {
+            tasks::dump(rt, &missing, self.dump_timeout)
+        };
+        let traces = match dumped {
+            DumpOutcome::Done(more) => {
+                traces.extend(more);
+                traces
+            }
             DumpOutcome::TimedOut(t) => {
                 notes.push(Note {
                     kind: Some(Kind::Task),
@@ -186,7 +227,7 @@ impl Check {
     pub(crate) fn bench_task_round(&self) -> (usize, bool) {
         match &self.registry {
             Some(reg) => {
-                let (live, unknown) = self.task_round(reg);
+                let (live, unknown) = self.task_round(reg, &FxHashMap::default());
                 (live.len(), unknown)
             }
             None => (0, false),
@@ -195,14 +236,30 @@ impl Check {
 
     /// One settling round: the tasks created since the baseline that are alive, and whether any
     /// of them is unknown (rules are only evaluated while none is found).
-    fn task_round(&self, reg: &Registry) -> (Vec<(Id, TaskRecord)>, bool) {
+    fn task_round(
+        &self,
+        reg: &Registry,
+        traces: &FxHashMap<Id, AwaitTrace>,
+    ) -> (Vec<(Id, TaskRecord)>, bool) {
         let live = reg.snapshot_except(&self.baseline.tasks);
-        let unknown = !live.is_empty()
+        let unknown = self.any_unknown(reg, &live, traces);
+        (live, unknown)
+    }
+
+    /// Whether a rule allows none of `live` (rules are only evaluated while none is found).
+    fn any_unknown(
+        &self,
+        reg: &Registry,
+        live: &[(Id, TaskRecord)],
+        traces: &FxHashMap<Id, AwaitTrace>,
+    ) -> bool {
+        !live.is_empty()
             && (self.rules.is_empty()
                 || live.iter().any(|(id, rec)| {
-                    self.task_survivor(reg, *id, rec, None).status == Status::Unknown
-                }));
-        (live, unknown)
+                    self.task_survivor(reg, *id, rec, traces.get(id).cloned())
+                        .status
+                        == Status::Unknown
+                }))
     }
 
     pub(super) fn settle_process(
@@ -213,7 +270,9 @@ impl Check {
         let start = Instant::now();
         let deadline = start + self.settle;
         let mut backoff = BACKOFF_START;
-        let mut first: Option<HashMap<String, Survivor>> = None;
+        // The latest reading of each survivor: one that exits during settling is listed as it
+        // was last seen (a new thread takes its own name only after it starts).
+        let mut seen: HashMap<String, Survivor> = HashMap::new();
         let mut gone_at: HashMap<String, Duration> = HashMap::new();
         let mut excluded;
         let mut test_threads;
@@ -225,15 +284,15 @@ impl Check {
             let state = ProcessState::read(&self.kinds);
             let now_list =
                 self.process_survivors(&state, &waiting, &mut excluded, &mut test_threads);
-            match &first {
-                None => first = Some(now_list.iter().cloned().collect()),
-                Some(f) => {
-                    let alive: HashSet<&String> = now_list.iter().map(|(k, _)| k).collect();
-                    for k in f.keys() {
-                        if !alive.contains(k) {
-                            gone_at.entry(k.clone()).or_insert_with(|| start.elapsed());
-                        }
-                    }
+            let alive: HashSet<&String> = now_list.iter().map(|(k, _)| k).collect();
+            for k in seen.keys() {
+                if !alive.contains(k) {
+                    gone_at.entry(k.clone()).or_insert_with(|| start.elapsed());
+                }
+            }
+            for (k, s) in &now_list {
+                if !gone_at.contains_key(k) {
+                    seen.insert(k.clone(), s.clone());
                 }
             }
             let unknown = now_list.iter().any(|(_, s)| s.status == Status::Unknown);
@@ -247,10 +306,10 @@ impl Check {
             std::thread::sleep(backoff.min(deadline - now));
             backoff = (backoff * 2).min(BACKOFF_CAP);
         };
-        if let Some(first) = first {
+        {
             for (k, after) in gone_at {
-                if let Some(s) = first.get(&k) {
-                    let description = if s.name.as_deref() == Some(RUNTIME_THREAD_NAME) {
+                if let Some(s) = seen.get(&k) {
+                    let description = if s.component == RUNTIME_COMPONENT {
                         format!(
                             "thread `{RUNTIME_THREAD_NAME}` (exiting after the runtime's shutdown)"
                         )

@@ -18,6 +18,9 @@ use crate::tasks::{self, Registry, Symbolizer, TaskRecord};
 use crate::Error;
 
 /// The component of a thread spawned without a name from the check's thread.
+/// The component of the checked runtime's own threads.
+pub(super) const RUNTIME_COMPONENT: &str = "tokio (checked runtime)";
+
 pub(super) const UNNAMED_THREAD: &str = "unnamed thread";
 
 /// Worker and blocking threads of a runtime built by leakcheck carry this name.
@@ -100,6 +103,8 @@ pub(super) struct Baseline {
     pub(super) ticks: u64,
     pub(super) tasks: FxHashSet<Id>,
     pub(super) task_count: usize,
+    /// Live `leakcheck::LocalSet` tasks.
+    pub(super) local_tasks: FxHashSet<u64>,
     pub(super) threads: HashSet<(i32, u64)>,
     pub(super) fds: HashSet<(i32, String)>,
     pub(super) children: HashSet<(i32, u64)>,
@@ -138,6 +143,10 @@ pub struct Check {
     pub(super) own_name: String,
     /// The main thread's name: libtest's new test threads carry it until they rename.
     pub(super) main_name: String,
+    /// The checked runtime's own threads, when leakcheck built the runtime (a caller's builder
+    /// keeps its own thread hooks).
+    pub(super) runtime_threads: Option<Arc<RuntimeThreads>>,
+    pub(super) _adopt: Option<process::AdoptOrphans>,
     pub(super) _turn: Turn,
 }
 
@@ -165,12 +174,15 @@ impl Check {
         // Process-wide kinds would blame one check for another's resources (its runtime's
         // threads and descriptors included): such a check runs alone.
         let turn = Turn::acquire(kinds.any_process());
+        // Orphans of the test's children stay visible (they are re-parented to this process).
+        let adopt = kinds.children.then(process::adopt_orphans);
         let test_names = if kinds.threads && cfg.in_leak_test {
             process::sibling_test_names()
         } else {
             None
         };
-        if kinds.any_process() && !matches!(spec, RuntimeSpec::None) {
+        if kinds.any_process() {
+            // Synchronous code builds runtimes too (an HTTP client's blocking API does).
             warm_up_tokio_globals();
         }
         // The baseline comes before the runtime exists, so its threads and descriptors are
@@ -179,6 +191,8 @@ impl Check {
         let state = ProcessState::read(&kinds);
 
         let mut registry = None;
+        let runtime_threads = Arc::new(RuntimeThreads::default());
+        let custom_runtime = matches!(spec, RuntimeSpec::Custom(_));
         let workers = match spec {
             RuntimeSpec::MultiThread(n) => n,
             _ => 0,
@@ -204,6 +218,10 @@ impl Check {
                 };
                 if !custom {
                     b.thread_name(RUNTIME_THREAD_NAME).enable_all();
+                    // Which threads are the runtime's own: a thread spawned without a name from
+                    // inside a task carries the same name, and must not be taken for one of them.
+                    let rt = runtime_threads.clone();
+                    b.on_thread_start(move || rt.started());
                 }
                 if tasks::instrument(&mut b, &reg) {
                     registry = Some(reg);
@@ -226,6 +244,11 @@ impl Check {
             ticks,
             tasks: registry.as_ref().map(|r| r.ids()).unwrap_or_default(),
             task_count,
+            local_tasks: if kinds.tasks {
+                tasks::local_ids()
+            } else {
+                FxHashSet::default()
+            },
             threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
             fds: state.fds.iter().map(|f| (f.fd, f.target.clone())).collect(),
             children: state.children.iter().map(|c| (c.pid, c.start)).collect(),
@@ -255,6 +278,8 @@ impl Check {
             main_name: process::stat("/proc/self/stat")
                 .map(|s| s.comm)
                 .unwrap_or_default(),
+            runtime_threads: (!custom_runtime).then_some(runtime_threads),
+            _adopt: adopt,
             _turn: turn,
         };
         let counts = check.counts_with(&state);
@@ -328,4 +353,57 @@ fn warm_up_tokio_globals() {
             drop(rt);
         }
     });
+}
+
+/// The threads of the runtime a check built, recorded by its thread-start hook, and which of
+/// them were its workers when the check finished.
+#[derive(Default)]
+pub(super) struct RuntimeThreads {
+    threads: Mutex<FxHashMap<std::thread::ThreadId, i32>>,
+    /// `None` until [`RuntimeThreads::note_workers`] could tell (it needs `tokio_unstable`).
+    workers: Mutex<Option<FxHashSet<i32>>>,
+}
+
+impl RuntimeThreads {
+    fn started(&self) {
+        lock(&self.threads).insert(std::thread::current().id(), process::current_tid());
+    }
+
+    /// Records which threads run the runtime's workers now (before its shutdown): a blocking
+    /// pool thread may have been a worker earlier, and a worker may run on a new thread.
+    pub(super) fn note_workers(&self, rt: &tokio::runtime::Runtime) {
+        #[cfg(tokio_unstable)]
+        {
+            let m = rt.metrics();
+            let threads = lock(&self.threads);
+            let workers = (0..m.num_workers())
+                .filter_map(|w| m.worker_thread_id(w))
+                .filter_map(|id| threads.get(&id).copied())
+                .collect();
+            *lock(&self.workers) = Some(workers);
+        }
+        #[cfg(not(tokio_unstable))]
+        let _ = rt;
+    }
+
+    /// What `tid` is to the runtime: a worker, a blocking-pool thread, one of its threads whose
+    /// role is unknown, or none of its own.
+    pub(super) fn role(&self, tid: i32) -> Option<RuntimeRole> {
+        if !lock(&self.threads).values().any(|t| *t == tid) {
+            return None;
+        }
+        Some(match &*lock(&self.workers) {
+            Some(w) if w.contains(&tid) => RuntimeRole::Worker,
+            Some(_) => RuntimeRole::Blocking,
+            None => RuntimeRole::Unknown,
+        })
+    }
+}
+
+/// A thread's role in the checked runtime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RuntimeRole {
+    Worker,
+    Blocking,
+    Unknown,
 }

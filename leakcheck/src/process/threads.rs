@@ -42,3 +42,42 @@ pub(crate) fn current_tid() -> i32 {
         0
     }
 }
+
+/// Threads leakcheck itself started (its dump helper), as (tid, start time): never a survivor.
+static OWN: std::sync::Mutex<Vec<(i32, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Spawns a thread of leakcheck's own: it is recorded before it runs `f`, so no check ever
+/// counts it as its test's.
+pub(crate) fn spawn_own<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let tid = current_tid();
+            if let Some(st) = super::stat(&format!("/proc/self/task/{tid}/stat")) {
+                OWN.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((tid, st.start));
+            }
+            let _ = ready_tx.send(());
+            f()
+        })?;
+    let _ = ready_rx.recv();
+    Ok(handle)
+}
+
+/// Whether `t` is one of leakcheck's own threads, or a thread one of them started without a
+/// name (it carries its creator's name: tokio starts one from a dump's thread).
+pub(crate) fn is_own(t: &Thread) -> bool {
+    t.name == DUMP_THREAD_NAME
+        || OWN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(t.tid, t.start))
+}
+
+/// The name of the thread that takes task dumps.
+pub(crate) const DUMP_THREAD_NAME: &str = "leakcheck-dump";

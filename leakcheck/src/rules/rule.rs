@@ -235,6 +235,7 @@ impl Rule {
                     t.leaves.iter().any(|l| {
                         l.resource.as_deref().is_some_and(|r| re.is_match(r))
                             || l.frames.iter().any(|f| re.is_match(&f.display()))
+                            || l.runtime_frames.iter().any(|f| re.is_match(f))
                     })
                 }),
                 Field::TaskName => one(s.task_name),
@@ -302,6 +303,13 @@ impl RuleSet {
     /// The rule called `name`.
     pub fn get(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Whether a rule of the set matches await traces (settling then dumps unknown tasks).
+    pub(crate) fn uses_await_point(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.matchers.iter().any(|(f, _)| *f == Field::AwaitPoint))
     }
 
     pub(crate) fn first_match(&self, s: &Subject<'_>) -> Option<&Rule> {

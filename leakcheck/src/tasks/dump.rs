@@ -27,6 +27,10 @@ pub struct AwaitLeaf {
     pub resource: Option<String>,
     /// The frames outside the runtime, innermost (the await point) first.
     pub frames: Vec<Frame>,
+    /// The runtime's own frames (tokio's resources: `watch`, `Notify`, `mpsc`, ...), innermost
+    /// first: rules match them, the report does not show them.
+    #[serde(skip)]
+    pub runtime_frames: Vec<String>,
 }
 
 impl AwaitTrace {
@@ -104,9 +108,8 @@ mod imp {
             _ => {
                 let h = rt.handle().clone();
                 let (tx, rx) = std::sync::mpsc::channel();
-                let spawned = std::thread::Builder::new()
-                    .name("leakcheck-dump".into())
-                    .spawn(move || {
+                let spawned =
+                    crate::process::spawn_own(crate::process::DUMP_THREAD_NAME, move || {
                         let _ = tx.send(h.block_on(h.dump()));
                     });
                 match spawned {
@@ -138,6 +141,7 @@ mod imp {
         for bt in trace.resolve_backtraces() {
             let mut resource = None;
             let mut frames = Vec::new();
+            let mut runtime_frames = Vec::new();
             // tokio trims the frames below the leaf and above the task's root: what is left runs
             // from the resource polled last (innermost) out to the task's own future.
             for frame in bt.frames() {
@@ -156,14 +160,19 @@ mod imp {
                             && frames.is_empty()
                             && f.function.starts_with("tokio::")
                         {
-                            resource = Some(f.function);
+                            resource = Some(f.function.clone());
                         }
+                        runtime_frames.push(f.function);
                     } else {
                         frames.push(f);
                     }
                 }
             }
-            leaves.push(AwaitLeaf { resource, frames });
+            leaves.push(AwaitLeaf {
+                resource,
+                frames,
+                runtime_frames,
+            });
         }
         AwaitTrace { leaves }
     }

@@ -2,10 +2,13 @@
 
 mod capture;
 mod dump;
+mod local;
 mod registry;
 mod symbols;
 
 pub use dump::{AwaitLeaf, AwaitTrace};
+pub(crate) use local::{local_ids, local_tasks};
+pub use local::{spawn_local, LocalSet};
 pub use symbols::Frame;
 
 pub(crate) use dump::{dump, DumpOutcome};

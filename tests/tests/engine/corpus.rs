@@ -50,4 +50,12 @@ corpus! {
     known_singleton,
     task_spawned_by_leaked_task,
     join_handle_dropped_on_pending,
+    local_set_forgotten,
+    orphaned_grandchild,
+    sync_check_builds_first_runtime,
+    task_blocks_its_worker,
+    unnamed_thread_from_task,
+    paused_clock_sleeper,
+    await_point_rule_allows_watch,
+    accept_loop_left_running,
 }

@@ -90,4 +90,12 @@ corpus! {
     known_singleton: async (flavor = "multi_thread", worker_threads = 2, allow = ["metrics-ticker"]);
     task_spawned_by_leaked_task: async (flavor = "multi_thread", worker_threads = 2);
     join_handle_dropped_on_pending: async ();
+    local_set_forgotten: async ();
+    orphaned_grandchild: sync ();
+    sync_check_builds_first_runtime: sync ();
+    task_blocks_its_worker: async (flavor = "multi_thread", worker_threads = 2, settle = "100ms", shutdown_timeout = "100ms");
+    unnamed_thread_from_task: async (flavor = "multi_thread", worker_threads = 2);
+    paused_clock_sleeper: async (start_paused = true);
+    await_point_rule_allows_watch: async (flavor = "multi_thread", worker_threads = 2, allow = ["config-watcher"]);
+    accept_loop_left_running: async (flavor = "multi_thread", worker_threads = 2);
 }
