@@ -12,11 +12,30 @@ use std::time::{Duration, Instant};
 
 use eventbus::{Envelope, EventBus, MemoryBroker};
 
-const MESSAGES: u64 = 100_000;
+/// Whether this is CI's smoke run (`BENCH_SMOKE=1`): few messages, no figure judged.
+fn smoke() -> bool {
+    std::env::var_os("BENCH_SMOKE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Messages published at full speed (throughput).
+fn messages() -> u64 {
+    if smoke() {
+        2_000
+    } else {
+        100_000
+    }
+}
 const AGGREGATES: u64 = 1_000;
 /// The latency runs publish at this rate (well below the throughput), 20 messages a millisecond.
 const PACED_RATE: u64 = 20_000;
-const PACED_MESSAGES: u64 = 20_000;
+/// Messages published at [`PACED_RATE`] (latency).
+fn paced_messages() -> u64 {
+    if smoke() {
+        400
+    } else {
+        20_000
+    }
+}
 
 struct Run {
     throughput: f64,
@@ -38,17 +57,17 @@ fn summarize(n: u64, start: Instant, end: Instant, mut lat: Vec<Duration>) -> Ru
 }
 
 /// The bus: envelopes keyed by aggregate, handled by `workers` keyed workers. `paced`: publish
-/// [`PACED_MESSAGES`] at [`PACED_RATE`] (for latency) instead of [`MESSAGES`] at full speed
+/// [`paced_messages`] at [`PACED_RATE`] (for latency) instead of [`messages`] at full speed
 /// (for throughput).
 async fn bus_run(workers: usize, paced: bool) -> Run {
-    let total = if paced { PACED_MESSAGES } else { MESSAGES };
+    let total = if paced { paced_messages() } else { messages() };
     let broker = MemoryBroker::new();
     let bus = EventBus::builder()
         .keyed_workers(workers)
         .queue_capacity(1024)
         .memory(&broker);
     let base = Instant::now();
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES as usize)));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(messages() as usize)));
     let done = Arc::new(AtomicU64::new(0));
     let last = Arc::new(Mutex::new(vec![0u64; AGGREGATES as usize]));
     let violations = Arc::new(AtomicU64::new(0));
@@ -106,7 +125,7 @@ async fn bus_run(workers: usize, paced: bool) -> Run {
 /// aggregate, no broker, no envelope encoding.
 async fn channel_run(workers: usize) -> Run {
     let base = Instant::now();
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES as usize)));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(messages() as usize)));
     let mut txs = Vec::new();
     let mut handles = Vec::new();
     for _ in 0..workers {
@@ -123,7 +142,7 @@ async fn channel_run(workers: usize) -> Run {
         }));
     }
     let start = Instant::now();
-    for i in 0..MESSAGES {
+    for i in 0..messages() {
         let agg = i % AGGREGATES;
         let payload = encode(base.elapsed().as_nanos() as u64, i / AGGREGATES + 1);
         txs[(agg as usize) % workers]
@@ -137,7 +156,7 @@ async fn channel_run(workers: usize) -> Run {
     }
     let end = Instant::now();
     let lat = std::mem::take(&mut *lat.lock().unwrap());
-    summarize(MESSAGES, start, end, lat)
+    summarize(messages(), start, end, lat)
 }
 
 fn encode(sent_ns: u64, seq: u64) -> Vec<u8> {
@@ -179,7 +198,7 @@ fn main() {
         json.push(serde_json::json!({"name": n("throughput_vs_channel"), "value": bus.throughput / chan.throughput, "unit": "x"}));
     }
     println!("memory backend, envelopes over {AGGREGATES} aggregates (keyed), 2 runtime threads");
-    println!("throughput: {MESSAGES} published at full speed; latency (publish to handled): {PACED_MESSAGES} at {PACED_RATE} msg/s");
+    println!("throughput: {} published at full speed; latency (publish to handled): {} at {PACED_RATE} msg/s", messages(), paced_messages());
     println!(
         "{:<8} {:>14} {:>10} {:>10} {:>18} {:>8}",
         "workers", "msg/s", "p50", "p99", "channel msg/s", "ratio"
@@ -191,6 +210,11 @@ fn main() {
             p99.as_secs_f64() * 1e6,
             tp / ch
         );
+    }
+    // A figure that is not a finite number is a broken benchmark.
+    for figure in &json {
+        let v = figure["value"].as_f64();
+        assert!(v.is_some_and(f64::is_finite), "figure not finite: {figure}");
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,7 +1,8 @@
 //! Engine benchmark: prints a table and writes `target/bench/leakcheck-engine.json`.
 //!
 //! Run with `cargo bench -p leakcheck --bench engine`. Every ratio is against plain tokio measured
-//! in the same run on the same machine.
+//! in the same run on the same machine. `BENCH_SMOKE=1` runs every figure with a few iterations
+//! and checks that each was produced and is finite (CI does this; no timing is judged).
 
 use std::future::pending;
 use std::time::{Duration, Instant};
@@ -20,8 +21,19 @@ struct Figure {
     goal: &'static str,
 }
 
-const SPAWNS: usize = 200_000;
-const REPEATS: usize = 7;
+/// Whether this is CI's smoke run (`BENCH_SMOKE=1`): few iterations, no figure judged.
+fn smoke() -> bool {
+    std::env::var_os("BENCH_SMOKE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `full` iterations, or `quick` in a smoke run.
+fn n(full: usize, quick: usize) -> usize {
+    if smoke() {
+        quick
+    } else {
+        full
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -30,15 +42,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// ns per spawn+join on `rt`, median of REPEATS batches.
 fn spawn_join_ns(rt: &tokio::runtime::Runtime) -> f64 {
+    let spawns = n(200_000, 2_000);
     median(
-        (0..REPEATS)
+        (0..n(7, 1))
             .map(|_| {
                 rt.block_on(async {
                     let t = Instant::now();
-                    for _ in 0..SPAWNS {
+                    for _ in 0..spawns {
                         tokio::spawn(async {}).await.unwrap();
                     }
-                    t.elapsed().as_nanos() as f64 / SPAWNS as f64
+                    t.elapsed().as_nanos() as f64 / spawns as f64
                 })
             })
             .collect(),
@@ -74,7 +87,7 @@ fn main() {
         .start_current_thread()
         .unwrap();
     let (mut p, mut l, mut b) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..n(3, 1) {
         p.push(spawn_join_ns(&plain));
         l.push(spawn_join_ns(tracked_rt(&tracked)));
         b.push(spawn_join_ns(tracked_rt(&traced)));
@@ -125,7 +138,7 @@ fn main() {
 
     // 2. Clean verdict latency: body ends with nothing alive -> finish() returns clean. All kinds.
     let mut lat = Vec::new();
-    for _ in 0..41 {
+    for _ in 0..n(41, 3) {
         let check = Check::builder().start_multi_thread(2).unwrap();
         check.block_on(async {
             let h = tokio::spawn(async { tokio::task::yield_now().await });
@@ -148,7 +161,7 @@ fn main() {
     // 3. A task that exits T ms after the body: the verdict comes at T + overhead.
     for t_ms in [10u64, 50] {
         let mut over = Vec::new();
-        for _ in 0..11 {
+        for _ in 0..n(11, 2) {
             let check = Check::builder().start_multi_thread(2).unwrap();
             let exit_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
             let e = exit_at.clone();
@@ -179,21 +192,22 @@ fn main() {
     }
 
     // 4. 100k live tasks: one settling round (snapshot + diff against the baseline).
+    let live = n(100_000, 1_000);
     let check = Check::builder()
         .kinds(tasks_only())
         .backtraces(false)
         .start_multi_thread(2)
         .unwrap();
     check.block_on(async {
-        for _ in 0..100_000 {
+        for _ in 0..live {
             tokio::spawn(pending::<()>());
         }
     });
-    let rounds: Vec<f64> = (0..9)
+    let rounds: Vec<f64> = (0..n(9, 1))
         .map(|_| {
             let t = Instant::now();
-            let (n, unknown) = leakcheck::__private::task_round(&check);
-            assert!(n == 100_000 && unknown);
+            let (found, unknown) = leakcheck::__private::task_round(&check);
+            assert!(found == live && unknown);
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -208,13 +222,14 @@ fn main() {
     drop(check);
 
     // 5. 10k survivors from 10 spawn sites, backtraces on: the full report, symbols included.
+    let leaked = n(10_000, 100);
     let check = Check::builder()
         .kinds(tasks_only())
         .settle_deadline(Duration::ZERO)
         .start_multi_thread(2)
         .unwrap();
     check.block_on(async {
-        for i in 0..10_000usize {
+        for i in 0..leaked {
             match i % 10 {
                 0 => tokio::spawn(pending::<()>()),
                 1 => tokio::spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await }),
@@ -234,7 +249,7 @@ fn main() {
     let text = r.to_text();
     let json = r.to_json();
     let full = t.elapsed().as_secs_f64() * 1e3;
-    assert_eq!(r.unknown().count(), 10_000);
+    assert_eq!(r.unknown().count(), leaked);
     assert!(text.len() > 100 && json.len() > 100);
     figures.push(Figure {
         name: "10k survivors: full report with symbols",
@@ -245,7 +260,19 @@ fn main() {
         goal: "<= 1000 ms",
     });
 
-    // Output.
+    // Output. A figure that is not a finite number is a broken benchmark.
+    for f in &figures {
+        assert!(
+            f.value.is_finite() && f.ratio.is_none_or(f64::is_finite),
+            "figure `{}` is not a finite number: {} (ratio {:?})",
+            f.name,
+            f.value,
+            f.ratio
+        );
+    }
+    if smoke() {
+        println!("smoke run (BENCH_SMOKE): few iterations, figures not comparable");
+    }
     println!(
         "{:<52} {:>12} {:>6} {:>12} {:>7}  goal",
         "figure", "value", "unit", "baseline", "ratio"

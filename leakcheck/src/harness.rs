@@ -175,6 +175,11 @@ pub fn run_sync<T>(test: Test, options: Options, body: impl FnOnce() -> T) -> T 
 }
 
 fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) -> T) -> T {
+    assert!(
+        CURRENT.with(|c| c.get().is_null()),
+        "a leak check is already running on this thread: a #[leak_test] function cannot be called from inside another leak test (`{}`)",
+        test.path()
+    );
     let check = options
         .configure(&test)
         .and_then(|b| {
@@ -369,8 +374,19 @@ mod tests {
             run_sync(TEST, opts(), || run_sync(TEST, opts(), || ()));
         })
         .unwrap_err();
-        let msg = panic.downcast_ref::<&str>().copied().unwrap_or_default();
+        let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("already running on this thread"), "{msg}");
+    }
+
+    #[test]
+    fn a_task_only_leak_test_inside_another_panics_too() {
+        let tasks = || opts().kinds(true, false, false, false);
+        let panic = catch_unwind(|| {
+            run_async(TEST, tasks(), async { run_async(TEST, tasks(), async {}) });
+        })
+        .unwrap_err();
+        let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("inside another leak test"), "{msg}");
     }
 
     #[test]

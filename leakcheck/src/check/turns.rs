@@ -33,16 +33,26 @@ static TURNS: (Mutex<Turns>, Condvar) = (
 static WAITING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 thread_local! {
-    /// Whether this thread holds a turn: a second check on it would wait for itself.
-    static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The turns this thread holds: (exclusive, shared).
+    static HELD: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 impl Turn {
+    /// Takes a turn, waiting for it. On a thread that holds a turn already, checks of tasks only
+    /// run side by side (each has its own runtime); any other combination would wait for itself,
+    /// and panics instead.
     pub(super) fn acquire(exclusive: bool) -> Turn {
+        let (held_exclusive, held_shared) = HELD.get();
         assert!(
-            !HOLDS_TURN.get(),
-            "a leak check is already running on this thread: finish it before starting another (a #[leak_test] function cannot be called from inside another leak check)"
+            held_exclusive == 0 && (held_shared == 0 || !exclusive),
+            "a leak check is already running on this thread and this one would wait for it to end: finish it before starting another (checks of tasks only may run side by side; a check of threads, descriptors or children runs alone, and a #[leak_test] function cannot be called from inside another leak check)"
         );
+        if held_shared > 0 {
+            // Not behind waiting exclusive checks: they wait for this thread's turn to end.
+            lock(&TURNS.0).shared += 1;
+            HELD.set((0, held_shared + 1));
+            return Turn { exclusive };
+        }
         let tid = process::current_tid();
         lock(&WAITING).push(tid);
         let mut t = lock(&TURNS.0);
@@ -61,7 +71,7 @@ impl Turn {
         }
         drop(t);
         lock(&WAITING).retain(|w| *w != tid);
-        HOLDS_TURN.set(true);
+        HELD.set(if exclusive { (1, 0) } else { (0, 1) });
         Turn { exclusive }
     }
 
@@ -72,7 +82,12 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        HOLDS_TURN.set(false);
+        let (e, s) = HELD.get();
+        HELD.set(if self.exclusive {
+            (e.saturating_sub(1), s)
+        } else {
+            (e, s.saturating_sub(1))
+        });
         let mut t = lock(&TURNS.0);
         if self.exclusive {
             t.exclusive = false;
@@ -81,5 +96,37 @@ impl Drop for Turn {
         }
         drop(t);
         TURNS.1.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_task_checks_share_a_thread() {
+        let a = Turn::acquire(false);
+        let b = Turn::acquire(false);
+        drop(a);
+        drop(b);
+        assert_eq!(HELD.get(), (0, 0));
+    }
+
+    #[test]
+    fn a_process_check_inside_any_check_panics_instead_of_waiting() {
+        for outer in [false, true] {
+            let first = Turn::acquire(outer);
+            let nested = std::panic::catch_unwind(|| Turn::acquire(true));
+            assert!(nested.is_err(), "outer exclusive: {outer}");
+            drop(first);
+        }
+        let first = Turn::acquire(true);
+        assert!(std::panic::catch_unwind(|| Turn::acquire(false)).is_err());
+        drop(first);
+        assert_eq!(HELD.get(), (0, 0));
+        // The turns were given back: another thread gets one.
+        std::thread::spawn(|| drop(Turn::acquire(true)))
+            .join()
+            .unwrap();
     }
 }
