@@ -116,7 +116,8 @@ impl Kinds {
         children: true,
     };
 
-    /// Parses `tasks,threads,fds,children` (any subset, any order).
+    /// Parses `tasks,threads,fds,children` (any subset, any order). A list that names no kind
+    /// (`,`) is an error: a check of no kind would pass every test.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut k = Kinds {
             tasks: false,
@@ -136,6 +137,11 @@ impl Kinds {
                     ))
                 }
             }
+        }
+        if k.list().is_empty() {
+            return Err(
+                "the list names no kind, and a check of no kind would pass every test: list some of tasks, threads, fds, children".into(),
+            );
         }
         Ok(k)
     }
@@ -234,7 +240,8 @@ impl CheckBuilder {
         self
     }
 
-    /// Chooses which kinds are checked (default: all).
+    /// Chooses which kinds are checked (default: all). At least one must be on: starting a
+    /// check of no kind is an error.
     pub fn kinds(mut self, kinds: Kinds) -> Self {
         self.kinds = kinds;
         self
@@ -326,6 +333,7 @@ impl CheckBuilder {
             self.backtraces = b;
         }
         if let Some(k) = s.kinds {
+            // `kinds = []` and `kinds = [""]` name no kind: an error, as `LEAKCHECK_KINDS=,` is.
             self.kinds = Kinds::parse(&k.join(",")).map_err(|reason| Error::ParseFile {
                 path: file.path.clone(),
                 message: format!("settings.kinds: {reason}"),
@@ -346,6 +354,18 @@ impl CheckBuilder {
         self.rules.extend(file.rules);
         self.named.extend(file.named);
         Ok(self)
+    }
+
+    /// Checks what the setters cannot: that some kind is checked (a check of no kind would pass
+    /// every test). The start functions call it before anything is measured.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.kinds.list().is_empty() {
+            return Err(Error::Setting {
+                setting: "CheckBuilder::kinds",
+                reason: "every kind is off, and a check of no kind would pass every test: turn on at least one of tasks, threads, fds, children".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads the environment: the configuration file (`LEAKCHECK_CONFIG`, or `leakcheck.toml`
@@ -412,8 +432,8 @@ impl CheckBuilder {
     }
 }
 
-/// One variable: unset (or empty) is `None`; a value `parse` rejects is an error naming the
-/// variable and the value.
+/// One variable: unset (or empty, or only blanks) is `None`; a value `parse` rejects is an error
+/// naming the variable and the value.
 fn env_var<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -568,6 +588,65 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("settings.mode"), "{e}");
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(text, Path::new("leakcheck.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_list_of_no_kind_is_an_error_and_an_empty_variable_is_unset() {
+        for value in [",", " , ", ",,"] {
+            let e = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), ("LEAKCHECK_KINDS", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "read environment variable LEAKCHECK_KINDS={value:?}: the list names no kind"
+                )),
+                "{e}"
+            );
+        }
+        for value in ["", "  "] {
+            let b = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), ("LEAKCHECK_KINDS", value)]))
+                .unwrap();
+            assert_eq!(b.kinds, Kinds::ALL);
+        }
+        for kinds in ["[]", "[\"\"]", "[\" \", \"\"]"] {
+            let e = CheckBuilder::default()
+                .apply_file(file(&format!("[settings]\nkinds = {kinds}\n")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(
+                    "parse rules file leakcheck.toml: settings.kinds: the list names no kind"
+                ),
+                "{e}"
+            );
+        }
+        assert!(Kinds::parse("tasks,,fds").is_ok());
+    }
+
+    #[test]
+    fn a_check_of_no_kind_is_an_error_when_it_starts() {
+        let none = Kinds {
+            tasks: false,
+            threads: false,
+            fds: false,
+            children: false,
+        };
+        let e = CheckBuilder::default()
+            .kinds(none)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("configure CheckBuilder::kinds: every kind is off"),
+            "{e}"
+        );
+        CheckBuilder::default().validate().unwrap();
     }
 
     #[test]

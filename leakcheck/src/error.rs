@@ -43,6 +43,14 @@ pub enum Error {
         /// What is wrong, naming the key and the value.
         reason: String,
     },
+    /// A setting given in code makes the check meaningless (no kind to check).
+    #[error("configure {setting}: {reason}")]
+    Setting {
+        /// The setter, for example `CheckBuilder::kinds`.
+        setting: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The instrumented runtime could not be built.
     #[error("build the instrumented tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -185,6 +185,8 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
             } else {
                 options.runtime()
             };
+            // No kind to check: an error before anything is measured.
+            b.validate()?;
             Check::start(b, spec)
         })
         .unwrap_or_else(|e| panic!("leakcheck could not check `{}`: failed to {e}", test.path()));
@@ -324,6 +326,18 @@ mod tests {
         assert_eq!(
             panic.downcast_ref::<&str>().copied(),
             Some("the body's own failure")
+        );
+    }
+
+    #[test]
+    fn a_check_of_no_kind_fails_the_test() {
+        let panic =
+            catch_unwind(|| run_async(TEST, opts().kinds(false, false, false, false), async {}))
+                .unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.starts_with("leakcheck could not check `krate::m::t`: failed to configure CheckBuilder::kinds: every kind is off"),
+            "{msg}"
         );
     }
 

@@ -151,7 +151,10 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 if list.is_empty() {
                     return Err(syn::Error::new(
                         value_span(r),
-                        format!("`kinds` is empty: list some of {}", KINDS.join(", ")),
+                        format!(
+                            "`kinds` is empty, and a check of no kind would pass every test: list some of {}",
+                            KINDS.join(", ")
+                        ),
                     ));
                 }
                 for s in list {
