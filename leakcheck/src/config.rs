@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::excerpt;
 use crate::report::Kind;
-use crate::rules::{FileConfig, Rule, RuleSet};
+use crate::rules::{unique_names, FileConfig, Rule, RuleSet};
 use crate::Error;
 
 /// How long a check waits for survivors to exit before it calls them leaks, per phase (tasks
@@ -62,7 +63,10 @@ impl Mode {
         match s.trim() {
             "fail" => Ok(Mode::Fail),
             "warn" => Ok(Mode::Warn),
-            other => Err(format!("unknown mode `{other}`: expected `fail` or `warn`")),
+            other => Err(format!(
+                "unknown mode `{}`: expected `fail` or `warn`",
+                excerpt(other)
+            )),
         }
     }
 }
@@ -133,7 +137,8 @@ impl Kinds {
                 "children" => k.children = true,
                 other => {
                     return Err(format!(
-                        "unknown kind `{other}`: expected a comma-separated list of tasks, threads, fds, children"
+                        "unknown kind `{}`: expected a comma-separated list of tasks, threads, fds, children",
+                        excerpt(other)
                     ))
                 }
             }
@@ -248,7 +253,8 @@ impl CheckBuilder {
     }
 
     /// Allows survivors that match `rule`. Rules added in code come before file rules, so the
-    /// narrower scope's reason is shown; no rule ever replaces another.
+    /// narrower scope's reason is shown; no rule ever replaces another, so two rules of one name
+    /// (from code or a file) are an error when the check starts.
     pub fn allow(mut self, rule: Rule) -> Self {
         let mut rules = RuleSet::new();
         rules.push(rule);
@@ -263,9 +269,11 @@ impl CheckBuilder {
     /// `spec`). An unknown name lists the rules there are; a bad key lists the valid ones.
     pub fn allow_spec(self, spec: &str) -> Result<Self, Error> {
         if spec.contains('=') {
-            let rule = Rule::builder(spec, format!("allowed by this test: `{spec}`"))
-                .pattern_spec(spec)?
-                .build()?;
+            let reason = format!("allowed by this test: `{spec}`");
+            if self.rules.get(spec).is_some_and(|r| r.reason() == reason) {
+                return Ok(self); // the same pattern twice
+            }
+            let rule = Rule::builder(spec, reason).pattern_spec(spec)?.build()?;
             return Ok(self.allow(rule));
         }
         match self.named.get(spec.trim()) {
@@ -274,7 +282,16 @@ impl CheckBuilder {
                 Ok(self.allow(rule))
             }
             None => {
-                let known: Vec<&str> = self.named.iter().map(|r| r.name()).collect();
+                const SHOWN: usize = 20;
+                let mut known: Vec<String> = self
+                    .named
+                    .iter()
+                    .take(SHOWN)
+                    .map(|r| excerpt(r.name()).to_string())
+                    .collect();
+                if self.named.len() > SHOWN {
+                    known.push(format!("and {} more", self.named.len() - SHOWN));
+                }
                 Err(Error::Rule {
                     rule: spec.to_string(),
                     origin: None,
@@ -353,11 +370,14 @@ impl CheckBuilder {
         }
         self.rules.extend(file.rules);
         self.named.extend(file.named);
+        unique_names(self.rules.iter().chain(self.named.iter()))?;
         Ok(self)
     }
 
     /// Checks what the setters cannot: that some kind is checked (a check of no kind would pass
-    /// every test). The start functions call it before anything is measured.
+    /// every test) and that no two rules share a name (a report names the rule that allowed a
+    /// survivor, and `allow = ["name"]` picks a `[[rule]]` by name). The start functions call
+    /// it before anything is measured.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.kinds.list().is_empty() {
             return Err(Error::Setting {
@@ -365,7 +385,7 @@ impl CheckBuilder {
                 reason: "every kind is off, and a check of no kind would pass every test: turn on at least one of tasks, threads, fds, children".into(),
             });
         }
-        Ok(())
+        unique_names(self.rules.iter().chain(self.named.iter()))
     }
 
     /// Reads the environment: the configuration file (`LEAKCHECK_CONFIG`, or `leakcheck.toml`
@@ -433,7 +453,7 @@ impl CheckBuilder {
 }
 
 /// One variable: unset (or empty, or only blanks) is `None`; a value `parse` rejects is an error
-/// naming the variable and the value.
+/// naming the variable and the value (an excerpt of it when long).
 fn env_var<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -590,6 +610,13 @@ mod tests {
         assert!(e.to_string().contains("settings.mode"), "{e}");
     }
 
+    fn thread_rule(name: &str) -> Rule {
+        Rule::builder(name, "code")
+            .thread_name("x")
+            .build()
+            .unwrap()
+    }
+
     fn file(text: &str) -> FileConfig {
         FileConfig::parse(text, Path::new("leakcheck.toml")).unwrap()
     }
@@ -647,6 +674,108 @@ mod tests {
             "{e}"
         );
         CheckBuilder::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_long_value_is_quoted_as_an_excerpt() {
+        let long = "7".repeat(10_000_000);
+        for (var, value) in [
+            ("LEAKCHECK_SETTLE_MS", format!("{long}ms")),
+            ("LEAKCHECK_KINDS", format!("tasks,{long}")),
+            ("LEAKCHECK_MODE", long.clone()),
+        ] {
+            let e = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), (var, &value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() < 1024, "{var}: {} bytes", e.len());
+            assert!(e.contains(var) && e.contains("7777"), "{e}");
+            assert!(
+                e.contains(&format!("({} bytes in all)", value.len())),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_rules_of_one_name_from_code_and_file_are_an_error() {
+        let f = "[[allow]]\nname = \"x\"\nreason = \"f\"\nthread_name = \"b\"\n";
+        // The code rule first, then the file.
+        let e = CheckBuilder::default()
+            .allow(thread_rule("x"))
+            .apply_file(file(f))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "build rule `x`: two rules have this name, a rule added in code (reason \"code\") and `[[allow]]` #1 at line 2 of leakcheck.toml; give each rule a name of its own: a report names the rule that allowed a survivor, and `allow = [\"name\"]` picks a `[[rule]]` by its name"
+        );
+        // The file first, then the code rule: found when the check starts.
+        let b = CheckBuilder::default()
+            .apply_file(file(f))
+            .unwrap()
+            .allow(thread_rule("x"));
+        let e = b.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a rule added in code (reason \"code\") and `[[allow]]` #1 at line 2 of leakcheck.toml"),
+            "{e}"
+        );
+        // Two rules from code.
+        let b = CheckBuilder::default()
+            .allow(thread_rule("y"))
+            .allow(Rule::builder("y", "other").fd_target("z").build().unwrap());
+        let e = b.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a rule added in code (reason \"other\") and a rule added in code (reason \"code\")"),
+            "{e}"
+        );
+        // A `[[rule]]` against a code rule: `allow = ["x"]` would be ambiguous.
+        let e = CheckBuilder::default()
+            .allow(thread_rule("x"))
+            .apply_file(file(&f.replace("[[allow]]", "[[rule]]")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("and `[[rule]]` #1 at line 2 of leakcheck.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_rule_allowed_by_name_twice_is_one_rule() {
+        let b = CheckBuilder::default()
+            .apply_file(file(
+                "[[rule]]\nname = \"rdk\"\nreason = \"r\"\nthread_name = \"^rdk:\"\n",
+            ))
+            .unwrap()
+            .allow_spec("rdk")
+            .unwrap()
+            .allow_spec("rdk")
+            .unwrap()
+            .allow_spec("fd_target=^pipe:")
+            .unwrap()
+            .allow_spec("fd_target=^pipe:")
+            .unwrap();
+        b.validate().unwrap();
+        let names: Vec<_> = b.rules.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["fd_target=^pipe:", "rdk", "rdk"]);
+    }
+
+    #[test]
+    fn an_unknown_rule_name_lists_a_bounded_number_of_names() {
+        let text: String = (0..100)
+            .map(|i| format!("[[rule]]\nname = \"r{i}\"\nreason = \"r\"\nthread_name = \"x\"\n"))
+            .collect();
+        let e = CheckBuilder::default()
+            .apply_file(file(&text))
+            .unwrap()
+            .allow_spec("nope")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("it defines r0, r1,") && e.ends_with("r19, and 80 more"),
+            "{e}"
+        );
     }
 
     #[test]

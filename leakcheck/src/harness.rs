@@ -185,7 +185,7 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
             } else {
                 options.runtime()
             };
-            // No kind to check: an error before anything is measured.
+            // No kind to check, two rules of one name: an error before anything is measured.
             b.validate()?;
             Check::start(b, spec)
         })

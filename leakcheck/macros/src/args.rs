@@ -142,7 +142,18 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             }
             "settle" => o.settle_ms = Some(duration_ms(r)?),
             "shutdown_timeout" => o.shutdown_timeout_ms = Some(duration_ms(r)?),
-            "allow" => o.allow = strings(r)?,
+            "allow" => {
+                let list = strings(r)?;
+                for (i, s) in list.iter().enumerate() {
+                    if list[..i].iter().any(|t| t.value() == s.value()) {
+                        return Err(syn::Error::new_spanned(
+                            s,
+                            format!("`allow` names {:?} twice", s.value()),
+                        ));
+                    }
+                }
+                o.allow = list;
+            }
             "backtrace" => o.backtrace = Some(boolean(r)?),
             "snapshot" => o.snapshot = r.value.is_none() || boolean(r)?,
             "kinds" => {
