@@ -10,6 +10,7 @@
 //! | `LEAKCHECK_MODE` | [`CheckBuilder::mode`] | [`DEFAULT_MODE`] (`fail`) |
 //! | `LEAKCHECK_REPORT_DIR` | [`CheckBuilder::report_dir`] | `<target dir>/leakcheck` ([`DEFAULT_REPORT_DIR`]); `off` writes none |
 //! | `LEAKCHECK_HOLD_SECS` | [`CheckBuilder::hold_on_leak`] | 0 |
+//! | `LEAKCHECK_ON_PANIC` | `#[leak_test(on_panic = ...)]` only | `report`: a `#[should_panic]` test's leaks are printed, the test passes; `fail` fails it |
 //! | `LEAKCHECK_CONFIG` | the file [`CheckBuilder::with_env`] reads | `leakcheck.toml` in the nearest ancestor of `CARGO_MANIFEST_DIR` (or the current directory) |
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ pub const DEFAULT_MODE: Mode = Mode::Fail;
 /// The report directory's name inside the cargo target directory.
 pub const DEFAULT_REPORT_DIR: &str = "leakcheck";
 
+/// What a leak does to a `#[leak_test]` whose body panicked (see [`OnPanic`]).
+pub(crate) const DEFAULT_ON_PANIC: OnPanic = OnPanic::Report;
+
 /// What an unknown survivor does to a test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -65,6 +69,33 @@ impl Mode {
             "warn" => Ok(Mode::Warn),
             other => Err(format!(
                 "unknown mode `{}`: expected `fail` or `warn`",
+                excerpt(other)
+            )),
+        }
+    }
+}
+
+/// What a leak does to a `#[leak_test]` whose body panicked (`on_panic`, `LEAKCHECK_ON_PANIC`).
+/// Such a test fails with its panic anyway, except a `#[should_panic]` test, which passes on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnPanic {
+    /// The leak report is printed after the panic and the panic goes on (the default): a
+    /// `#[should_panic]` test that leaks passes.
+    Report,
+    /// The leak report is printed and, in a `#[should_panic]` test, the panic is swallowed: the
+    /// test returns normally and fails with "test did not panic as expected". Other tests fail
+    /// with their panic, as with `Report`.
+    Fail,
+}
+
+impl OnPanic {
+    /// Parses `report` or `fail`.
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "report" => Ok(OnPanic::Report),
+            "fail" => Ok(OnPanic::Fail),
+            other => Err(format!(
+                "unknown on_panic `{}`: expected `report` (print the leaks after the panic) or `fail` (a `#[should_panic]` test that leaks fails)",
                 excerpt(other)
             )),
         }
@@ -186,6 +217,8 @@ pub struct CheckBuilder {
     pub(crate) mode: Mode,
     pub(crate) report_dir: ReportDir,
     pub(crate) hold: Duration,
+    /// What a leak does to a `#[leak_test]` whose body panicked; only the harness reads it.
+    pub(crate) on_panic: OnPanic,
     /// Whether `#[leak_test]` started this check (then the binary has libtest's harness).
     pub(crate) in_leak_test: bool,
 }
@@ -204,6 +237,7 @@ impl Default for CheckBuilder {
             mode: DEFAULT_MODE,
             report_dir: ReportDir::Target,
             hold: Duration::ZERO,
+            on_panic: DEFAULT_ON_PANIC,
             in_leak_test: false,
         }
     }
@@ -368,6 +402,12 @@ impl CheckBuilder {
         if let Some(secs) = s.hold_secs {
             self.hold = Duration::from_secs(secs);
         }
+        if let Some(p) = &s.on_panic {
+            self.on_panic = OnPanic::parse(p).map_err(|reason| Error::ParseFile {
+                path: file.path.clone(),
+                message: format!("settings.on_panic: {reason}"),
+            })?;
+        }
         self.rules.extend(file.rules);
         self.named.extend(file.named);
         unique_names(self.rules.iter().chain(self.named.iter()))?;
@@ -444,6 +484,9 @@ impl CheckBuilder {
         }
         if let Some(m) = env_var(&get, "LEAKCHECK_MODE", Mode::parse)? {
             self.mode = m;
+        }
+        if let Some(p) = env_var(&get, "LEAKCHECK_ON_PANIC", OnPanic::parse)? {
+            self.on_panic = p;
         }
         if let Some(v) = get("LEAKCHECK_REPORT_DIR") {
             self.report_dir = ReportDir::parse(&v, None);
@@ -677,12 +720,39 @@ mod tests {
     }
 
     #[test]
+    fn on_panic_comes_from_the_file_then_the_environment() {
+        assert_eq!(CheckBuilder::default().on_panic, OnPanic::Report);
+        let b = CheckBuilder::default()
+            .apply_file(file("[settings]\non_panic = \"fail\"\n"))
+            .unwrap();
+        assert_eq!(b.on_panic, OnPanic::Fail);
+        let b = b
+            .with_env_from(env(&[no_file(), ("LEAKCHECK_ON_PANIC", "report")]))
+            .unwrap();
+        assert_eq!(b.on_panic, OnPanic::Report);
+        let e = CheckBuilder::default()
+            .with_env_from(env(&[no_file(), ("LEAKCHECK_ON_PANIC", "abort")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LEAKCHECK_ON_PANIC=\"abort\""), "{e}");
+        let e = CheckBuilder::default()
+            .apply_file(file("[settings]\non_panic = \"abort\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("settings.on_panic: unknown on_panic `abort`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_long_value_is_quoted_as_an_excerpt() {
         let long = "7".repeat(10_000_000);
         for (var, value) in [
             ("LEAKCHECK_SETTLE_MS", format!("{long}ms")),
             ("LEAKCHECK_KINDS", format!("tasks,{long}")),
             ("LEAKCHECK_MODE", long.clone()),
+            ("LEAKCHECK_ON_PANIC", long.clone()),
         ] {
             let e = CheckBuilder::default()
                 .with_env_from(env(&[no_file(), (var, &value)]))

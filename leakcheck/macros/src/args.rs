@@ -9,7 +9,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Lit, Meta, Token};
 
 /// Every option, in the order the error message lists them.
-pub(crate) const KEYS: [&str; 10] = [
+pub(crate) const KEYS: [&str; 11] = [
     "flavor",
     "worker_threads",
     "start_paused",
@@ -19,6 +19,7 @@ pub(crate) const KEYS: [&str; 10] = [
     "backtrace",
     "snapshot",
     "kinds",
+    "on_panic",
     "crate",
 ];
 
@@ -44,12 +45,16 @@ pub(crate) struct Options {
     pub(crate) snapshot: bool,
     /// tasks, threads, fds, children.
     pub(crate) kinds: Option<[bool; 4]>,
+    /// `Some(true)`: `on_panic = "fail"`; `Some(false)`: `"report"`.
+    pub(crate) on_panic_fail: Option<bool>,
     pub(crate) krate: Option<syn::Path>,
 }
 
 /// What the options are checked against.
 pub(crate) struct Target {
     pub(crate) is_async: bool,
+    /// The function has a `#[should_panic]` attribute.
+    pub(crate) should_panic: bool,
 }
 
 /// Stage one: collects the options with their spans.
@@ -109,6 +114,7 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
     let mut workers_span = None;
     let mut paused_span = None;
     let mut kinds_span = None;
+    let mut on_panic_span = None;
     for r in &raws {
         match r.key.as_str() {
             "flavor" => {
@@ -186,6 +192,20 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 o.kinds = Some(k);
                 kinds_span = Some(r.span);
             }
+            "on_panic" => {
+                let s = string(r)?;
+                o.on_panic_fail = match s.value().as_str() {
+                    "fail" => Some(true),
+                    "report" => Some(false),
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            &s,
+                            format!("unknown on_panic `{other}`: expected \"report\" (print the leaks after the panic) or \"fail\" (a leak fails the `#[should_panic]` test)"),
+                        ))
+                    }
+                };
+                on_panic_span = Some(r.span);
+            }
             "crate" => {
                 let s = string(r)?;
                 o.krate = Some(s.parse::<syn::Path>().map_err(|_| {
@@ -219,6 +239,12 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 "`kinds` includes \"tasks\", but a synchronous test has no runtime: make it an `async fn` or drop \"tasks\"",
             ));
         }
+    }
+    if let (Some(span), false) = (on_panic_span, target.should_panic) {
+        return Err(syn::Error::new(
+            span,
+            "`on_panic` decides whether a leak fails a `#[should_panic]` test: this test has no `#[should_panic]` (any other test that panics fails anyway)",
+        ));
     }
     if let (Some(span), false) = (workers_span, o.multi_thread) {
         return Err(syn::Error::new(

@@ -71,6 +71,8 @@ pub struct FileSettings {
     pub report_dir: Option<String>,
     /// How long a failing check holds the process before shutting the runtime down, in seconds.
     pub hold_secs: Option<u64>,
+    /// What a leak does to a `#[leak_test]` whose body panicked: `report` or `fail`.
+    pub on_panic: Option<String>,
 }
 
 #[derive(Deserialize)]
