@@ -10,13 +10,15 @@
 //! | `LEAKCHECK_MODE` | [`CheckBuilder::mode`] | [`DEFAULT_MODE`] (`fail`) |
 //! | `LEAKCHECK_REPORT_DIR` | [`CheckBuilder::report_dir`] | `<target dir>/leakcheck` ([`DEFAULT_REPORT_DIR`]); `off` writes none |
 //! | `LEAKCHECK_HOLD_SECS` | [`CheckBuilder::hold_on_leak`] | 0 |
+//! | `LEAKCHECK_ON_PANIC` | `#[leak_test(on_panic = ...)]` only | `report`: a `#[should_panic]` test's leaks are printed, the test passes; `fail` fails it |
 //! | `LEAKCHECK_CONFIG` | the file [`CheckBuilder::with_env`] reads | `leakcheck.toml` in the nearest ancestor of `CARGO_MANIFEST_DIR` (or the current directory) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::excerpt;
 use crate::report::Kind;
-use crate::rules::{FileConfig, Rule, RuleSet};
+use crate::rules::{unique_names, FileConfig, Rule, RuleSet};
 use crate::Error;
 
 /// How long a check waits for survivors to exit before it calls them leaks, per phase (tasks
@@ -45,6 +47,9 @@ pub const DEFAULT_MODE: Mode = Mode::Fail;
 /// The report directory's name inside the cargo target directory.
 pub const DEFAULT_REPORT_DIR: &str = "leakcheck";
 
+/// What a leak does to a `#[leak_test]` whose body panicked (see [`OnPanic`]).
+pub(crate) const DEFAULT_ON_PANIC: OnPanic = OnPanic::Report;
+
 /// What an unknown survivor does to a test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,7 +67,37 @@ impl Mode {
         match s.trim() {
             "fail" => Ok(Mode::Fail),
             "warn" => Ok(Mode::Warn),
-            other => Err(format!("unknown mode `{other}`: expected `fail` or `warn`")),
+            other => Err(format!(
+                "unknown mode `{}`: expected `fail` or `warn`",
+                excerpt(other)
+            )),
+        }
+    }
+}
+
+/// What a leak does to a `#[leak_test]` whose body panicked (`on_panic`, `LEAKCHECK_ON_PANIC`).
+/// Such a test fails with its panic anyway, except a `#[should_panic]` test, which passes on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnPanic {
+    /// The leak report is printed after the panic and the panic goes on (the default): a
+    /// `#[should_panic]` test that leaks passes.
+    Report,
+    /// The leak report is printed and, in a `#[should_panic]` test, the panic is swallowed: the
+    /// test returns normally and fails with "test did not panic as expected". Other tests fail
+    /// with their panic, as with `Report`.
+    Fail,
+}
+
+impl OnPanic {
+    /// Parses `report` or `fail`.
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "report" => Ok(OnPanic::Report),
+            "fail" => Ok(OnPanic::Fail),
+            other => Err(format!(
+                "unknown on_panic `{}`: expected `report` (print the leaks after the panic) or `fail` (a `#[should_panic]` test that leaks fails)",
+                excerpt(other)
+            )),
         }
     }
 }
@@ -116,7 +151,8 @@ impl Kinds {
         children: true,
     };
 
-    /// Parses `tasks,threads,fds,children` (any subset, any order).
+    /// Parses `tasks,threads,fds,children` (any subset, any order). A list that names no kind
+    /// (`,`) is an error: a check of no kind would pass every test.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut k = Kinds {
             tasks: false,
@@ -132,10 +168,16 @@ impl Kinds {
                 "children" => k.children = true,
                 other => {
                     return Err(format!(
-                        "unknown kind `{other}`: expected a comma-separated list of tasks, threads, fds, children"
+                        "unknown kind `{}`: expected a comma-separated list of tasks, threads, fds, children",
+                        excerpt(other)
                     ))
                 }
             }
+        }
+        if k.list().is_empty() {
+            return Err(
+                "the list names no kind, and a check of no kind would pass every test: list some of tasks, threads, fds, children".into(),
+            );
         }
         Ok(k)
     }
@@ -175,6 +217,8 @@ pub struct CheckBuilder {
     pub(crate) mode: Mode,
     pub(crate) report_dir: ReportDir,
     pub(crate) hold: Duration,
+    /// What a leak does to a `#[leak_test]` whose body panicked; only the harness reads it.
+    pub(crate) on_panic: OnPanic,
     /// Whether `#[leak_test]` started this check (then the binary has libtest's harness).
     pub(crate) in_leak_test: bool,
 }
@@ -193,6 +237,7 @@ impl Default for CheckBuilder {
             mode: DEFAULT_MODE,
             report_dir: ReportDir::Target,
             hold: Duration::ZERO,
+            on_panic: DEFAULT_ON_PANIC,
             in_leak_test: false,
         }
     }
@@ -234,14 +279,16 @@ impl CheckBuilder {
         self
     }
 
-    /// Chooses which kinds are checked (default: all).
+    /// Chooses which kinds are checked (default: all). At least one must be on: starting a
+    /// check of no kind is an error.
     pub fn kinds(mut self, kinds: Kinds) -> Self {
         self.kinds = kinds;
         self
     }
 
     /// Allows survivors that match `rule`. Rules added in code come before file rules, so the
-    /// narrower scope's reason is shown; no rule ever replaces another.
+    /// narrower scope's reason is shown; no rule ever replaces another, so two rules of one name
+    /// (from code or a file) are an error when the check starts.
     pub fn allow(mut self, rule: Rule) -> Self {
         let mut rules = RuleSet::new();
         rules.push(rule);
@@ -256,9 +303,11 @@ impl CheckBuilder {
     /// `spec`). An unknown name lists the rules there are; a bad key lists the valid ones.
     pub fn allow_spec(self, spec: &str) -> Result<Self, Error> {
         if spec.contains('=') {
-            let rule = Rule::builder(spec, format!("allowed by this test: `{spec}`"))
-                .pattern_spec(spec)?
-                .build()?;
+            let reason = format!("allowed by this test: `{spec}`");
+            if self.rules.get(spec).is_some_and(|r| r.reason() == reason) {
+                return Ok(self); // the same pattern twice
+            }
+            let rule = Rule::builder(spec, reason).pattern_spec(spec)?.build()?;
             return Ok(self.allow(rule));
         }
         match self.named.get(spec.trim()) {
@@ -267,7 +316,16 @@ impl CheckBuilder {
                 Ok(self.allow(rule))
             }
             None => {
-                let known: Vec<&str> = self.named.iter().map(|r| r.name()).collect();
+                const SHOWN: usize = 20;
+                let mut known: Vec<String> = self
+                    .named
+                    .iter()
+                    .take(SHOWN)
+                    .map(|r| excerpt(r.name()).to_string())
+                    .collect();
+                if self.named.len() > SHOWN {
+                    known.push(format!("and {} more", self.named.len() - SHOWN));
+                }
                 Err(Error::Rule {
                     rule: spec.to_string(),
                     origin: None,
@@ -326,6 +384,7 @@ impl CheckBuilder {
             self.backtraces = b;
         }
         if let Some(k) = s.kinds {
+            // `kinds = []` and `kinds = [""]` name no kind: an error, as `LEAKCHECK_KINDS=,` is.
             self.kinds = Kinds::parse(&k.join(",")).map_err(|reason| Error::ParseFile {
                 path: file.path.clone(),
                 message: format!("settings.kinds: {reason}"),
@@ -343,9 +402,30 @@ impl CheckBuilder {
         if let Some(secs) = s.hold_secs {
             self.hold = Duration::from_secs(secs);
         }
+        if let Some(p) = &s.on_panic {
+            self.on_panic = OnPanic::parse(p).map_err(|reason| Error::ParseFile {
+                path: file.path.clone(),
+                message: format!("settings.on_panic: {reason}"),
+            })?;
+        }
         self.rules.extend(file.rules);
         self.named.extend(file.named);
+        unique_names(self.rules.iter().chain(self.named.iter()))?;
         Ok(self)
+    }
+
+    /// Checks what the setters cannot: that some kind is checked (a check of no kind would pass
+    /// every test) and that no two rules share a name (a report names the rule that allowed a
+    /// survivor, and `allow = ["name"]` picks a `[[rule]]` by name). The start functions call
+    /// it before anything is measured.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.kinds.list().is_empty() {
+            return Err(Error::Setting {
+                setting: "CheckBuilder::kinds",
+                reason: "every kind is off, and a check of no kind would pass every test: turn on at least one of tasks, threads, fds, children".into(),
+            });
+        }
+        unique_names(self.rules.iter().chain(self.named.iter()))
     }
 
     /// Reads the environment: the configuration file (`LEAKCHECK_CONFIG`, or `leakcheck.toml`
@@ -405,6 +485,9 @@ impl CheckBuilder {
         if let Some(m) = env_var(&get, "LEAKCHECK_MODE", Mode::parse)? {
             self.mode = m;
         }
+        if let Some(p) = env_var(&get, "LEAKCHECK_ON_PANIC", OnPanic::parse)? {
+            self.on_panic = p;
+        }
         if let Some(v) = get("LEAKCHECK_REPORT_DIR") {
             self.report_dir = ReportDir::parse(&v, None);
         }
@@ -412,8 +495,8 @@ impl CheckBuilder {
     }
 }
 
-/// One variable: unset (or empty) is `None`; a value `parse` rejects is an error naming the
-/// variable and the value.
+/// One variable: unset (or empty, or only blanks) is `None`; a value `parse` rejects is an error
+/// naming the variable and the value (an excerpt of it when long).
 fn env_var<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -568,6 +651,201 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("settings.mode"), "{e}");
+    }
+
+    fn thread_rule(name: &str) -> Rule {
+        Rule::builder(name, "code")
+            .thread_name("x")
+            .build()
+            .unwrap()
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(text, Path::new("leakcheck.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_list_of_no_kind_is_an_error_and_an_empty_variable_is_unset() {
+        for value in [",", " , ", ",,"] {
+            let e = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), ("LEAKCHECK_KINDS", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "read environment variable LEAKCHECK_KINDS={value:?}: the list names no kind"
+                )),
+                "{e}"
+            );
+        }
+        for value in ["", "  "] {
+            let b = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), ("LEAKCHECK_KINDS", value)]))
+                .unwrap();
+            assert_eq!(b.kinds, Kinds::ALL);
+        }
+        for kinds in ["[]", "[\"\"]", "[\" \", \"\"]"] {
+            let e = CheckBuilder::default()
+                .apply_file(file(&format!("[settings]\nkinds = {kinds}\n")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(
+                    "parse rules file leakcheck.toml: settings.kinds: the list names no kind"
+                ),
+                "{e}"
+            );
+        }
+        assert!(Kinds::parse("tasks,,fds").is_ok());
+    }
+
+    #[test]
+    fn a_check_of_no_kind_is_an_error_when_it_starts() {
+        let none = Kinds {
+            tasks: false,
+            threads: false,
+            fds: false,
+            children: false,
+        };
+        let e = CheckBuilder::default()
+            .kinds(none)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("configure CheckBuilder::kinds: every kind is off"),
+            "{e}"
+        );
+        CheckBuilder::default().validate().unwrap();
+    }
+
+    #[test]
+    fn on_panic_comes_from_the_file_then_the_environment() {
+        assert_eq!(CheckBuilder::default().on_panic, OnPanic::Report);
+        let b = CheckBuilder::default()
+            .apply_file(file("[settings]\non_panic = \"fail\"\n"))
+            .unwrap();
+        assert_eq!(b.on_panic, OnPanic::Fail);
+        let b = b
+            .with_env_from(env(&[no_file(), ("LEAKCHECK_ON_PANIC", "report")]))
+            .unwrap();
+        assert_eq!(b.on_panic, OnPanic::Report);
+        let e = CheckBuilder::default()
+            .with_env_from(env(&[no_file(), ("LEAKCHECK_ON_PANIC", "abort")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LEAKCHECK_ON_PANIC=\"abort\""), "{e}");
+        let e = CheckBuilder::default()
+            .apply_file(file("[settings]\non_panic = \"abort\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("settings.on_panic: unknown on_panic `abort`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_long_value_is_quoted_as_an_excerpt() {
+        let long = "7".repeat(10_000_000);
+        for (var, value) in [
+            ("LEAKCHECK_SETTLE_MS", format!("{long}ms")),
+            ("LEAKCHECK_KINDS", format!("tasks,{long}")),
+            ("LEAKCHECK_MODE", long.clone()),
+            ("LEAKCHECK_ON_PANIC", long.clone()),
+        ] {
+            let e = CheckBuilder::default()
+                .with_env_from(env(&[no_file(), (var, &value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() < 1024, "{var}: {} bytes", e.len());
+            assert!(e.contains(var) && e.contains("7777"), "{e}");
+            assert!(
+                e.contains(&format!("({} bytes in all)", value.len())),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_rules_of_one_name_from_code_and_file_are_an_error() {
+        let f = "[[allow]]\nname = \"x\"\nreason = \"f\"\nthread_name = \"b\"\n";
+        // The code rule first, then the file.
+        let e = CheckBuilder::default()
+            .allow(thread_rule("x"))
+            .apply_file(file(f))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "build rule `x`: two rules have this name, a rule added in code (reason \"code\") and `[[allow]]` #1 at line 2 of leakcheck.toml; give each rule a name of its own: a report names the rule that allowed a survivor, and `allow = [\"name\"]` picks a `[[rule]]` by its name"
+        );
+        // The file first, then the code rule: found when the check starts.
+        let b = CheckBuilder::default()
+            .apply_file(file(f))
+            .unwrap()
+            .allow(thread_rule("x"));
+        let e = b.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a rule added in code (reason \"code\") and `[[allow]]` #1 at line 2 of leakcheck.toml"),
+            "{e}"
+        );
+        // Two rules from code.
+        let b = CheckBuilder::default()
+            .allow(thread_rule("y"))
+            .allow(Rule::builder("y", "other").fd_target("z").build().unwrap());
+        let e = b.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a rule added in code (reason \"other\") and a rule added in code (reason \"code\")"),
+            "{e}"
+        );
+        // A `[[rule]]` against a code rule: `allow = ["x"]` would be ambiguous.
+        let e = CheckBuilder::default()
+            .allow(thread_rule("x"))
+            .apply_file(file(&f.replace("[[allow]]", "[[rule]]")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("and `[[rule]]` #1 at line 2 of leakcheck.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_rule_allowed_by_name_twice_is_one_rule() {
+        let b = CheckBuilder::default()
+            .apply_file(file(
+                "[[rule]]\nname = \"rdk\"\nreason = \"r\"\nthread_name = \"^rdk:\"\n",
+            ))
+            .unwrap()
+            .allow_spec("rdk")
+            .unwrap()
+            .allow_spec("rdk")
+            .unwrap()
+            .allow_spec("fd_target=^pipe:")
+            .unwrap()
+            .allow_spec("fd_target=^pipe:")
+            .unwrap();
+        b.validate().unwrap();
+        let names: Vec<_> = b.rules.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["fd_target=^pipe:", "rdk", "rdk"]);
+    }
+
+    #[test]
+    fn an_unknown_rule_name_lists_a_bounded_number_of_names() {
+        let text: String = (0..100)
+            .map(|i| format!("[[rule]]\nname = \"r{i}\"\nreason = \"r\"\nthread_name = \"x\"\n"))
+            .collect();
+        let e = CheckBuilder::default()
+            .apply_file(file(&text))
+            .unwrap()
+            .allow_spec("nope")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("it defines r0, r1,") && e.ends_with("r19, and 80 more"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What `#[leak_test]` runs. The attribute only captures call-site facts ([`Test`]) and the
 //! options it was given ([`Options`]); everything else happens here, where it is unit-tested:
 //! configuration (variables, then `leakcheck.toml`, then defaults, with the attribute's options
-//! on top), the runtime, the body (its panic is never hidden), the verdict, the JSON report and
-//! the snapshot.
+//! on top), the runtime, the body (its panic is never hidden; with `on_panic = "fail"` a
+//! `#[should_panic]` test that leaks returns instead of panicking, so it fails), the verdict, the
+//! JSON report and the snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -10,7 +11,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::check::{judge, RuntimeSpec};
-use crate::{Check, CheckBuilder, Error, Kinds, Report};
+use crate::config::OnPanic;
+use crate::{Check, CheckBuilder, Error, Kinds, Mode, Report};
 
 /// Where the test is, as the attribute saw it.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +52,7 @@ pub struct Options {
     kinds: Option<Kinds>,
     allow: Vec<&'static str>,
     snapshot: Option<fn(&str, &str)>,
+    on_panic: Option<OnPanic>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             kinds: None,
             allow: Vec::new(),
             snapshot: None,
+            on_panic: None,
         }
     }
 }
@@ -120,6 +124,12 @@ impl Options {
         self
     }
 
+    /// `on_panic = "fail"` (`true`) or `"report"` (`false`).
+    pub fn on_panic_fail(mut self, fail: bool) -> Self {
+        self.on_panic = Some(if fail { OnPanic::Fail } else { OnPanic::Report });
+        self
+    }
+
     fn configure(&self, test: &Test) -> Result<CheckBuilder, Error> {
         let manifest_dir = test.manifest_dir;
         let mut b = Check::builder()
@@ -140,6 +150,9 @@ impl Options {
         }
         if let Some(k) = self.kinds {
             b = b.kinds(k);
+        }
+        if let Some(p) = self.on_panic {
+            b.on_panic = p;
         }
         for spec in &self.allow {
             b = b.allow_spec(spec)?;
@@ -164,22 +177,61 @@ thread_local! {
     static CAPTURED: RefCell<Option<Vec<Report>>> = const { RefCell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// What [`say`] printed on this thread, for the unit tests.
+    static SAID: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Prints to stderr (the unit tests also keep what was said).
+fn say(text: &str) {
+    #[cfg(test)]
+    SAID.with(|s| s.borrow_mut().push(text.to_string()));
+    eprintln!("{text}");
+}
+
 /// Runs an async test body on its own instrumented runtime under a check.
 pub fn run_async<F: Future>(test: Test, options: Options, body: F) -> F::Output {
-    run(test, options, false, |check| check.block_on(body))
+    run(test, options, false, |check| check.block_on(body), None)
 }
 
 /// Runs a synchronous test body under a check of threads, descriptors and children.
 pub fn run_sync<T>(test: Test, options: Options, body: impl FnOnce() -> T) -> T {
-    run(test, options, true, |_| body())
+    run(test, options, true, |_| body(), None)
 }
 
-fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) -> T) -> T {
+/// [`run_async`] for a `#[should_panic]` test: with `on_panic = "fail"`, a panicking body that
+/// leaked returns instead of panicking, so the test fails.
+pub fn run_async_should_panic<F: Future<Output = ()>>(test: Test, options: Options, body: F) {
+    run(
+        test,
+        options,
+        false,
+        |check| check.block_on(body),
+        Some(|| ()),
+    )
+}
+
+/// [`run_sync`] for a `#[should_panic]` test (see [`run_async_should_panic`]).
+pub fn run_sync_should_panic(test: Test, options: Options, body: impl FnOnce()) {
+    run(test, options, true, |_| body(), Some(|| ()))
+}
+
+/// `returned`: what a `#[should_panic]` test returns when its panic is swallowed (`None` for
+/// other tests, whose panic always goes on).
+fn run<T>(
+    test: Test,
+    options: Options,
+    sync: bool,
+    body: impl FnOnce(&Check) -> T,
+    returned: Option<fn() -> T>,
+) -> T {
     assert!(
         CURRENT.with(|c| c.get().is_null()),
         "a leak check is already running on this thread: a #[leak_test] function cannot be called from inside another leak test (`{}`)",
         test.path()
     );
+    let mut on_panic = OnPanic::Report;
     let check = options
         .configure(&test)
         .and_then(|b| {
@@ -190,6 +242,7 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
             } else {
                 options.runtime()
             };
+            on_panic = b.on_panic;
             Check::start(b, spec)
         })
         .unwrap_or_else(|e| panic!("leakcheck could not check `{}`: failed to {e}", test.path()));
@@ -201,15 +254,17 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
     let output = match outcome {
         Ok(output) => output,
         Err(panic) => {
-            // The panic was printed when it happened; the leaks follow it, then it goes on.
-            if !report.is_clean() {
-                eprintln!(
-                    "leakcheck: `{}` panicked (see above) and also left survivors:\n{}",
-                    test.path(),
-                    report.to_text()
-                );
+            // The panic was printed when it happened; the leaks follow it, then it goes on,
+            // unless a leak is to fail a `#[should_panic]` test: then the test returns.
+            if report.is_clean() {
+                resume_unwind(panic)
             }
-            resume_unwind(panic)
+            let swallow = returned.filter(|_| on_panic == OnPanic::Fail && mode == Mode::Fail);
+            say(&panicked_and_leaked(&test, &report, swallow.is_some()));
+            match swallow {
+                Some(returned) => return returned(),
+                None => resume_unwind(panic),
+            }
         }
     };
     let captured = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
@@ -227,6 +282,21 @@ fn run<T>(test: Test, options: Options, sync: bool, body: impl FnOnce(&Check) ->
         assert(test.name, &report.to_normalized());
     }
     output
+}
+
+/// What is printed when a body panicked and left unknown survivors.
+fn panicked_and_leaked(test: &Test, report: &Report, swallowed: bool) -> String {
+    let path = test.path();
+    let mut text = format!(
+        "leakcheck: `{path}` panicked (see above) and also left survivors:\n{}",
+        report.to_text()
+    );
+    if swallowed {
+        text.push_str(&format!(
+            "\nleakcheck: swallowed the panic of `{path}` because it leaked (on_panic = \"fail\"): the #[should_panic] test returns normally and fails with \"test did not panic as expected\". Fix the leak, or allow it"
+        ));
+    }
+    text
 }
 
 /// Sets [`CURRENT`] for the body's duration.
@@ -329,6 +399,116 @@ mod tests {
         assert_eq!(
             panic.downcast_ref::<&str>().copied(),
             Some("the body's own failure")
+        );
+    }
+
+    fn tasks() -> Options {
+        opts().kinds(true, false, false, false)
+    }
+
+    /// What `run` printed on this thread during `f`.
+    fn said(f: impl FnOnce()) -> Vec<String> {
+        SAID.with(|s| s.borrow_mut().clear());
+        f();
+        SAID.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    async fn leak_and_panic() {
+        tokio::spawn(std::future::pending::<()>());
+        panic!("boom");
+    }
+
+    #[test]
+    fn a_should_panic_test_that_leaks_passes_by_default_and_its_leak_is_printed() {
+        let said = said(|| {
+            let panic = catch_unwind(|| run_async_should_panic(TEST, tasks(), leak_and_panic()))
+                .unwrap_err();
+            assert_eq!(panic.downcast_ref::<&str>().copied(), Some("boom"));
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("leakcheck: `krate::m::t` panicked (see above) and also left survivors:\nleakcheck: leaked 1 task"),
+            "{}",
+            said[0]
+        );
+        assert!(!said[0].contains("swallowed"), "{}", said[0]);
+    }
+
+    #[test]
+    fn on_panic_fail_swallows_the_panic_of_a_should_panic_test_that_leaks() {
+        let said = said(|| {
+            let returned = catch_unwind(|| {
+                run_async_should_panic(TEST, tasks().on_panic_fail(true), leak_and_panic())
+            });
+            assert!(returned.is_ok(), "the panic went on");
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("left survivors:\nleakcheck: leaked 1 task"),
+            "{}",
+            said[0]
+        );
+        assert!(
+            said[0].ends_with("leakcheck: swallowed the panic of `krate::m::t` because it leaked (on_panic = \"fail\"): the #[should_panic] test returns normally and fails with \"test did not panic as expected\". Fix the leak, or allow it"),
+            "{}",
+            said[0]
+        );
+        // A synchronous test too: its thread outlives the check, and ends after it.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let returned = catch_unwind(AssertUnwindSafe(|| {
+            run_sync_should_panic(
+                TEST,
+                opts().kinds(false, true, false, false).on_panic_fail(true),
+                move || {
+                    std::thread::spawn(move || {
+                        let _ = stopped.recv();
+                    });
+                    panic!("boom");
+                },
+            )
+        }));
+        drop(stop);
+        assert!(returned.is_ok(), "the panic went on");
+    }
+
+    #[test]
+    fn on_panic_fail_without_a_leak_lets_the_panic_go_on() {
+        let said = said(|| {
+            let panic = catch_unwind(|| {
+                run_async_should_panic(TEST, tasks().on_panic_fail(true), async {
+                    panic!("clean boom")
+                })
+            })
+            .unwrap_err();
+            assert_eq!(panic.downcast_ref::<&str>().copied(), Some("clean boom"));
+        });
+        assert!(said.is_empty(), "{said:?}");
+    }
+
+    #[test]
+    fn on_panic_fail_never_turns_a_panicking_test_into_a_pass() {
+        // Not a `#[should_panic]` test: it fails by its panic, leak or not.
+        let said = said(|| {
+            let panic =
+                catch_unwind(|| run_async(TEST, tasks().on_panic_fail(true), leak_and_panic()))
+                    .unwrap_err();
+            assert_eq!(panic.downcast_ref::<&str>().copied(), Some("boom"));
+        });
+        assert!(
+            said[0].contains("left survivors") && !said[0].contains("swallowed"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn a_check_of_no_kind_fails_the_test() {
+        let panic =
+            catch_unwind(|| run_async(TEST, opts().kinds(false, false, false, false), async {}))
+                .unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.starts_with("leakcheck could not check `krate::m::t`: failed to configure CheckBuilder::kinds: every kind is off"),
+            "{msg}"
         );
     }
 

@@ -35,7 +35,9 @@ pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
 /// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{capture, run_async, run_sync, Options, Test};
+    pub use crate::harness::{
+        capture, run_async, run_async_should_panic, run_sync, run_sync_should_panic, Options, Test,
+    };
     pub use insta;
 
     /// Captures a spawn backtrace as the spawn hook does (for the benchmark).

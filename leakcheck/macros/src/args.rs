@@ -9,7 +9,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Lit, Meta, Token};
 
 /// Every option, in the order the error message lists them.
-pub(crate) const KEYS: [&str; 10] = [
+pub(crate) const KEYS: [&str; 11] = [
     "flavor",
     "worker_threads",
     "start_paused",
@@ -19,6 +19,7 @@ pub(crate) const KEYS: [&str; 10] = [
     "backtrace",
     "snapshot",
     "kinds",
+    "on_panic",
     "crate",
 ];
 
@@ -44,12 +45,16 @@ pub(crate) struct Options {
     pub(crate) snapshot: bool,
     /// tasks, threads, fds, children.
     pub(crate) kinds: Option<[bool; 4]>,
+    /// `Some(true)`: `on_panic = "fail"`; `Some(false)`: `"report"`.
+    pub(crate) on_panic_fail: Option<bool>,
     pub(crate) krate: Option<syn::Path>,
 }
 
 /// What the options are checked against.
 pub(crate) struct Target {
     pub(crate) is_async: bool,
+    /// The function has a `#[should_panic]` attribute.
+    pub(crate) should_panic: bool,
 }
 
 /// Stage one: collects the options with their spans.
@@ -109,6 +114,7 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
     let mut workers_span = None;
     let mut paused_span = None;
     let mut kinds_span = None;
+    let mut on_panic_span = None;
     for r in &raws {
         match r.key.as_str() {
             "flavor" => {
@@ -142,7 +148,18 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             }
             "settle" => o.settle_ms = Some(duration_ms(r)?),
             "shutdown_timeout" => o.shutdown_timeout_ms = Some(duration_ms(r)?),
-            "allow" => o.allow = strings(r)?,
+            "allow" => {
+                let list = strings(r)?;
+                for (i, s) in list.iter().enumerate() {
+                    if list[..i].iter().any(|t| t.value() == s.value()) {
+                        return Err(syn::Error::new_spanned(
+                            s,
+                            format!("`allow` names {:?} twice", s.value()),
+                        ));
+                    }
+                }
+                o.allow = list;
+            }
             "backtrace" => o.backtrace = Some(boolean(r)?),
             "snapshot" => o.snapshot = r.value.is_none() || boolean(r)?,
             "kinds" => {
@@ -151,7 +168,10 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 if list.is_empty() {
                     return Err(syn::Error::new(
                         value_span(r),
-                        format!("`kinds` is empty: list some of {}", KINDS.join(", ")),
+                        format!(
+                            "`kinds` is empty, and a check of no kind would pass every test: list some of {}",
+                            KINDS.join(", ")
+                        ),
                     ));
                 }
                 for s in list {
@@ -171,6 +191,20 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 }
                 o.kinds = Some(k);
                 kinds_span = Some(r.span);
+            }
+            "on_panic" => {
+                let s = string(r)?;
+                o.on_panic_fail = match s.value().as_str() {
+                    "fail" => Some(true),
+                    "report" => Some(false),
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            &s,
+                            format!("unknown on_panic `{other}`: expected \"report\" (print the leaks after the panic) or \"fail\" (a leak fails the `#[should_panic]` test)"),
+                        ))
+                    }
+                };
+                on_panic_span = Some(r.span);
             }
             "crate" => {
                 let s = string(r)?;
@@ -205,6 +239,12 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 "`kinds` includes \"tasks\", but a synchronous test has no runtime: make it an `async fn` or drop \"tasks\"",
             ));
         }
+    }
+    if let (Some(span), false) = (on_panic_span, target.should_panic) {
+        return Err(syn::Error::new(
+            span,
+            "`on_panic` decides whether a leak fails a `#[should_panic]` test: this test has no `#[should_panic]` (any other test that panics fails anyway)",
+        ));
     }
     if let (Some(span), false) = (workers_span, o.multi_thread) {
         return Err(syn::Error::new(

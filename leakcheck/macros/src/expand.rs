@@ -53,6 +53,7 @@ pub(crate) fn leak_test(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let target = Target {
         is_async: input.sig.asyncness.is_some(),
+        should_panic: input.attrs.iter().any(is_should_panic),
     };
     let checked = check_signature(&input).and_then(|()| args::parse(args, &target));
     match checked {
@@ -92,6 +93,11 @@ fn check_signature(f: &ItemFn) -> syn::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `#[should_panic]`, `#[should_panic(expected = "..")]`, `#[should_panic = ".."]`.
+fn is_should_panic(a: &Attribute) -> bool {
+    a.path().is_ident("should_panic")
 }
 
 /// `#[test]`, `#[tokio::test]`, `#[core::prelude::v1::test]` and the like.
@@ -143,6 +149,9 @@ fn expand(input: ItemFn, o: &Options) -> TokenStream {
     for spec in &o.allow {
         options.extend(quote!(.allow(#spec)));
     }
+    if let Some(fail) = o.on_panic_fail {
+        options.extend(quote!(.on_panic_fail(#fail)));
+    }
     if o.snapshot {
         options.extend(quote! {
             .snapshot(|name, text| #krate::__private::insta::assert_snapshot!(name, text))
@@ -156,16 +165,33 @@ fn expand(input: ItemFn, o: &Options) -> TokenStream {
             manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
         }
     };
+    // A `#[should_panic]` test returns `()` (rustc says so when it does not): its runner may
+    // return instead of panicking, when a leak is to fail it (`on_panic = "fail"`).
+    let returns_unit = match &sig.output {
+        syn::ReturnType::Default => true,
+        syn::ReturnType::Type(_, t) => matches!(&**t, syn::Type::Tuple(t) if t.elems.is_empty()),
+    };
+    let should_panic = returns_unit && attrs.iter().any(is_should_panic);
     let call = if sig.asyncness.take().is_some() {
+        let run = if should_panic {
+            quote!(run_async_should_panic)
+        } else {
+            quote!(run_async)
+        };
         // One boxed future type per output type: fewer copies of the runner to compile.
         quote! {
             let body: ::core::pin::Pin<::std::boxed::Box<dyn ::core::future::Future<Output = #output>>> =
                 ::std::boxed::Box::pin(async move #body);
-            #krate::__private::run_async(#test, #options, body)
+            #krate::__private::#run(#test, #options, body)
         }
     } else {
+        let run = if should_panic {
+            quote!(run_sync_should_panic)
+        } else {
+            quote!(run_sync)
+        };
         quote! {
-            #krate::__private::run_sync(#test, #options, move || -> #output #body)
+            #krate::__private::#run(#test, #options, move || -> #output #body)
         }
     };
     let mut tokens = TokenStream::new();

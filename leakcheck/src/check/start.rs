@@ -157,6 +157,8 @@ impl Check {
     }
 
     pub(crate) fn start(cfg: CheckBuilder, spec: RuntimeSpec) -> Result<Check, Error> {
+        // No kind to check, two rules of one name: an error before anything is measured.
+        cfg.validate()?;
         let mut kinds = cfg.kinds;
         let mut notes = Vec::new();
         if matches!(spec, RuntimeSpec::None) {
@@ -406,4 +408,25 @@ pub(super) enum RuntimeRole {
     Worker,
     Blocking,
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Check, Kinds};
+
+    #[test]
+    fn a_check_of_no_kind_is_an_error() {
+        let none = Kinds {
+            tasks: false,
+            threads: false,
+            fds: false,
+            children: false,
+        };
+        let e = Check::builder()
+            .kinds(none)
+            .start_current_thread()
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains("every kind is off"), "{e}");
+    }
 }

@@ -26,7 +26,9 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use super::rule::{unique_names, Site};
 use super::{Rule, RuleSet};
+use crate::error::{excerpt_ends, pointer};
 use crate::report::Kind;
 use crate::Error;
 
@@ -69,6 +71,8 @@ pub struct FileSettings {
     pub report_dir: Option<String>,
     /// How long a failing check holds the process before shutting the runtime down, in seconds.
     pub hold_secs: Option<u64>,
+    /// What a leak does to a `#[leak_test]` whose body panicked: `report` or `fail`.
+    pub on_panic: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +89,7 @@ struct Raw {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    name: String,
+    name: toml::Spanned<String>,
     reason: String,
     kind: Option<Kind>,
     spawn_location: Option<String>,
@@ -127,14 +131,17 @@ impl FileConfig {
         Self::parse(&text, path)
     }
 
-    /// Parses configuration text; `path` is used in messages and rule origins.
+    /// Parses configuration text; `path` is used in messages and rule origins. Two rules of one
+    /// name (`[[allow]]` and `[[rule]]` alike) are an error.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         let raw: Raw = toml::from_str(text).map_err(|e| Error::ParseFile {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: toml_message(text, &e),
         })?;
-        let rules = build_rules(raw.allow, path)?;
-        let named = build_rules(raw.rule, path)?;
+        let newlines: Vec<usize> = text.match_indices('\n').map(|(i, _)| i).collect();
+        let rules = build_rules(raw.allow, "allow", &newlines, path)?;
+        let named = build_rules(raw.rule, "rule", &newlines, path)?;
+        unique_names(rules.iter().chain(named.iter()))?;
         Ok(Self {
             path: path.to_path_buf(),
             settings: raw.settings,
@@ -152,10 +159,39 @@ impl FileConfig {
     }
 }
 
-fn build_rules(raw: Vec<RawRule>, path: &Path) -> Result<RuleSet, Error> {
+/// A TOML error, bounded: the toml crate's `Display` quotes the whole line (10 MB for a 10 MB
+/// line), so the message is built from its parts: the line and column, what is wrong (bounded
+/// too: it can quote a key or a value), and an excerpt of the line around the column.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let what = excerpt_ends(e.message().trim_end());
+    match e.span() {
+        Some(span) => {
+            let p = pointer(text, span.start, span.end.saturating_sub(span.start));
+            format!(
+                "line {}, column {}: {what}\n{}",
+                p.line, p.column, p.drawing
+            )
+        }
+        None => what.to_string(),
+    }
+}
+
+fn build_rules(
+    raw: Vec<RawRule>,
+    table: &'static str,
+    newlines: &[usize],
+    path: &Path,
+) -> Result<RuleSet, Error> {
     let mut rules = RuleSet::new();
-    for r in raw {
-        let mut b = Rule::builder(r.name, r.reason).origin(path.display().to_string());
+    for (i, r) in raw.into_iter().enumerate() {
+        let site = Site {
+            table,
+            index: i + 1,
+            line: newlines.partition_point(|&n| n < r.name.span().start) + 1,
+        };
+        let mut b = Rule::builder(r.name.into_inner(), r.reason)
+            .origin(path.display().to_string())
+            .site(site);
         if let Some(k) = r.kind {
             b = b.kind(k);
         }
@@ -235,7 +271,10 @@ mod tests {
         let e = parse("[[allow]]\nname = \"sockets\"\nreason = \"r\"\nfd_target = \"tcp (\"\n")
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("`sockets` (from leakcheck.toml)"), "{msg}");
+        assert!(
+            msg.contains("`sockets` (from leakcheck.toml, `[[allow]]` #1 at line 2)"),
+            "{msg}"
+        );
         assert!(msg.contains("fd_target"), "{msg}");
     }
 
@@ -247,6 +286,114 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("socket"), "{e}");
+    }
+
+    #[test]
+    fn a_ten_megabyte_line_gives_a_short_message_that_says_where() {
+        // One line: a valid table, then 10 MB that are not TOML.
+        let text = format!("settings = {{ settle_ms = 1 }} {}", "a".repeat(10_000_000));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+        assert!(
+            msg.starts_with("parse rules file leakcheck.toml: line 1, column 30: "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("\n1 | settings = { settle_ms = 1 } aaa"),
+            "{msg}"
+        );
+        assert!(msg.ends_with('^'), "{msg}");
+
+        // The problem at the end of the line: the excerpt is around it.
+        let text = format!("x = \"{}", "b".repeat(10_000_000));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+        assert!(msg.contains("line 1, column "), "{msg}");
+        assert!(msg.contains("1 | …bbbb"), "{msg}");
+    }
+
+    #[test]
+    fn a_long_key_value_name_or_regex_is_quoted_as_an_excerpt() {
+        let long = "k".repeat(10_000_000);
+        for text in [
+            // An unknown key: the parser's message quotes it.
+            format!("[settings]\n{long} = 1\n"),
+            // A value of the wrong type: the message quotes it.
+            format!("[settings]\nsettle_ms = \"{long}\"\n"),
+            // An unknown kind of rule.
+            format!("[[allow]]\nname = \"a\"\nreason = \"r\"\nkind = \"{long}\"\n"),
+            // A rule's name, with a bad regex.
+            format!("[[allow]]\nname = \"{long}\"\nreason = \"r\"\nthread_name = \"(\"\n"),
+            // A long regex, bad at its end (1 MB: parsing 10 MB of regex takes a while).
+            format!(
+                "[[allow]]\nname = \"a\"\nreason = \"r\"\nthread_name = \"{}(\"\n",
+                &long[..1_000_000]
+            ),
+        ] {
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(
+                msg.len() < 1024,
+                "{} bytes: {}",
+                msg.len(),
+                &msg[..2000.min(msg.len())]
+            );
+            assert!(
+                msg.contains("kkkk") && msg.contains("bytes in all"),
+                "{msg}"
+            );
+        }
+        let msg = parse(&format!(
+            "[[allow]]\nname = \"a\"\nreason = \"r\"\nthread_name = \"{}(\"\n",
+            &long[..1_000_000]
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("unclosed group at line 1, column 1000001"),
+            "{msg}"
+        );
+        let msg = parse(&format!("[settings]\n{long} = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 2, column 1: unknown field `kkk"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn two_rules_of_one_name_in_a_file_are_an_error_naming_both() {
+        let rule = |table: &str, name: &str| {
+            format!("[[{table}]]\nname = \"{name}\"\nreason = \"r\"\nthread_name = \"x\"\n\n")
+        };
+        let e = parse(&[rule("allow", "a"), rule("allow", "b"), rule("allow", "a")].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("build rule `a`: two rules have this name, `[[allow]]` #1 at line 2 of leakcheck.toml and `[[allow]]` #3 at line 12 of leakcheck.toml;"),
+            "{e}"
+        );
+        let e = parse(&[rule("allow", "a"), rule("rule", "a")].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`[[allow]]` #1 at line 2 of leakcheck.toml and `[[rule]]` #1 at line 7 of leakcheck.toml"),
+            "{e}"
+        );
+        parse(&[rule("allow", "a"), rule("rule", "b")].concat()).unwrap();
+    }
+
+    #[test]
+    fn a_key_the_rule_kind_never_has_is_an_error() {
+        let e = parse(
+            "[[allow]]\nname = \"t\"\nreason = \"r\"\nkind = \"task\"\nthread_name = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "build rule `t` (from leakcheck.toml, `[[allow]]` #1 at line 2): `thread_name` can never match: the rule is of kind `task`, and only threads have a `thread_name`; a `task` rule can match spawn_location, top_frame, any_frame, await_point, task_name, component, or leave out `kind` to match every kind"
+        );
     }
 
     #[test]

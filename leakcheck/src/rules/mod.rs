@@ -5,5 +5,5 @@ mod file;
 mod rule;
 
 pub use file::FileConfig;
-pub(crate) use rule::Subject;
+pub(crate) use rule::{unique_names, Subject};
 pub use rule::{Rule, RuleBuilder, RuleSet};

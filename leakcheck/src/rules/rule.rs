@@ -1,5 +1,9 @@
+use std::collections::HashMap;
+use std::fmt;
+
 use regex::Regex;
 
+use crate::error::{excerpt, pointer};
 use crate::report::Kind;
 use crate::tasks::{AwaitTrace, Frame};
 use crate::Error;
@@ -45,6 +49,59 @@ impl Field {
             .map(|(_, k)| *k)
             .unwrap_or("?")
     }
+
+    /// The kinds of survivor that have this field: a rule restricted to another kind could never
+    /// match it. Frames are kept for threads and descriptors too (creation backtraces).
+    fn kinds(self) -> &'static [Kind] {
+        match self {
+            Field::SpawnLocation | Field::AwaitPoint | Field::TaskName => &[Kind::Task],
+            Field::TopFrame | Field::AnyFrame => &[Kind::Task, Kind::Thread, Kind::Fd],
+            Field::ThreadName => &[Kind::Thread],
+            Field::FdTarget => &[Kind::Fd],
+            Field::ChildCmdline => &[Kind::Child],
+            Field::Component => &[Kind::Task, Kind::Thread, Kind::Fd, Kind::Child],
+        }
+    }
+}
+
+/// `kind = "..."` as written in `leakcheck.toml`.
+fn kind_key(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Task => "task",
+        Kind::Thread => "thread",
+        Kind::Fd => "fd",
+        Kind::Child => "child",
+    }
+}
+
+/// `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Where in its file a rule is defined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Site {
+    /// `allow` or `rule`.
+    pub(crate) table: &'static str,
+    /// Which entry of that table, from 1.
+    pub(crate) index: usize,
+    /// The line of its `name`, from 1.
+    pub(crate) line: usize,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`[[{}]]` #{} at line {}",
+            self.table, self.index, self.line
+        )
+    }
 }
 
 /// A rule that files matching survivors as known.
@@ -65,6 +122,7 @@ pub struct Rule {
     kind: Option<Kind>,
     matchers: Vec<(Field, Regex)>,
     origin: Option<String>,
+    site: Option<Site>,
 }
 
 /// Builds a [`Rule`]; regexes are checked in [`RuleBuilder::build`].
@@ -75,6 +133,7 @@ pub struct RuleBuilder {
     kind: Option<Kind>,
     patterns: Vec<(Field, String)>,
     origin: Option<String>,
+    site: Option<Site>,
 }
 
 macro_rules! matcher_setters {
@@ -135,7 +194,8 @@ impl RuleBuilder {
                 rule: spec.to_string(),
                 origin: None,
                 reason: format!(
-                    "`{key}` is not a rule key: write `key=regex` with a key among {}",
+                    "`{}` is not a rule key: write `key=regex` with a key among {}",
+                    excerpt(key),
                     Field::ALL.map(|(_, k)| k).join(", ")
                 ),
             });
@@ -148,11 +208,21 @@ impl RuleBuilder {
         self
     }
 
-    /// Checks the rule: a reason is required, at least one matcher, and valid regexes.
+    /// Where in the file of [`origin`](Self::origin) the rule is.
+    pub(crate) fn site(mut self, site: Site) -> Self {
+        self.site = Some(site);
+        self
+    }
+
+    /// Checks the rule: a reason is required, at least one matcher, keys that its kind (if it
+    /// has one) can match, and valid regexes.
     pub fn build(self) -> Result<Rule, Error> {
         let err = |reason: String| Error::Rule {
             rule: self.name.clone(),
-            origin: self.origin.clone(),
+            origin: match (&self.origin, &self.site) {
+                (Some(o), Some(site)) => Some(format!("{o}, {site}")),
+                (o, _) => o.clone(),
+            },
             reason,
         };
         if self.name.trim().is_empty() {
@@ -169,12 +239,37 @@ impl RuleBuilder {
                 Field::ALL.map(|(_, k)| k).join(", ")
             )));
         }
+        if let Some(kind) = self.kind {
+            if let Some((field, _)) = self
+                .patterns
+                .iter()
+                .find(|(f, _)| !f.kinds().contains(&kind))
+            {
+                let of_kind: Vec<&str> = Field::ALL
+                    .iter()
+                    .filter(|(f, _)| f.kinds().contains(&kind))
+                    .map(|(_, k)| *k)
+                    .collect();
+                let has_it: Vec<&str> = field.kinds().iter().map(|k| k.plural()).collect();
+                return Err(err(format!(
+                    "`{}` can never match: the rule is of kind `{}`, and only {} have a `{}`; a `{}` rule can match {}, or leave out `kind` to match every kind",
+                    field.key(),
+                    kind_key(kind),
+                    and_list(&has_it),
+                    field.key(),
+                    kind_key(kind),
+                    of_kind.join(", "),
+                )));
+            }
+        }
         let mut matchers = Vec::with_capacity(self.patterns.len());
         for (field, pattern) in &self.patterns {
             let re = Regex::new(pattern).map_err(|e| {
                 err(format!(
-                    "`{}` = {pattern:?} is not a valid regex: {e}",
-                    field.key()
+                    "`{}` = {:?} is not a valid regex: {}",
+                    field.key(),
+                    excerpt(pattern),
+                    regex_error(pattern, &e)
                 ))
             })?;
             matchers.push((*field, re));
@@ -185,6 +280,7 @@ impl RuleBuilder {
             kind: self.kind,
             matchers,
             origin: self.origin,
+            site: self.site,
         })
     }
 }
@@ -198,6 +294,7 @@ impl Rule {
             kind: None,
             patterns: Vec::new(),
             origin: None,
+            site: None,
         }
     }
 
@@ -214,6 +311,24 @@ impl Rule {
     /// Where the rule was defined (a file), if not in code.
     pub fn origin(&self) -> Option<&str> {
         self.origin.as_deref()
+    }
+
+    /// Whether `self` and `other` are one definition (a file's rule and its copy that a test
+    /// allowed by name).
+    fn same_definition(&self, other: &Rule) -> bool {
+        self.site.is_some() && self.site == other.site && self.origin == other.origin
+    }
+
+    /// Where the rule comes from, for messages: `` `[[allow]]` #2 at line 7 of leakcheck.toml ``
+    /// or `a rule added in code (reason "...")`.
+    fn source(&self) -> String {
+        match (&self.origin, &self.site) {
+            (Some(origin), Some(site)) => {
+                format!("{site} of {}", crate::error::excerpt_ends(origin))
+            }
+            (Some(origin), None) => format!("a rule of {}", crate::error::excerpt_ends(origin)),
+            (None, _) => format!("a rule added in code (reason {:?})", excerpt(&self.reason)),
+        }
     }
 
     pub(crate) fn matches(&self, s: &Subject<'_>) -> bool {
@@ -246,6 +361,56 @@ impl Rule {
             }
         })
     }
+}
+
+/// What a regex error says, bounded: the regex crate's message quotes the whole pattern, so a
+/// long pattern gets the error's kind and a pointer to its place instead.
+fn regex_error(pattern: &str, e: &regex::Error) -> String {
+    if pattern.chars().count() <= crate::error::EXCERPT_CHARS && !pattern.contains('\n') {
+        return e.to_string();
+    }
+    let (what, span) = match regex_syntax::Parser::new().parse(pattern) {
+        Err(regex_syntax::Error::Parse(e)) => (e.kind().to_string(), *e.span()),
+        Err(regex_syntax::Error::Translate(e)) => (e.kind().to_string(), *e.span()),
+        // Not a syntax error (a size limit): the message does not quote the pattern.
+        _ => return excerpt(&e.to_string()).to_string(),
+    };
+    let p = pointer(
+        pattern,
+        span.start.offset,
+        span.end.offset - span.start.offset,
+    );
+    format!(
+        "{what} at line {}, column {}\n{}",
+        p.line, p.column, p.drawing
+    )
+}
+
+/// Checks that no two rules share a name: a report names the rule that allowed a survivor, and
+/// `allow = ["name"]` picks a `[[rule]]` by its name. A file's rule and its copy allowed by name
+/// are one rule.
+pub(crate) fn unique_names<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> Result<(), Error> {
+    let mut seen: HashMap<&str, &Rule> = HashMap::new();
+    for rule in rules {
+        match seen.get(rule.name()) {
+            Some(first) if !first.same_definition(rule) => {
+                return Err(Error::Rule {
+                    rule: rule.name.clone(),
+                    origin: None,
+                    reason: format!(
+                        "two rules have this name, {} and {}; give each rule a name of its own: a report names the rule that allowed a survivor, and `allow = [\"name\"]` picks a `[[rule]]` by its name",
+                        first.source(),
+                        rule.source()
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(rule.name(), rule);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a rule sees of one survivor.
@@ -342,6 +507,154 @@ mod tests {
         assert!(e.to_string().contains("reason"), "{e}");
         let e = Rule::builder("r", "why").build().unwrap_err();
         assert!(e.to_string().contains("spawn_location, top_frame"), "{e}");
+    }
+
+    #[test]
+    fn a_key_that_the_kind_never_has_is_an_error_that_says_why() {
+        let never = [
+            (Kind::Task, "thread_name"),
+            (Kind::Task, "fd_target"),
+            (Kind::Task, "child_cmdline"),
+            (Kind::Thread, "spawn_location"),
+            (Kind::Thread, "await_point"),
+            (Kind::Thread, "task_name"),
+            (Kind::Thread, "fd_target"),
+            (Kind::Thread, "child_cmdline"),
+            (Kind::Fd, "spawn_location"),
+            (Kind::Fd, "thread_name"),
+            (Kind::Fd, "child_cmdline"),
+            (Kind::Child, "top_frame"),
+            (Kind::Child, "any_frame"),
+            (Kind::Child, "task_name"),
+            (Kind::Child, "fd_target"),
+        ];
+        for (kind, key) in never {
+            let e = Rule::builder("r", "why")
+                .kind(kind)
+                .pattern(key, "x".into())
+                .build()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "build rule `r`: `{key}` can never match: the rule is of kind `{}`",
+                    kind_key(kind)
+                )),
+                "{e}"
+            );
+        }
+        let e = Rule::builder("r", "why")
+            .kind(Kind::Child)
+            .component("x")
+            .top_frame("y")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("only tasks, threads and file descriptors have a `top_frame`; a `child` rule can match child_cmdline, component, or leave out `kind`"),
+            "{e}"
+        );
+        let valid: [(Kind, &[&str]); 4] = [
+            (
+                Kind::Task,
+                &[
+                    "spawn_location",
+                    "top_frame",
+                    "any_frame",
+                    "await_point",
+                    "task_name",
+                    "component",
+                ],
+            ),
+            (
+                Kind::Thread,
+                &["thread_name", "component", "top_frame", "any_frame"],
+            ),
+            (
+                Kind::Fd,
+                &["fd_target", "component", "top_frame", "any_frame"],
+            ),
+            (Kind::Child, &["child_cmdline", "component"]),
+        ];
+        for (kind, keys) in valid {
+            let mut b = Rule::builder("r", "why").kind(kind);
+            for key in keys {
+                b = b.pattern(key, "x".into());
+            }
+            b.build().unwrap();
+        }
+        // Without a kind, any keys.
+        let mut b = Rule::builder("r", "why");
+        for (_, key) in Field::ALL {
+            b = b.pattern(key, "x".into());
+        }
+        b.build().unwrap();
+    }
+
+    #[test]
+    fn a_long_regex_or_name_is_quoted_as_an_excerpt_with_the_place() {
+        // 1 MB: parsing 10 MB of regex takes a while.
+        let long = format!("{}(", "a".repeat(1_000_000));
+        let e = Rule::builder("r", "why")
+            .thread_name(long.as_str())
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 1024, "{} bytes", e.len());
+        assert!(
+            e.contains("`thread_name` = \"aaaa") && e.contains("\"… (1000001 bytes in all)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("unclosed group at line 1, column 1000001"),
+            "{e}"
+        );
+        assert!(e.contains("| …aaaa") && e.ends_with('^'), "{e}");
+        // Too big to compile, with no syntax error: the message does not quote the pattern.
+        let big = "\\w{1000}".repeat(1000);
+        let e = Rule::builder("r", "why")
+            .thread_name(big.as_str())
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 1024, "{e}");
+        let e = Rule::builder("n".repeat(10_000_000), "why")
+            .pattern_spec(&format!("{}=x", "k".repeat(10_000_000)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 1024, "{} bytes", e.len());
+    }
+
+    #[test]
+    fn names_are_unique_and_a_copy_is_the_same_rule() {
+        let site = |index| Site {
+            table: "rule",
+            index,
+            line: index * 5,
+        };
+        let file = |name: &str, index| {
+            Rule::builder(name, "f")
+                .origin("leakcheck.toml")
+                .site(site(index))
+                .thread_name("x")
+                .build()
+                .unwrap()
+        };
+        let a = file("a", 1);
+        unique_names([&a, &a.clone(), &file("b", 2)]).unwrap();
+        let e = unique_names([&a, &file("a", 2)]).unwrap_err().to_string();
+        assert!(
+            e.contains("`[[rule]]` #1 at line 5 of leakcheck.toml and `[[rule]]` #2 at line 10 of leakcheck.toml"),
+            "{e}"
+        );
+        let code = Rule::builder("a", "c").thread_name("x").build().unwrap();
+        let e = unique_names([&code, &code.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a rule added in code (reason \"c\") and a rule added in code"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn a_sync_result_test() -> Result<(), String> {
     Ok(())
 }
 
-#[leak_test]
+#[leak_test(on_panic = "report")]
 #[should_panic(expected = "the body's own assertion")]
 async fn a_body_panic_is_the_test_failure() {
     // Leaks and then panics: the panic is what fails the test; the leak report is printed after.
