@@ -76,7 +76,15 @@ impl Check {
     /// its creator's name: the test's, or the runtime thread's when a task spawned it).
     fn thread_origin(&self, t: &process::Thread) -> (String, Option<&'static str>) {
         if t.name == RUNTIME_THREAD_NAME {
-            let role = self.runtime_threads.as_ref().map(|r| r.role(t.tid));
+            let blocked = self
+                .worker_blocked
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let role = self.runtime_threads.as_ref().map(|r| match r.role(t.tid) {
+                // A worker's thread returns to the blocking pool when the runtime shuts down,
+                // and may run a queued spawn_blocking there: a worker only if one was blocked.
+                Some(RuntimeRole::Worker) if !blocked => Some(RuntimeRole::Blocking),
+                role => role,
+            });
             return match role {
                 Some(Some(RuntimeRole::Worker)) => (
                     RUNTIME_COMPONENT.into(),

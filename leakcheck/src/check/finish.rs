@@ -151,7 +151,9 @@ impl Check {
     ) -> Option<Note> {
         let held: Vec<&str> = before
             .iter()
-            .filter(|(f, _)| !self.baseline.fds.contains(&(f.fd, f.target.clone())))
+            // A copy of a descriptor that existed before (tokio's signal receiver, which each
+            // runtime duplicates) is the runtime's, not something a task opened.
+            .filter(|(f, _)| !self.baseline.fds.iter().any(|(_, t)| *t == f.target))
             .filter(|(f, _)| {
                 !after
                     .fds

@@ -152,6 +152,8 @@ impl Check {
                 traces
             }
             DumpOutcome::TimedOut(t) => {
+                self.worker_blocked
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 notes.push(Note {
                     kind: Some(Kind::Task),
                     message: format!(

@@ -146,6 +146,10 @@ pub struct Check {
     /// The checked runtime's own threads, when leakcheck built the runtime (a caller's builder
     /// keeps its own thread hooks).
     pub(super) runtime_threads: Option<Arc<RuntimeThreads>>,
+    /// Whether a task dump timed out: a worker was blocked (a thread that was a worker is then
+    /// reported as the blocked one; otherwise as a blocking-pool thread, which it may have
+    /// become during shutdown).
+    pub(super) worker_blocked: std::sync::atomic::AtomicBool,
     pub(super) _adopt: Option<process::AdoptOrphans>,
     pub(super) _turn: Turn,
 }
@@ -281,6 +285,7 @@ impl Check {
                 .map(|s| s.comm)
                 .unwrap_or_default(),
             runtime_threads: (!custom_runtime).then_some(runtime_threads),
+            worker_blocked: std::sync::atomic::AtomicBool::new(false),
             _adopt: adopt,
             _turn: turn,
         };
