@@ -7,7 +7,7 @@
 use std::future::pending;
 use std::time::{Duration, Instant};
 
-use leakcheck::{Check, Kinds};
+use leakcheck::{Check, Kind, Kinds};
 
 #[derive(serde::Serialize)]
 struct Figure {
@@ -67,8 +67,71 @@ fn tasks_only() -> Kinds {
     }
 }
 
+/// One failing check with every kind leaking (a task, a thread, a file, a child), settle deadline
+/// `deadline`: how long `finish()` takes, in ms.
+fn failing_check_ms(deadline: Duration) -> f64 {
+    let check = Check::builder()
+        .settle_deadline(deadline)
+        .start_multi_thread(2)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("bench-leak".into())
+        .spawn(move || {
+            let _ = rx.recv();
+        })
+        .unwrap();
+    let file = std::fs::File::open("/proc/self/stat").unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    check.handle().spawn(pending::<()>());
+    let t = Instant::now();
+    let r = check.finish();
+    let took = t.elapsed().as_secs_f64() * 1e3;
+    for kind in [Kind::Task, Kind::Thread, Kind::Fd, Kind::Child] {
+        assert!(
+            r.unknown().any(|s| s.kind == kind),
+            "{kind:?}: {}",
+            r.to_text()
+        );
+    }
+    drop(tx);
+    thread.join().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(file);
+    took
+}
+
 fn main() {
     let mut figures = Vec::new();
+
+    // 0. A failing check with every kind leaking pays one deadline (symbols and dump included),
+    //    the first of the process as well (it loads debug info) as later ones.
+    let deadline = Duration::from_millis(300);
+    let first = failing_check_ms(deadline);
+    let later = median((0..n(5, 1)).map(|_| failing_check_ms(deadline)).collect());
+    for (name, value) in [
+        (
+            "failing check, every kind leaking, first of the process (deadline 300 ms)",
+            first,
+        ),
+        (
+            "failing check, every kind leaking, later ones (deadline 300 ms, median)",
+            later,
+        ),
+    ] {
+        figures.push(Figure {
+            name,
+            value,
+            unit: "ms",
+            baseline: Some(deadline.as_secs_f64() * 1e3),
+            ratio: Some(value / (deadline.as_secs_f64() * 1e3)),
+            goal: "<= deadline + 100 ms",
+        });
+    }
 
     // 1. Spawn + join: plain tokio vs location tracking vs location + backtraces, interleaved so
     //    that drift in the machine affects all three alike.
@@ -274,12 +337,12 @@ fn main() {
         println!("smoke run (BENCH_SMOKE): few iterations, figures not comparable");
     }
     println!(
-        "{:<52} {:>12} {:>6} {:>12} {:>7}  goal",
+        "{:<76} {:>12} {:>6} {:>12} {:>7}  goal",
         "figure", "value", "unit", "baseline", "ratio"
     );
     for f in &figures {
         println!(
-            "{:<52} {:>12.3} {:>6} {:>12} {:>7}  {}",
+            "{:<76} {:>12.3} {:>6} {:>12} {:>7}  {}",
             f.name,
             f.value,
             f.unit,

@@ -131,7 +131,7 @@ impl Check {
         let frames: Vec<Frame> = rec
             .frames
             .as_deref()
-            .map(|ips| lock(&self.symbols).resolve(ips))
+            .map(tasks::resolve_frames)
             .unwrap_or_default();
         let user: Vec<Frame> = frames.into_iter().filter(|f| !f.is_runtime()).collect();
         let mut component = self.task_component(rec).to_string();

@@ -88,7 +88,8 @@ impl Check {
         }
         let mut last_state = ProcessState::default();
         if self.kinds.any_process() {
-            let (found, state) = self.settle_process(&mut stats, &mut lingered);
+            let (found, state) =
+                self.settle_process(start + self.settle, &mut stats, &mut lingered);
             if !held {
                 self.hold_on_leak(&found);
             }

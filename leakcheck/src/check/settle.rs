@@ -16,6 +16,10 @@ use crate::tasks::{self, AwaitTrace, DumpOutcome, Registry, TaskRecord};
 pub(super) const BACKOFF_START: Duration = Duration::from_micros(50);
 pub(super) const BACKOFF_CAP: Duration = Duration::from_millis(5);
 
+/// The least time threads, descriptors and children get to settle after the runtime's shutdown,
+/// when settling tasks used the whole deadline.
+const PROCESS_GRACE: Duration = Duration::from_millis(20);
+
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 4;
 
@@ -55,6 +59,10 @@ impl Check {
             stats.rounds += 1;
             let seen = reg.terminations();
             let (live, mut unknown) = self.task_round(reg, &traces);
+            if unknown {
+                // Their report will need symbols: load them while waiting for the deadline.
+                tasks::warm_up_symbols();
+            }
             if unknown && await_rules && dumps_work {
                 let missing: FxHashSet<Id> = live
                     .iter()
@@ -264,13 +272,17 @@ impl Check {
                 }))
     }
 
+    /// Settles threads, descriptors and children until `deadline`: the check's one deadline,
+    /// which tasks may have used up already (then at least [`PROCESS_GRACE`] is given, for the
+    /// runtime's own threads to exit after its shutdown).
     pub(super) fn settle_process(
         &self,
+        deadline: Instant,
         stats: &mut SettleStats,
         lingered: &mut Vec<Lingered>,
     ) -> (Vec<Survivor>, ProcessState) {
         let start = Instant::now();
-        let deadline = start + self.settle;
+        let deadline = deadline.max(start + PROCESS_GRACE);
         let mut backoff = BACKOFF_START;
         // The latest reading of each survivor: one that exits during settling is listed as it
         // was last seen (a new thread takes its own name only after it starts).

@@ -14,7 +14,7 @@ use crate::config::{CheckBuilder, Kinds, Mode, ReportDir};
 use crate::process;
 use crate::report::{Kind, Note};
 use crate::rules::RuleSet;
-use crate::tasks::{self, Registry, Symbolizer, TaskRecord};
+use crate::tasks::{self, Registry, TaskRecord};
 use crate::Error;
 
 /// The component of a thread spawned without a name from the check's thread.
@@ -131,7 +131,6 @@ pub struct Check {
     pub(super) baseline: Baseline,
     pub(super) checkpoints: Mutex<Vec<(String, Counts)>>,
     pub(super) components: Mutex<FxHashMap<usize, Arc<str>>>,
-    pub(super) symbols: Mutex<Symbolizer>,
     pub(super) notes: Vec<Note>,
     pub(super) mode: Mode,
     pub(super) report_dir: ReportDir,
@@ -271,7 +270,6 @@ impl Check {
             baseline,
             checkpoints: Mutex::new(Vec::new()),
             components: Mutex::new(FxHashMap::default()),
-            symbols: Mutex::new(Symbolizer::default()),
             notes,
             mode: cfg.mode,
             report_dir: cfg.report_dir,

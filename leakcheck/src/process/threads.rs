@@ -73,6 +73,7 @@ pub(crate) fn spawn_own<T: Send + 'static>(
 /// name (it carries its creator's name: tokio starts one from a dump's thread).
 pub(crate) fn is_own(t: &Thread) -> bool {
     t.name == DUMP_THREAD_NAME
+        || t.name == "leakcheck-symbols"
         || OWN
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -69,22 +69,34 @@ pub(crate) fn relative(path: &std::path::Path) -> String {
     }
 }
 
-/// Resolves instruction pointers, caching each one.
-#[derive(Default)]
-pub(crate) struct Symbolizer {
-    cache: FxHashMap<usize, Vec<Frame>>,
+/// Resolved frames per instruction pointer, for the whole process: the tenth failing check
+/// pays no resolution an earlier one paid.
+static CACHE: std::sync::Mutex<Option<FxHashMap<usize, Vec<Frame>>>> = std::sync::Mutex::new(None);
+
+/// Resolves return addresses (innermost first) to frames; inlined calls expand to several. Each
+/// address is resolved once per process.
+pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(ips.len());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(FxHashMap::default);
+    for &ip in ips {
+        let frames = cache.entry(ip).or_insert_with(|| resolve_one(ip));
+        out.extend(frames.iter().cloned());
+    }
+    out
 }
 
-impl Symbolizer {
-    /// Resolves return addresses (innermost first) to frames; inlined calls expand to several.
-    pub(crate) fn resolve(&mut self, ips: &[usize]) -> Vec<Frame> {
-        let mut out = Vec::with_capacity(ips.len());
-        for &ip in ips {
-            let frames = self.cache.entry(ip).or_insert_with(|| resolve_one(ip));
-            out.extend(frames.iter().cloned());
-        }
-        out
-    }
+/// Loads the debug info symbol resolution needs (tens of milliseconds in a release build, up to
+/// a second in a debug build) on a thread of leakcheck's own, once per process, so that a check
+/// that found a survivor does it while it waits for the deadline rather than after.
+pub(crate) fn warm_up() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let ip = warm_up as fn() as usize;
+        let _ = crate::process::spawn_own("leakcheck-symbols", move || {
+            let _ = resolve(&[ip + 1]);
+        });
+    });
 }
 
 fn resolve_one(ip: usize) -> Vec<Frame> {
