@@ -4,6 +4,9 @@
 /// `eventbus/src/pool/keyed.rs`, `std` for the standard library.
 pub(crate) fn of_path(file: &str) -> String {
     let file = file.replace('\\', "/");
+    if let Some(c) = of_workspace_path(&file) {
+        return c;
+    }
     for marker in ["/registry/src/", "/git/checkouts/"] {
         if let Some(i) = file.find(marker) {
             let rest = &file[i + marker.len()..];
@@ -39,6 +42,71 @@ pub(crate) fn of_path(file: &str) -> String {
     }
 }
 
+/// The component of a file of the workspace under test (or of a path dependency): its package's
+/// name, then the module (`leakcheck-tests::scenarios` for `tests/src/scenarios.rs`), so that a
+/// single-package project's tasks are filed under its name rather than `src`. `None` when the file
+/// is not found on this machine or belongs to no package.
+fn of_workspace_path(file: &str) -> Option<String> {
+    if file.starts_with("/rustc/")
+        || file.contains("/registry/src/")
+        || file.contains("/git/checkouts/")
+    {
+        return None;
+    }
+    let path = std::path::Path::new(file);
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        crate::tasks::workspace_root()?.join(path)
+    };
+    let dir = full.parent()?;
+    let (pkg_dir, name) = package_of(dir)?;
+    let rest: Vec<String> = full
+        .strip_prefix(&pkg_dir)
+        .ok()?
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let module = match rest.as_slice() {
+        // `src/lib.rs`, `src/main.rs`, a `build.rs`.
+        [_, only] if matches!(only.as_str(), "lib.rs" | "main.rs") => None,
+        [_, first, ..] => Some(first.trim_end_matches(".rs").to_string()),
+        _ => None,
+    };
+    Some(match module {
+        Some(m) => format!("{name}::{m}"),
+        None => name,
+    })
+}
+
+/// The nearest package at or above `dir`: its directory and name, each directory read once per
+/// process.
+fn package_of(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    static SEEN: std::sync::Mutex<Option<HashMap<PathBuf, Option<String>>>> =
+        std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    for d in dir.ancestors() {
+        let name = seen
+            .entry(d.to_path_buf())
+            .or_insert_with(|| {
+                let text = std::fs::read_to_string(d.join("Cargo.toml")).ok()?;
+                let doc: toml::Table = text.parse().ok()?;
+                doc.get("package")?
+                    .get("name")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .clone();
+        if let Some(name) = name {
+            return Some((d.to_path_buf(), name));
+        }
+    }
+    None
+}
+
 /// The owner named by a function path: `eventbus::pool::Pool::run` → `eventbus::pool`.
 pub(crate) fn of_function(function: &str) -> String {
     let f = function.trim_start_matches('<');
@@ -63,15 +131,41 @@ fn strip_version(dir: &str) -> &str {
     }
 }
 
-/// A thread's family: `rdkafka` for `rdk:*`, the name without a trailing number otherwise.
+/// Well-known threads of libraries, by name prefix, and the crate that starts them. Linux cuts
+/// thread names to 15 bytes, so each prefix is at most that long.
+const THREAD_CATALOG: &[(&str, &str)] = &[
+    // librdkafka: `rdk:main`, `rdk:broker1`, `rdk:bg`.
+    ("rdk:", "rdkafka"),
+    // rust-rdkafka's ThreadedProducer: "producer polling thread".
+    ("producer pollin", "rdkafka"),
+    // tokio's default names: `tokio-rt-worker` (1.4x), `tokio-runtime-worker` before.
+    ("tokio-rt-worker", "tokio"),
+    ("tokio-runtime-w", "tokio"),
+    // tracing-appender's non-blocking writer: "tracing-appender".
+    ("tracing-appende", "tracing-appender"),
+    // sqlx's SQLite worker: "sqlx-sqlite-worker-N".
+    ("sqlx-sqlite-wor", "sqlx"),
+    // r2d2's pool reaper: "r2d2-worker-N".
+    ("r2d2-worker", "r2d2"),
+    // reqwest's blocking client: "reqwest-internal-sync-runtime".
+    ("reqwest-interna", "reqwest"),
+    // The `blocking` crate's pool: "blocking-N".
+    ("blocking-", "blocking"),
+    // notify's watcher threads: "notify-rs inotify loop".
+    ("notify-rs", "notify"),
+    // console-subscriber's aggregator: "console_subscriber".
+    ("console_subscri", "console-subscriber"),
+    // OpenTelemetry's batch processors: "OpenTelemetry.Traces.BatchProcessor".
+    ("OpenTelemetry", "opentelemetry"),
+    // jemalloc's background threads.
+    ("jemalloc_bg_thd", "jemalloc"),
+];
+
+/// A thread's family: the crate that starts it for the well-known ones (`rdkafka` for
+/// `rdk:*`), the name without a trailing number otherwise.
 pub(crate) fn of_thread(name: &str) -> String {
-    if name.starts_with("rdk:") {
-        return "rdkafka".into();
-    }
-    // tokio's default names: `tokio-rt-worker` (1.4x), `tokio-runtime-worker` before (cut to
-    // 15 bytes by Linux).
-    if name.starts_with("tokio-runtime-w") || name == "tokio-rt-worker" {
-        return "tokio".into();
+    if let Some((_, krate)) = THREAD_CATALOG.iter().find(|(p, _)| name.starts_with(p)) {
+        return (*krate).into();
     }
     let trimmed =
         name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '_' || c == '#');
@@ -96,7 +190,12 @@ mod tests {
         );
         assert_eq!(of_path("eventbus/src/pool/keyed.rs"), "eventbus::pool");
         assert_eq!(of_path("eventbus/src/lib.rs"), "eventbus");
-        assert_eq!(of_path("tests/src/scenarios.rs"), "tests::scenarios");
+        // Files of this workspace: the package's name, then the module.
+        assert_eq!(
+            of_path("tests/src/scenarios.rs"),
+            "leakcheck-tests::scenarios"
+        );
+        assert_eq!(of_path("leakcheck/examples/demo.rs"), "leakcheck::demo");
         assert_eq!(of_path("/work/app/src/main.rs"), "app");
         assert_eq!(of_path("/rustc/abc/library/std/src/thread/mod.rs"), "std");
     }
@@ -111,6 +210,9 @@ mod tests {
         assert_eq!(of_thread("rdk:broker1001"), "rdkafka");
         assert_eq!(of_thread("tokio-rt-worker"), "tokio");
         assert_eq!(of_thread("tokio-runtime-w"), "tokio");
+        assert_eq!(of_thread("tracing-appende"), "tracing-appender");
+        assert_eq!(of_thread("sqlx-sqlite-wor"), "sqlx");
+        assert_eq!(of_thread("producer pollin"), "rdkafka");
         assert_eq!(of_thread("metrics-ticker-3"), "metrics-ticker");
         assert_eq!(of_thread("42"), "42");
         assert_eq!(of_cmdline("/usr/bin/sleep 30"), "sleep");

@@ -113,7 +113,7 @@ fn same(b: CheckBuilder) -> CheckBuilder {
     b
 }
 
-const THIS_FILE: &str = "tests::scenarios";
+const THIS_FILE: &str = "leakcheck-tests::scenarios";
 
 /// Releases a blocked thread when dropped.
 struct Release(mpsc::Sender<()>);
@@ -593,6 +593,70 @@ fn accept_loop(leaky: bool) -> BoxedBody {
     })
 }
 
+/// Stands for a library's shared executor (hyper-util's `TokioExecutor`): every task of a
+/// client goes through one spawn call, whatever it does.
+pub mod executor_lib {
+    pub fn execute(f: impl std::future::Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+}
+
+/// A pool of different tasks through one executor function: connections waiting for requests,
+/// a reaper on a timer, a dispatcher on a `Notify`. The leaky variant keeps them all; the clean
+/// one stops them and waits for each to end.
+fn shared_executor_pool(leaky: bool) -> BoxedBody {
+    block(async move {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+        let mut keep: Leftovers = Vec::new();
+        for _ in 0..3 {
+            let (req_tx, mut requests) = tokio::sync::mpsc::channel::<u32>(1);
+            keep.push(Box::new(req_tx));
+            let (mut stop, done) = (stop.clone(), done_tx.clone());
+            executor_lib::execute(async move {
+                tokio::select! {
+                    _ = async { while requests.recv().await.is_some() {} } => {}
+                    _ = stop.changed() => {}
+                }
+                drop(done);
+            });
+        }
+        let (mut s, d) = (stop.clone(), done_tx.clone());
+        executor_lib::execute(async move {
+            tokio::select! {
+                _ = async { loop { tokio::time::sleep(Duration::from_secs(3600)).await } } => {}
+                _ = s.changed() => {}
+            }
+            drop(d);
+        });
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (n, mut s, d) = (notify.clone(), stop, done_tx);
+        executor_lib::execute(async move {
+            tokio::select! {
+                _ = n.notified() => {}
+                _ = s.changed() => {}
+            }
+            drop(d);
+        });
+        keep.push(Box::new(notify));
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        if leaky {
+            keep.push(Box::new(stop_tx));
+            return keep;
+        }
+        stop_tx.send(true).unwrap();
+        // Every task dropped its `done` sender: all have ended.
+        let _ = done.recv().await;
+        Vec::new()
+    })
+}
+
+fn short_deadline_20ms(b: CheckBuilder) -> CheckBuilder {
+    b.settle_deadline(Duration::from_millis(20))
+}
+
 type BoxedBody = Pin<Box<dyn Future<Output = Leftovers> + Send>>;
 
 fn block(f: impl Future<Output = Leftovers> + Send + 'static) -> BoxedBody {
@@ -865,6 +929,15 @@ pub const SCENARIOS: &[Scenario] = &[
         expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
         leaky_passes: false,
         notes: &["held by the leaked task(s)", "tcp 127.0.0.1:"],
+    },
+    Scenario {
+        name: "shared_executor_pool",
+        configure: short_deadline_20ms,
+        start: multi,
+        body: Body::Async(shared_executor_pool),
+        expected: &[exp!(Task, THIS_FILE, "tests/src/scenarios.rs")],
+        leaky_passes: false,
+        notes: &[],
     },
 ];
 

@@ -133,6 +133,8 @@ impl Check {
             .as_deref()
             .map(tasks::resolve_frames)
             .unwrap_or_default();
+        let (user_frame, via) = tasks::user_and_via(&frames);
+        let (user_frame, via) = (user_frame.cloned(), via.cloned());
         let user: Vec<Frame> = frames.into_iter().filter(|f| !f.is_runtime()).collect();
         let mut component = self.task_component(rec).to_string();
         if component == "tokio" || component == "std" {
@@ -160,7 +162,8 @@ impl Check {
             spawn_location: Some(location),
             name: rec.name.as_deref().map(str::to_string),
             parent: rec.parent.map(|p| p.to_string()),
-            user_frame: user.first().cloned(),
+            user_frame,
+            via,
             backtrace: user,
             await_trace,
             age_ms: Some(ms(age.elapsed())),
@@ -202,6 +205,7 @@ impl Check {
                     name: None,
                     parent: None,
                     user_frame: None,
+                    via: None,
                     backtrace: Vec::new(),
                     await_trace: None,
                     age_ms: Some(ms(rec.spawned.elapsed())),
@@ -365,6 +369,7 @@ impl Survivor {
             name,
             parent: None,
             user_frame: None,
+            via: None,
             backtrace: Vec::new(),
             await_trace: None,
             age_ms: None,

@@ -21,7 +21,7 @@ pub(super) const BACKOFF_CAP: Duration = Duration::from_millis(5);
 const PROCESS_GRACE: Duration = Duration::from_millis(20);
 
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
-const AWAIT_TRACES_PER_SITE: usize = 4;
+const AWAIT_TRACES_PER_SITE: usize = 16;
 
 /// At most this many tasks are dumped per settling round for rules that match await points.
 const AWAIT_RULE_DUMP_LIMIT: usize = 256;
@@ -131,10 +131,13 @@ impl Check {
         if survivors.is_empty() {
             return Vec::new();
         }
-        // Await traces for a few tasks per spawn site.
+        // Await traces for the first tasks of each spawn site (in spawn order: the same ones on
+        // every run).
         let mut per_site: HashMap<usize, usize> = HashMap::new();
-        let wanted: FxHashSet<Id> = survivors
-            .iter()
+        let mut in_spawn_order: Vec<&(Id, TaskRecord)> = survivors.iter().collect();
+        in_spawn_order.sort_by_key(|(id, _)| *id);
+        let wanted: FxHashSet<Id> = in_spawn_order
+            .into_iter()
             .filter(|(_, rec)| {
                 let n = per_site
                     .entry(rec.location as *const _ as usize)
@@ -223,6 +226,7 @@ impl Check {
                         name: None,
                         parent: None,
                         user_frame: None,
+                    via: None,
                         backtrace: Vec::new(),
                         await_trace: None,
                         age_ms: None,

@@ -88,9 +88,13 @@ pub struct Survivor {
     /// The task that spawned this task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    /// The first spawn backtrace frame outside the runtime.
+    /// The first spawn backtrace frame in the user's own code (the workspace under test: not
+    /// the runtime, not a registry crate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_frame: Option<Frame>,
+    /// When a library spawned the task: the library function the user's frame called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Frame>,
     /// The spawn backtrace outside the runtime, innermost first (when backtraces are on).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backtrace: Vec<Frame>,

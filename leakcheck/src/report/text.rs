@@ -27,7 +27,12 @@ impl Report {
     }
 }
 
-fn group_key(s: &Survivor) -> (bool, Kind, String, String, String) {
+/// What tells survivors apart: status, kind, component, site, and for tasks the user's frame
+/// and the await point (tasks spawned through one executor function share a site). Every part
+/// is normalized, so groups and their order are the same on every run.
+type GroupKey = (bool, Kind, String, String, String, String, String);
+
+fn group_key(s: &Survivor) -> GroupKey {
     let status = match &s.status {
         Status::Known { rule, .. } => rule.clone(),
         Status::Unknown => String::new(),
@@ -35,16 +40,42 @@ fn group_key(s: &Survivor) -> (bool, Kind, String, String, String) {
     let site = match s.kind {
         Kind::Task => s
             .spawn_location
-            .clone()
-            .unwrap_or_else(|| s.description.clone()),
+            .as_deref()
+            .map(normalize)
+            .unwrap_or_else(|| normalize(&s.description)),
         _ => normalize(&s.description),
     };
+    let user = s
+        .user_frame
+        .as_ref()
+        .map(|f| normalize(&f.display()))
+        .unwrap_or_default();
+    let waiting = s
+        .await_trace
+        .as_ref()
+        .map(|t| {
+            t.leaves
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {}",
+                        l.resource.as_deref().unwrap_or(""),
+                        l.frames.first().map(|f| f.display()).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .map(|w| normalize(&w))
+        .unwrap_or_default();
     (
         s.status != Status::Unknown,
         s.kind,
         s.component.clone(),
         status,
         site,
+        user,
+        waiting,
     )
 }
 
@@ -107,7 +138,7 @@ fn render(r: &Report, style: Style) -> String {
     }
     for g in groups.values() {
         out.push('\n');
-        render_group(&mut out, g, style, &norm);
+        render_group(&mut out, r, g, style, &norm);
     }
 
     // Lingered: how long things took to exit varies from run to run, so snapshots leave it out.
@@ -186,6 +217,7 @@ fn render(r: &Report, style: Style) -> String {
 /// Renders survivors that share kind, status, component and site.
 fn render_group(
     out: &mut String,
+    r: &Report,
     members: &[&Survivor],
     style: Style,
     norm: &dyn Fn(&str) -> String,
@@ -237,9 +269,12 @@ fn render_group(
     if let Some(f) = &s.user_frame {
         let _ = writeln!(out, "    spawned in  {}", norm(&f.display()));
     }
+    if let Some(v) = &s.via {
+        let _ = writeln!(out, "    via         {}", norm(strip_closures(&v.function)));
+    }
     if let Some(t) = &s.await_trace {
         if t.leaves.is_empty() {
-            let _ = writeln!(out, "    waiting on  no tokio resource (a future nothing will wake, such as `pending()`)");
+            let _ = writeln!(out, "    waiting on  nothing tokio tracks: `pending()`, or a waker kept outside tokio (a channel fed by a thread, a callback)");
         }
         for leaf in &t.leaves {
             let at = leaf.frames.first().map(|f| norm(&f.display()));
@@ -258,14 +293,15 @@ fn render_group(
         }
     }
     if s.parent.is_some() {
-        let parents: Vec<_> = members.iter().filter_map(|m| m.parent.clone()).collect();
-        match style {
-            Style::Human => {
-                let _ = writeln!(out, "    spawned by  task {}", parents.join(", "));
-            }
-            Style::Normalized => {
-                let _ = writeln!(out, "    spawned by  another task");
-            }
+        let mut chains: Vec<String> = members
+            .iter()
+            .filter_map(|m| m.parent.as_deref())
+            .map(|p| parent_chain(r, p, style, norm))
+            .collect();
+        chains.sort();
+        chains.dedup();
+        for c in chains {
+            let _ = writeln!(out, "    spawned by  {c}");
         }
     }
     if style == Style::Human {
@@ -293,6 +329,36 @@ fn render_group(
         }
         out.push('\n');
     }
+}
+
+/// `task 7 (spawned at a.rs:3:5) <- task 3 (spawned at b.rs:9:1)`: the task that spawned
+/// another, and the one that spawned it, while they are survivors of the report.
+fn parent_chain(r: &Report, first: &str, style: Style, norm: &dyn Fn(&str) -> String) -> String {
+    let mut links = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(id) = next.take() {
+        if links.len() == 8 {
+            links.push("...".to_string());
+            break;
+        }
+        let found = r
+            .survivors
+            .iter()
+            .find(|s| s.kind == Kind::Task && s.id == id);
+        let name = match style {
+            Style::Human => format!("task {id}"),
+            Style::Normalized => "a task".to_string(),
+        };
+        match found {
+            Some(p) => {
+                let site = p.spawn_location.as_deref().map(norm).unwrap_or_default();
+                links.push(format!("{name} (a survivor, spawned at {site})"));
+                next = p.parent.clone();
+            }
+            None => links.push(format!("{name} (exited already)")),
+        }
+    }
+    links.join(" <- ")
 }
 
 fn render_lifecycle(out: &mut String, r: &Report, style: Style) {
@@ -372,40 +438,92 @@ fn shown(row: &super::LifecycleRow, style: Style) -> bool {
 }
 
 fn hint(s: &Survivor, style: Style) -> String {
-    let (key, value) = match s.kind {
-        Kind::Task => (
-            "spawn_location",
-            s.spawn_location
-                .clone()
-                .map(|l| file_of(&l))
-                .unwrap_or_default(),
-        ),
-        Kind::Thread => ("thread_name", s.name.clone().unwrap_or_default()),
-        Kind::Fd => ("fd_target", s.description.clone()),
-        Kind::Child => ("child_cmdline", s.description.clone()),
+    let norm = |v: &str| match style {
+        Style::Human => v.to_string(),
+        Style::Normalized => normalize(v),
     };
-    let value = match style {
-        Style::Human => value,
-        Style::Normalized => normalize(&value),
-    };
-    let fix = match s.kind {
-        Kind::Task => {
-            "await its JoinHandle (or abort it) before the check ends, and drop what it waits on"
+    let component_rule = || ("component", format!("^{}$", regex::escape(&s.component)));
+    let in_library = s
+        .spawn_location
+        .as_deref()
+        .is_some_and(|l| l.contains("/registry/src/") || l.contains("/git/checkouts/"));
+    let (fix, (key, pattern)) = match s.kind {
+        Kind::Task => match (&s.via, &s.user_frame) {
+            (Some(via), user) => {
+                let at = user
+                    .as_ref()
+                    .map(|u| format!("`{}`", norm(&u.display())))
+                    .unwrap_or_else(|| "your code".into());
+                (
+                    format!(
+                        "the `{}` task that `{}` started for {at} is still alive: drop or close what you created there (the client, pool or connection) before the check ends, or await its shutdown",
+                        s.component,
+                        norm(strip_closures(&via.function))
+                    ),
+                    component_rule(),
+                )
+            }
+            _ if in_library => (
+                format!(
+                    "a task of the `{}` library is still alive: drop or close the `{}` object that owns it (its client, pool or connection) before the check ends",
+                    s.component, s.component
+                ),
+                component_rule(),
+            ),
+            _ => (
+                "await its JoinHandle (or abort it) before the check ends, and drop what it waits on"
+                    .to_string(),
+                (
+                    "spawn_location",
+                    regex::escape(&norm(
+                        &s.spawn_location
+                            .as_deref()
+                            .map(file_of)
+                            .unwrap_or_default(),
+                    )),
+                ),
+            ),
+        },
+        Kind::Thread => {
+            let name = s.name.clone().unwrap_or_default();
+            let rule = if !name.is_empty() && crate::component::of_thread(&name) == name {
+                ("thread_name", format!("^{}$", regex::escape(&norm(&name))))
+            } else {
+                // A family from the catalog (`rdkafka` for `rdk:*`): portable across names.
+                component_rule()
+            };
+            (
+                "join the thread (or drop the client that owns it) before the check ends".into(),
+                rule,
+            )
         }
-        Kind::Thread => "join the thread (or drop the client that owns it) before the check ends",
-        Kind::Fd => "close the descriptor (drop the socket, file or client) before the check ends",
-        Kind::Child => "kill and wait for the child before the check ends",
+        Kind::Fd => (
+            "close the descriptor (drop the socket, file or client) before the check ends".into(),
+            ("fd_target", regex::escape(&norm(&s.description))),
+        ),
+        Kind::Child => (
+            "kill and wait for the child before the check ends".into(),
+            ("child_cmdline", regex::escape(&norm(&s.description))),
+        ),
     };
     format!(
-        "hint: {fix}. If it is harmless, allow it in leakcheck.toml:\n  [[allow]]\n  name = \"...\"\n  reason = \"...\"\n  kind = \"{}\"\n  {key} = '{}'\n",
+        "hint: {fix}. If it is harmless, allow it in leakcheck.toml:\n  [[allow]]\n  name = \"...\"\n  reason = \"...\"\n  kind = \"{}\"\n  {key} = '{pattern}'\n",
         match s.kind {
             Kind::Task => "task",
             Kind::Thread => "thread",
             Kind::Fd => "fd",
             Kind::Child => "child",
         },
-        regex::escape(&value)
     )
+}
+
+/// `a::f::{{closure}}::{{closure}}` → `a::f`: the function a person called.
+fn strip_closures(f: &str) -> &str {
+    let mut f = f;
+    while let Some(rest) = f.strip_suffix("::{{closure}}") {
+        f = rest;
+    }
+    f
 }
 
 /// `src/a.rs:10:5` → `src/a.rs`: a rule on the file survives edits above the line.

@@ -8,7 +8,7 @@
 
 /// At most this many frames are kept per spawn: enough to reach user code through tokio's
 /// spawn machinery, small enough to keep the hook cheap.
-pub(crate) const MAX_FRAMES: usize = 32;
+pub(crate) const MAX_FRAMES: usize = 64;
 
 /// Captures the caller's stack as instruction pointers, innermost first.
 #[inline(never)]

@@ -174,6 +174,16 @@ mod imp {
                 runtime_frames,
             });
         }
+        // A `select!` polls its branches in a random order: the same task must read the same on
+        // every run.
+        leaves.sort_by_cached_key(|l| {
+            (
+                l.resource.clone(),
+                l.frames
+                    .first()
+                    .map(|f| (f.function.clone(), f.file.clone(), f.line)),
+            )
+        });
         AwaitTrace { leaves }
     }
 }

@@ -13,7 +13,9 @@ pub use symbols::Frame;
 
 pub(crate) use dump::{dump, DumpOutcome};
 pub(crate) use registry::{with_name, Registry, TaskRecord};
-pub(crate) use symbols::{resolve as resolve_frames, warm_up as warm_up_symbols};
+pub(crate) use symbols::{
+    resolve as resolve_frames, user_and_via, warm_up as warm_up_symbols, workspace_root,
+};
 
 /// Installs the spawn and terminate hooks of `registry` on `builder`.
 ///

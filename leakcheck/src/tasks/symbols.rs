@@ -27,11 +27,92 @@ impl Frame {
 
     /// Whether the frame belongs to the runtime machinery rather than to the code that spawned.
     pub(crate) fn is_runtime(&self) -> bool {
-        is_runtime_function(&self.function)
+        self.origin() == Origin::Runtime
+    }
+
+    /// Whose code the frame is: the runtime's (tokio, the standard library, `core`'s poll
+    /// adapters, leakcheck's hook), a library's (a registry crate), or the user's (the
+    /// workspace under test). Decided by the function and by the file, so that it stays right
+    /// when one of them is missing or misleading (a macro expansion, `line-tables-only`).
+    pub(crate) fn origin(&self) -> Origin {
+        if is_runtime_function(&self.function) {
+            return Origin::Runtime;
+        }
+        let Some(file) = self.file.as_deref() else {
+            return Origin::User;
+        };
+        let file = file.replace('\\', "/");
+        if file.starts_with("/rustc/")
+            || ["/library/core/", "/library/std/", "/library/alloc/"]
+                .iter()
+                .any(|p| file.contains(p))
+            || own_source(&file)
+        {
+            return Origin::Runtime;
+        }
+        if file.contains("/registry/src/") || file.contains("/git/checkouts/") {
+            let krate = crate::component::of_path(&file);
+            if RUNTIME_CRATES.contains(&krate.as_str()) {
+                return Origin::Runtime;
+            }
+            return Origin::Library(krate);
+        }
+        Origin::User
     }
 }
 
+/// Whose code a frame is (see [`Frame::origin`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Runtime,
+    /// A dependency, by package name.
+    Library(String),
+    User,
+}
+
+/// Crates whose frames are the runtime's machinery, never a library the user called.
+const RUNTIME_CRATES: &[&str] = &[
+    "tokio",
+    "futures-util",
+    "futures-core",
+    "backtrace",
+    "tracing",
+    "tracing-futures",
+    "leakcheck",
+    "leakcheck-macros",
+];
+
+/// Whether `file` is one of leakcheck's own sources (its spawn hook, its harness).
+fn own_source(file: &str) -> bool {
+    // `file!()` of this file: `leakcheck/src/tasks/symbols.rs` in its workspace, an absolute
+    // registry path elsewhere.
+    static OWN_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let own = OWN_SRC.get_or_init(|| {
+        let me = file!().replace('\\', "/");
+        me.strip_suffix("tasks/symbols.rs")
+            .unwrap_or(&me)
+            .to_string()
+    });
+    file.starts_with(own.as_str()) || file.ends_with(&file!().replace('\\', "/"))
+}
+
+/// The first frame of the user's own code in a spawn backtrace (innermost first), and the
+/// outermost library frame below it: the library function the user called, which spawned.
+pub(crate) fn user_and_via(frames: &[Frame]) -> (Option<&Frame>, Option<&Frame>) {
+    let Some(i) = frames.iter().position(|f| f.origin() == Origin::User) else {
+        return (None, None);
+    };
+    let via = frames[..i]
+        .iter()
+        .rev()
+        .find(|f| matches!(f.origin(), Origin::Library(_)));
+    (Some(&frames[i]), via)
+}
+
 pub(crate) fn is_runtime_function(f: &str) -> bool {
+    if is_generic_adapter(f) {
+        return true;
+    }
     const RUNTIME: &[&str] = &[
         "tokio::",
         "std::",
@@ -53,20 +134,56 @@ pub(crate) fn is_runtime_function(f: &str) -> bool {
     RUNTIME.iter().any(|p| f.starts_with(p))
 }
 
+/// `<&mut F as core::future::future::Future>::poll`, `<core::pin::Pin<P> as ...>::poll`,
+/// `<alloc::boxed::Box<F> as ...>::poll`: the standard library's impls for wrappers of a generic
+/// type, which forward to the code inside and are never the user's own.
+fn is_generic_adapter(f: &str) -> bool {
+    let Some(rest) = f.strip_prefix('<') else {
+        return false;
+    };
+    let Some((self_ty, tr)) = rest.split_once(" as ") else {
+        return false;
+    };
+    let runtime_trait = [
+        "core::",
+        "std::",
+        "alloc::",
+        "futures_core::",
+        "futures_util::",
+    ]
+    .iter()
+    .any(|p| tr.starts_with(p));
+    let ty = self_ty
+        .trim_start_matches('&')
+        .trim_start_matches("mut ")
+        .trim_start_matches("dyn ");
+    let generic = ty.len() <= 2 && ty.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+    let wrapper = ["core::pin::Pin<", "alloc::boxed::Box<", "Pin<", "Box<"]
+        .iter()
+        .any(|p| ty.starts_with(p));
+    runtime_trait && (generic || wrapper)
+}
+
 /// `path` relative to the workspace root (the nearest ancestor of the current directory with a
 /// `Cargo.lock`) when it lies inside it, as spawn locations are.
 pub(crate) fn relative(path: &std::path::Path) -> String {
+    match workspace_root().and_then(|r| path.strip_prefix(r).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => path.display().to_string(),
+    }
+}
+
+/// The workspace under test: the nearest ancestor of the current directory with a `Cargo.lock`
+/// (cargo runs tests and examples in their package's directory).
+pub(crate) fn workspace_root() -> Option<&'static std::path::Path> {
     static ROOT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let root = ROOT.get_or_init(|| {
+    ROOT.get_or_init(|| {
         let cwd = std::env::current_dir().ok()?;
         cwd.ancestors()
             .find(|d| d.join("Cargo.lock").is_file())
             .map(|d| d.to_path_buf())
-    });
-    match root.as_deref().and_then(|r| path.strip_prefix(r).ok()) {
-        Some(rel) => rel.display().to_string(),
-        None => path.display().to_string(),
-    }
+    })
+    .as_deref()
 }
 
 /// Resolved frames per instruction pointer, for the whole process: the tenth failing check
@@ -120,4 +237,80 @@ fn resolve_one(ip: usize) -> Vec<Frame> {
         });
     }
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>) -> Frame {
+        Frame {
+            function: function.into(),
+            file: file.map(str::to_string),
+            line: Some(1),
+        }
+    }
+
+    #[test]
+    fn poll_adapters_macros_and_the_hook_are_never_user_code() {
+        for (f, file) in [
+            ("<&mut F as core::future::future::Future>::poll", None),
+            (
+                "<core::pin::Pin<P> as core::future::future::Future>::poll",
+                None,
+            ),
+            (
+                "<alloc::boxed::Box<F> as core::future::future::Future>::poll",
+                None,
+            ),
+            (
+                "{{closure}}",
+                Some("/rustc/abc/library/core/src/future/mod.rs"),
+            ),
+            (
+                "app::main::{{closure}}",
+                Some(
+                    "/root/.cargo/registry/src/index.crates.io-1/tokio-1.54.1/src/macros/select.rs",
+                ),
+            ),
+            ("leakcheck::tasks::instrument::{{closure}}", None),
+            ("on_spawn", Some(file!())),
+        ] {
+            assert_eq!(frame(f, file).origin(), Origin::Runtime, "{f} {file:?}");
+        }
+    }
+
+    #[test]
+    fn libraries_and_the_users_frame() {
+        let frames = [
+            frame("tokio::task::spawn::spawn", None),
+            frame(
+                "<hyper_util::rt::tokio::TokioExecutor as hyper::rt::Executor<Fut>>::execute",
+                Some("/root/.cargo/registry/src/index.crates.io-1/hyper-util-0.1.10/src/rt/tokio.rs"),
+            ),
+            frame(
+                "hyper_util::client::legacy::Client::request",
+                Some("/root/.cargo/registry/src/index.crates.io-1/hyper-util-0.1.10/src/client/legacy/client.rs"),
+            ),
+            frame("app::api::fetch::{{closure}}", Some("src/api.rs")),
+            frame("app::main", Some("src/main.rs")),
+        ];
+        assert_eq!(frames[1].origin(), Origin::Library("hyper-util".into()));
+        let (user, via) = user_and_via(&frames);
+        assert_eq!(user.unwrap().function, "app::api::fetch::{{closure}}");
+        assert_eq!(
+            via.unwrap().function,
+            "hyper_util::client::legacy::Client::request"
+        );
+        assert_eq!(user_and_via(&frames[..3]), (None, None));
+        // A user type's own Future impl is user code.
+        assert_eq!(
+            frame(
+                "<app::Conn as core::future::future::Future>::poll",
+                Some("src/conn.rs")
+            )
+            .origin(),
+            Origin::User
+        );
+    }
 }

@@ -58,4 +58,5 @@ corpus! {
     paused_clock_sleeper,
     await_point_rule_allows_watch,
     accept_loop_left_running,
+    shared_executor_pool,
 }

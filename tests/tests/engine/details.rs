@@ -49,9 +49,15 @@ fn a_task_spawned_by_a_leaked_task_names_its_parent() {
         .find(|s| s.parent.is_some())
         .expect("the child");
     assert_eq!(child.parent.as_deref(), Some(parent.id.as_str()));
-    assert!(r
-        .to_text()
-        .contains(&format!("spawned by  task {}", parent.id)));
+    // The chain names the parent with its spawn site.
+    let text = r.to_text();
+    assert!(
+        text.contains(&format!(
+            "spawned by  task {} (a survivor, spawned at tests/src/scenarios.rs:",
+            parent.id
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,7 +69,7 @@ fn a_lingering_task_passes_and_is_listed_with_its_exit_time() {
         .iter()
         .find(|l| l.kind == Kind::Task)
         .expect("the lingering task");
-    assert_eq!(l.component, "tests::scenarios");
+    assert_eq!(l.component, "leakcheck-tests::scenarios");
     assert!(
         l.exited_after_ms >= 30.0 && l.exited_after_ms < 1000.0,
         "{l:?}"
@@ -104,7 +110,7 @@ fn checkpoints_build_the_lifecycle_table() {
         .lifecycle
         .rows
         .iter()
-        .find(|row| row.kind == Kind::Task && row.component == "tests::engine")
+        .find(|row| row.kind == Kind::Task && row.component == "leakcheck-tests::engine")
         .unwrap_or_else(|| panic!("no task row in {:#?}", r.lifecycle));
     assert_eq!(row.counts, [0, 3, 0, 0]);
     assert!(r.to_text().contains("3 (+3)"), "{}", r.to_text());
@@ -183,7 +189,7 @@ fn a_blocked_worker_degrades_the_dump_with_a_note_instead_of_hanging() {
         .unknown()
         .find(|s| s.kind == Kind::Task)
         .expect("the blocking task");
-    assert_eq!(task.component, "tests::engine");
+    assert_eq!(task.component, "leakcheck-tests::engine");
     assert!(task.await_trace.is_none());
 }
 
@@ -197,7 +203,7 @@ fn json_carries_the_schema_version_and_the_classification() {
     assert_eq!(s["kind"], "task");
     assert_eq!(s["status"], "known");
     assert_eq!(s["rule"], "metrics-ticker");
-    assert_eq!(s["component"], "tests::scenarios");
+    assert_eq!(s["component"], "leakcheck-tests::scenarios");
 }
 
 #[test]
@@ -208,4 +214,24 @@ fn normalized_reports_are_stable_snapshots() {
     insta::assert_snapshot!("known_singleton", r.to_normalized());
     let r = run("tcp_connection_left_open", true);
     insta::assert_snapshot!("tcp_connection_left_open", r.to_normalized());
+}
+
+/// Different tasks spawned through one executor function are told apart by their await point,
+/// and the normalized report is the same on every run (groups and their order are stable).
+#[test]
+fn a_shared_executor_pool_reports_the_same_on_every_run() {
+    let first = run("shared_executor_pool", true);
+    let text = first.to_normalized();
+    // The connections (×3, one group), the reaper and the dispatcher: three groups.
+    assert_eq!(
+        text.matches("UNKNOWN task").count(),
+        3,
+        "{}",
+        first.to_text()
+    );
+    for i in 1..50 {
+        let again = run("shared_executor_pool", true).to_normalized();
+        assert_eq!(again, text, "run {i} differs");
+    }
+    insta::assert_snapshot!("shared_executor_pool", text);
 }

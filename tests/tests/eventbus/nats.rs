@@ -59,6 +59,27 @@ fn a_forgotten_nats_bus_is_caught() {
     // too, as a child.)
     assert!(leaks(r, Kind::Task, "eventbus"), "{}", r.to_text());
     assert!(leaks(r, Kind::Task, "async-nats"), "{}", r.to_text());
+    // Filed under the crate that spawned them, pointing at the line that called it, with a
+    // hint about the owner and a portable rule.
+    let text = r.to_text();
+    let in_connect = |s: &&leakcheck::Survivor| {
+        s.user_frame
+            .as_ref()
+            .and_then(|f| f.file.as_deref())
+            .is_some_and(|f| f == "eventbus/src/backend/nats/mod.rs")
+    };
+    let client = r
+        .unknown()
+        .filter(|s| s.component == "async-nats")
+        .find(in_connect)
+        .unwrap_or_else(|| panic!("a client task spawned from the bus's connect:\n{text}"));
+    let via = client.via.as_ref().expect("the library function called");
+    assert!(via.function.starts_with("async_nats::"), "{via:?}");
+    assert!(
+        text.contains("hint: the `async-nats` task that `async_nats::"),
+        "{text}"
+    );
+    assert!(text.contains("component = '^async\\-nats$'"), "{text}");
 }
 
 #[leak_test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,4 +98,5 @@ corpus! {
     paused_clock_sleeper: async (start_paused = true);
     await_point_rule_allows_watch: async (flavor = "multi_thread", worker_threads = 2, allow = ["config-watcher"]);
     accept_loop_left_running: async (flavor = "multi_thread", worker_threads = 2);
+    shared_executor_pool: async (flavor = "multi_thread", worker_threads = 2, settle = "20ms");
 }
