@@ -23,7 +23,10 @@ impl Check {
     /// [`finish`](Self::finish), then the JSON report; the mode is returned for [`judge`].
     pub(crate) fn finish_and_write(mut self) -> (Report, Mode) {
         let report = self.conclude();
-        // Written before the check ends its turn: the next check must not see this file open.
+        // Written after the check ends its turn, while other checks may run: they know the file
+        // as leakcheck's own (see `report::is_report_being_written`).
+        self._adopt.take();
+        self._turn.take();
         crate::report::write_json(&report, &self.report_dir);
         (report, self.mode)
     }

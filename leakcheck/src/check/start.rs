@@ -150,7 +150,8 @@ pub struct Check {
     /// become during shutdown).
     pub(super) worker_blocked: std::sync::atomic::AtomicBool,
     pub(super) _adopt: Option<process::AdoptOrphans>,
-    pub(super) _turn: Turn,
+    /// Held until the check is concluded (then given back before the JSON report is written).
+    pub(super) _turn: Option<Turn>,
 }
 
 impl Check {
@@ -285,7 +286,7 @@ impl Check {
             runtime_threads: (!custom_runtime).then_some(runtime_threads),
             worker_blocked: std::sync::atomic::AtomicBool::new(false),
             _adopt: adopt,
-            _turn: turn,
+            _turn: Some(turn),
         };
         let counts = check.counts_with(&state);
         lock(&check.checkpoints).push(("baseline".into(), counts));

@@ -61,6 +61,7 @@ pub(crate) fn fds() -> Vec<Fd> {
         let target = target.display().to_string();
         if target == "/proc/self/fd"
             || target.starts_with(&format!("/proc/{}/fd", std::process::id()))
+            || crate::report::is_report_being_written(&target)
         {
             continue;
         }

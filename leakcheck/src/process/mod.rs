@@ -11,7 +11,9 @@ mod threads;
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, Fd};
 pub(crate) use libtest::sibling_test_names;
-pub(crate) use threads::{current_tid, is_own, spawn_own, threads, Thread, DUMP_THREAD_NAME};
+pub(crate) use threads::{
+    current_tid, is_own, spawn_own, threads, Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
+};
 
 /// Whether `/proc` can be read on this platform.
 pub(crate) fn supported() -> bool {

@@ -72,8 +72,7 @@ pub(crate) fn spawn_own<T: Send + 'static>(
 /// Whether `t` is one of leakcheck's own threads, or a thread one of them started without a
 /// name (it carries its creator's name: tokio starts one from a dump's thread).
 pub(crate) fn is_own(t: &Thread) -> bool {
-    t.name == DUMP_THREAD_NAME
-        || t.name == "leakcheck-symbols"
+    [DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME].contains(&t.name.as_str())
         || OWN
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -82,3 +81,5 @@ pub(crate) fn is_own(t: &Thread) -> bool {
 
 /// The name of the thread that takes task dumps.
 pub(crate) const DUMP_THREAD_NAME: &str = "leakcheck-dump";
+/// The name of the thread that loads debug info for symbols.
+pub(crate) const SYMBOLS_THREAD_NAME: &str = "leakcheck-symbols";

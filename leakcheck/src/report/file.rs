@@ -20,7 +20,7 @@ pub(crate) fn write_json(report: &Report, dir: &ReportDir) -> Option<PathBuf> {
         }
     };
     let path = dir.join(format!("{}.json", file_stem(report.label.as_deref())));
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let tmp = path.with_extension(&temp_suffix()[1..]);
     let written = create_dir_once(&dir)
         .and_then(|()| std::fs::write(&tmp, report.to_json()))
         .and_then(|()| std::fs::rename(&tmp, &path));
@@ -38,6 +38,18 @@ pub(crate) fn write_json(report: &Report, dir: &ReportDir) -> Option<PathBuf> {
 }
 
 /// `create_dir_all`, skipped for a directory this process already created.
+/// `.json.<pid>.tmp`: the end of the name of a report while this process writes it.
+fn temp_suffix() -> &'static str {
+    static SUFFIX: OnceLock<String> = OnceLock::new();
+    SUFFIX.get_or_init(|| format!(".json.{}.tmp", std::process::id()))
+}
+
+/// Whether a descriptor's target is a JSON report this process is writing: checks that run
+/// meanwhile never count it.
+pub(crate) fn is_report_being_written(target: &str) -> bool {
+    target.ends_with(temp_suffix())
+}
+
 fn create_dir_once(dir: &Path) -> std::io::Result<()> {
     static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,6 +104,20 @@ fn file_stem(label: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_being_written_is_never_counted_as_a_descriptor() {
+        let dir = std::env::temp_dir();
+        let tmp = dir.join(format!("leakcheck-open{}", temp_suffix()));
+        let other = dir.join(format!("leakcheck-open-{}.json", std::process::id()));
+        let _a = std::fs::File::create(&tmp).unwrap();
+        let _b = std::fs::File::create(&other).unwrap();
+        let targets: Vec<String> = crate::process::fds().into_iter().map(|f| f.target).collect();
+        assert!(!targets.iter().any(|t| t.ends_with(temp_suffix())), "{targets:?}");
+        assert!(targets.iter().any(|t| t.ends_with(".json")), "{targets:?}");
+        let _ = std::fs::remove_file(tmp);
+        let _ = std::fs::remove_file(other);
+    }
 
     #[test]
     fn test_paths_become_file_names() {

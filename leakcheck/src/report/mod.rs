@@ -5,7 +5,7 @@ mod model;
 mod normalized;
 mod text;
 
-pub(crate) use file::write_json;
+pub(crate) use file::{is_report_being_written, write_json};
 pub use model::{
     Kind, Lifecycle, LifecycleRow, Lingered, Note, Report, SettleStats, Status, Survivor,
     SCHEMA_VERSION,

@@ -210,7 +210,7 @@ pub(crate) fn warm_up() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let ip = warm_up as fn() as usize;
-        let _ = crate::process::spawn_own("leakcheck-symbols", move || {
+        let _ = crate::process::spawn_own(crate::process::SYMBOLS_THREAD_NAME, move || {
             let _ = resolve(&[ip + 1]);
         });
     });
