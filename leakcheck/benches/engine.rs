@@ -310,7 +310,9 @@ fn main() {
     let t = Instant::now();
     let r = check.finish();
     let text = r.to_text();
+    let j = Instant::now();
     let json = r.to_json();
+    let json_ms = j.elapsed().as_secs_f64() * 1e3;
     let full = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(r.unknown().count(), leaked);
     assert!(text.len() > 100 && json.len() > 100);
@@ -321,6 +323,22 @@ fn main() {
         baseline: None,
         ratio: None,
         goal: "<= 1000 ms",
+    });
+    figures.push(Figure {
+        name: "10k survivors: JSON report, build time",
+        value: json_ms,
+        unit: "ms",
+        baseline: None,
+        ratio: None,
+        goal: "<= 50 ms",
+    });
+    figures.push(Figure {
+        name: "10k survivors: JSON report, size",
+        value: json.len() as f64 / 1e6,
+        unit: "MB",
+        baseline: None,
+        ratio: None,
+        goal: "<= 1 MB",
     });
 
     // Output. A figure that is not a finite number is a broken benchmark.

@@ -112,8 +112,14 @@ mod tests {
         let other = dir.join(format!("leakcheck-open-{}.json", std::process::id()));
         let _a = std::fs::File::create(&tmp).unwrap();
         let _b = std::fs::File::create(&other).unwrap();
-        let targets: Vec<String> = crate::process::fds().into_iter().map(|f| f.target).collect();
-        assert!(!targets.iter().any(|t| t.ends_with(temp_suffix())), "{targets:?}");
+        let targets: Vec<String> = crate::process::fds()
+            .into_iter()
+            .map(|f| f.target)
+            .collect();
+        assert!(
+            !targets.iter().any(|t| t.ends_with(temp_suffix())),
+            "{targets:?}"
+        );
         assert!(targets.iter().any(|t| t.ends_with(".json")), "{targets:?}");
         let _ = std::fs::remove_file(tmp);
         let _ = std::fs::remove_file(other);

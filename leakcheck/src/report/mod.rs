@@ -1,6 +1,8 @@
 //! The report: a model (serializable, with a schema version) and its three renderings.
 
 mod file;
+mod group;
+mod json;
 mod model;
 mod normalized;
 mod text;

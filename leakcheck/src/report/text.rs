@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::group::groups;
 use super::normalized::{count_bucket, delta_bucket, normalize};
 use super::{Kind, Report, Status, Survivor};
 
@@ -25,58 +26,6 @@ impl Report {
     pub fn to_normalized(&self) -> String {
         render(self, Style::Normalized)
     }
-}
-
-/// What tells survivors apart: status, kind, component, site, and for tasks the user's frame
-/// and the await point (tasks spawned through one executor function share a site). Every part
-/// is normalized, so groups and their order are the same on every run.
-type GroupKey = (bool, Kind, String, String, String, String, String);
-
-fn group_key(s: &Survivor) -> GroupKey {
-    let status = match &s.status {
-        Status::Known { rule, .. } => rule.clone(),
-        Status::Unknown => String::new(),
-    };
-    let site = match s.kind {
-        Kind::Task => s
-            .spawn_location
-            .as_deref()
-            .map(normalize)
-            .unwrap_or_else(|| normalize(&s.description)),
-        _ => normalize(&s.description),
-    };
-    let user = s
-        .user_frame
-        .as_ref()
-        .map(|f| normalize(&f.display()))
-        .unwrap_or_default();
-    let waiting = s
-        .await_trace
-        .as_ref()
-        .map(|t| {
-            t.leaves
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{} {}",
-                        l.resource.as_deref().unwrap_or(""),
-                        l.frames.first().map(|f| f.display()).unwrap_or_default()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .map(|w| normalize(&w))
-        .unwrap_or_default();
-    (
-        s.status != Status::Unknown,
-        s.kind,
-        s.component.clone(),
-        status,
-        site,
-        user,
-        waiting,
-    )
 }
 
 fn render(r: &Report, style: Style) -> String {
@@ -132,13 +81,9 @@ fn render(r: &Report, style: Style) -> String {
     out.push('\n');
 
     // Survivors, grouped.
-    let mut groups: BTreeMap<_, Vec<&Survivor>> = BTreeMap::new();
-    for s in &r.survivors {
-        groups.entry(group_key(s)).or_default().push(s);
-    }
-    for g in groups.values() {
+    for g in groups(&r.survivors) {
         out.push('\n');
-        render_group(&mut out, r, g, style, &norm);
+        render_group(&mut out, r, &g, style, &norm);
     }
 
     // Lingered: how long things took to exit varies from run to run, so snapshots leave it out.
