@@ -116,7 +116,7 @@ pub(super) fn lifecycle(checkpoints: &[(String, Counts)], fin: Counts) -> Lifecy
 
 /// Waits (with a backoff, at most `limit`) until every worker of a multi-thread runtime is
 /// parked: then no task is between its completion and its terminate hook.
-fn wait_for_parked_workers(rt: &tokio::runtime::Runtime, limit: Duration) {
+pub(super) fn wait_for_parked_workers(rt: &tokio::runtime::Runtime, limit: Duration) {
     if rt.handle().runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         // Tasks of a current-thread runtime finish on the thread that takes the checkpoint.
         return;

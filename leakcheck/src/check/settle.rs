@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::Id;
 
+use super::lifecycle::wait_for_parked_workers;
 use super::start::{ms, Check, ProcessState, RUNTIME_COMPONENT, RUNTIME_THREAD_NAME};
 use super::turns::Turn;
 use crate::report::{Kind, Lingered, Note, SettleStats, Status, Survivor};
@@ -25,6 +26,9 @@ const AWAIT_TRACES_PER_SITE: usize = 16;
 
 /// At most this many tasks are dumped per settling round for rules that match await points.
 const AWAIT_RULE_DUMP_LIMIT: usize = 256;
+
+/// How long a dump for await-point rules waits for the workers to park.
+const DUMP_WAITS_FOR_WORKERS: Duration = Duration::from_millis(50);
 
 impl Check {
     pub(super) fn settle_tasks(
@@ -58,7 +62,14 @@ impl Check {
         let survivors = loop {
             stats.rounds += 1;
             let seen = reg.terminations();
-            let (live, mut unknown) = self.task_round(reg, &traces);
+            let (mut live, mut unknown) = self.task_round(reg, &traces);
+            if unknown && await_rules && dumps_work {
+                // A task whose JoinHandle just resolved may still be finishing on a worker (tokio
+                // wakes the handle before the terminate hook runs), and a dump taken then can hold
+                // its end back until the runtime shuts down: dump once the workers are idle.
+                wait_for_parked_workers(rt, DUMP_WAITS_FOR_WORKERS);
+                (live, unknown) = self.task_round(reg, &traces);
+            }
             if unknown {
                 // Their report will need symbols: load them while waiting for the deadline.
                 tasks::warm_up_symbols();
