@@ -290,10 +290,12 @@ impl Transport for Bus {
 /// The memory baseline: per topic, as many bounded tokio channels as the bus has keyed
 /// workers (with the same capacity), each drained by one task; a message goes to the channel
 /// of its key's hash, so one aggregate is handled in order, as by the bus's keyed pool.
+/// Per topic, one sender per worker.
+type Senders = Arc<Vec<Vec<tokio::sync::mpsc::Sender<Bytes>>>>;
+
 pub(crate) struct RawMemory {
-    senders: std::sync::Mutex<Option<Vec<Vec<tokio::sync::mpsc::Sender<Bytes>>>>>,
-    /// A clone of the senders for publishers (taken away at close).
-    publish: std::sync::RwLock<Option<Arc<Vec<Vec<tokio::sync::mpsc::Sender<Bytes>>>>>>,
+    /// The senders, per topic and worker (taken away at close).
+    publish: std::sync::RwLock<Option<Senders>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     topics: usize,
 }
@@ -301,7 +303,6 @@ pub(crate) struct RawMemory {
 impl RawMemory {
     pub(crate) fn new(topics: usize) -> Self {
         RawMemory {
-            senders: std::sync::Mutex::new(None),
             publish: std::sync::RwLock::new(None),
             tasks: std::sync::Mutex::new(Vec::new()),
             topics,
@@ -328,8 +329,7 @@ impl Transport for RawMemory {
             }
             senders.push(per_topic);
         }
-        *self.publish.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(senders.clone()));
-        *self.senders.lock().unwrap_or_else(|e| e.into_inner()) = Some(senders);
+        *self.publish.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(senders));
         *self.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(())
     }
@@ -360,10 +360,6 @@ impl Transport for RawMemory {
     async fn close(&self) -> Result<(), TransportError> {
         self.publish
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.senders
-            .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
