@@ -113,6 +113,13 @@ impl Transport for RawKafka {
                 .set("group.id", &names.group)
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
+                // The bus's default (`eventbus::DEFAULT_KAFKA_FETCH_WAIT_MAX`): both sides fetch alike.
+                .set(
+                    "fetch.wait.max.ms",
+                    eventbus::DEFAULT_KAFKA_FETCH_WAIT_MAX
+                        .as_millis()
+                        .to_string(),
+                )
                 .set(
                     "session.timeout.ms",
                     KAFKA_SESSION_TIMEOUT.as_millis().to_string(),
