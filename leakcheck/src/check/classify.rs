@@ -193,22 +193,20 @@ impl Check {
                     spawn_location: Some(&location),
                     ..Default::default()
                 });
+                let description = format!(
+                    "LocalSet task spawned at {location} (its LocalSet is still alive and was not run to the task's end: forgotten, kept in a static, or never dropped)"
+                );
                 Survivor {
-                    kind: Kind::Task,
-                    id: format!("local-{id}"),
-                    component,
-                    status,
-                    description: format!(
-                        "LocalSet task spawned at {location} (its LocalSet is still alive and was not run to the task's end: forgotten, kept in a static, or never dropped)"
-                    ),
                     spawn_location: Some(location),
-                    name: None,
-                    parent: None,
-                    user_frame: None,
-                    via: None,
-                    backtrace: Vec::new(),
-                    await_trace: None,
                     age_ms: Some(ms(rec.spawned.elapsed())),
+                    ..Survivor::plain(
+                        Kind::Task,
+                        format!("local-{id}"),
+                        component,
+                        status,
+                        description,
+                        None,
+                    )
                 }
             })
             .collect();
@@ -267,7 +265,7 @@ impl Check {
                 }
                 out.push((
                     format!("t{}:{}", t.tid, t.start),
-                    Survivor::process(
+                    Survivor::plain(
                         Kind::Thread,
                         t.tid.to_string(),
                         component,
@@ -295,7 +293,7 @@ impl Check {
                     });
                     out.push((
                         format!("f{}:{}", f.fd, f.target),
-                        Survivor::process(
+                        Survivor::plain(
                             Kind::Fd,
                             f.fd.to_string(),
                             component,
@@ -335,7 +333,7 @@ impl Check {
                 }
                 out.push((
                     format!("c{}:{}", c.pid, c.start),
-                    Survivor::process(
+                    Survivor::plain(
                         Kind::Child,
                         c.pid.to_string(),
                         component,
@@ -351,7 +349,8 @@ impl Check {
 }
 
 impl Survivor {
-    pub(super) fn process(
+    /// A survivor known by what it is, with no spawn site, frames or traces.
+    pub(super) fn plain(
         kind: Kind,
         id: String,
         component: String,

@@ -65,8 +65,8 @@ impl Check {
                 }
                 None => {
                     if let Some(rt) = &self.runtime {
-                        *c.entry((Kind::Task, "(unidentified)".into())).or_default() +=
-                            rt.metrics().num_alive_tasks();
+                        *c.entry((Kind::Task, super::settle::UNIDENTIFIED.into()))
+                            .or_default() += rt.metrics().num_alive_tasks();
                     }
                 }
             }

@@ -21,6 +21,9 @@ pub(super) const BACKOFF_CAP: Duration = Duration::from_millis(5);
 /// when settling tasks used the whole deadline.
 const PROCESS_GRACE: Duration = Duration::from_millis(20);
 
+/// The component of tasks counted but not identified (no `tokio_unstable`).
+pub(super) const UNIDENTIFIED: &str = "(unidentified)";
+
 /// At most this many tasks per spawn site get a resolved await trace (resolution is costly).
 const AWAIT_TRACES_PER_SITE: usize = 16;
 
@@ -227,20 +230,20 @@ impl Check {
             if extra == 0 || now >= deadline {
                 stats.timed_out = extra > 0;
                 return (0..extra)
-                    .map(|i| Survivor {
-                        kind: Kind::Task,
-                        id: format!("?{i}"),
-                        component: "(unidentified)".into(),
-                        status: self.classify(&Subject { kind: Kind::Task, component: "(unidentified)", ..Default::default() }),
-                        description: "a task of the checked runtime (no spawn site without --cfg tokio_unstable)".into(),
-                        spawn_location: None,
-                        name: None,
-                        parent: None,
-                        user_frame: None,
-                    via: None,
-                        backtrace: Vec::new(),
-                        await_trace: None,
-                        age_ms: None,
+                    .map(|i| {
+                        let status = self.classify(&Subject {
+                            kind: Kind::Task,
+                            component: UNIDENTIFIED,
+                            ..Default::default()
+                        });
+                        Survivor::plain(
+                            Kind::Task,
+                            format!("?{i}"),
+                            UNIDENTIFIED.into(),
+                            status,
+                            "a task of the checked runtime (no spawn site without --cfg tokio_unstable)".into(),
+                            None,
+                        )
                     })
                     .collect();
             }
