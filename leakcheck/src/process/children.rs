@@ -169,7 +169,9 @@ mod tests {
     fn finds_a_grandchild_and_an_orphan() {
         let _adopt = adopt_orphans();
         let mut sh = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & echo $!; sleep 30"])
+            // The grandchild keeps no pipe of the test's; `sh` waits on its stdin until killed.
+            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!; read _"])
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
