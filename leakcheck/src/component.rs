@@ -161,6 +161,11 @@ const THREAD_CATALOG: &[(&str, &str)] = &[
     ("jemalloc_bg_thd", "jemalloc"),
 ];
 
+/// Whether `name` is a thread family of the catalog.
+pub(crate) fn is_catalogued(name: &str) -> bool {
+    THREAD_CATALOG.iter().any(|(p, _)| name.starts_with(p))
+}
+
 /// A thread's family: the crate that starts it for the well-known ones (`rdkafka` for
 /// `rdk:*`), the name without a trailing number otherwise.
 pub(crate) fn of_thread(name: &str) -> String {

@@ -728,9 +728,9 @@ pub const SCENARIOS: &[Scenario] = &[
         expected: &[
             exp!(Thread, "tokio (checked runtime)", "stuck spawn_blocking"),
             // The blocked thread keeps the runtime's drivers alive.
-            exp!(Fd, "epoll", "eventpoll"),
-            exp!(Fd, "eventfd", "eventfd"),
-            exp!(Fd, "unix", "unix"),
+            exp!(Fd, "tokio (checked runtime)", "eventpoll"),
+            exp!(Fd, "tokio (checked runtime)", "eventfd"),
+            exp!(Fd, "tokio (checked runtime)", "unix"),
         ],
         leaky_passes: false,
         notes: &[],
@@ -740,7 +740,11 @@ pub const SCENARIOS: &[Scenario] = &[
         configure: same,
         start: sync,
         body: Body::Sync(std_thread),
-        expected: &[exp!(Thread, "orphan-worker", "thread `orphan-worker`")],
+        expected: &[exp!(
+            Thread,
+            "leakcheck-tests::scenarios",
+            "thread `orphan-worker`"
+        )],
         leaky_passes: false,
         notes: &[],
     },
@@ -758,7 +762,7 @@ pub const SCENARIOS: &[Scenario] = &[
         configure: same,
         start: sync,
         body: Body::Sync(tcp_left_open),
-        expected: &[exp!(Fd, "tcp", "tcp 127.0.0.1:")],
+        expected: &[exp!(Fd, "leakcheck-tests::scenarios", "tcp 127.0.0.1:")],
         leaky_passes: false,
         notes: &[],
     },
@@ -785,7 +789,11 @@ pub const SCENARIOS: &[Scenario] = &[
         configure: same,
         start: sync,
         body: Body::Sync(file_left_open),
-        expected: &[exp!(Fd, "file", "leakcheck-scenario-")],
+        expected: &[exp!(
+            Fd,
+            "leakcheck-tests::scenarios",
+            "leakcheck-scenario-"
+        )],
         leaky_passes: false,
         notes: &[],
     },
@@ -862,10 +870,10 @@ pub const SCENARIOS: &[Scenario] = &[
         start: sync,
         body: Body::Sync(sync_builds_a_runtime),
         expected: &[
-            exp!(Fd, "epoll", "eventpoll"),
-            exp!(Fd, "eventfd", "eventfd"),
+            exp!(Fd, "leakcheck-tests::scenarios", "eventpoll"),
+            exp!(Fd, "leakcheck-tests::scenarios", "eventfd"),
             // The runtime's signal driver's copy of tokio's process-wide receiver.
-            exp!(Fd, "unix", "unix"),
+            exp!(Fd, "leakcheck-tests::scenarios", "unix"),
         ],
         leaky_passes: false,
         notes: &[],
@@ -883,9 +891,9 @@ pub const SCENARIOS: &[Scenario] = &[
                 "a worker of the checked runtime"
             ),
             // The blocked worker keeps the runtime's drivers alive.
-            exp!(Fd, "epoll", "eventpoll"),
-            exp!(Fd, "eventfd", "eventfd"),
-            exp!(Fd, "unix", "unix"),
+            exp!(Fd, "tokio (checked runtime)", "eventpoll"),
+            exp!(Fd, "tokio (checked runtime)", "eventfd"),
+            exp!(Fd, "tokio (checked runtime)", "unix"),
         ],
         leaky_passes: false,
         notes: &["the task dump did not finish"],

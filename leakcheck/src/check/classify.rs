@@ -68,7 +68,46 @@ impl Check {
     }
 
     pub(super) fn thread_component(&self, t: &process::Thread) -> String {
-        self.thread_origin(t).0
+        self.thread_view(t).1
+    }
+
+    /// A thread's full name, component, what it is when its name does not say, and where it
+    /// was started.
+    pub(super) fn thread_view(
+        &self,
+        t: &process::Thread,
+    ) -> (String, String, Option<&'static str>, Arc<Provenance>) {
+        let p = self.provenance_of(&format!("t{}:{}", t.tid, t.start), || {
+            let o = self.origins.as_ref()?.thread(t.tid)?;
+            Some((o.frames, o.creator, o.name))
+        });
+        // Linux keeps 15 bytes of a name; the hook saw all of it.
+        let name = p
+            .full_name
+            .as_deref()
+            .filter(|n| n.starts_with(t.name.as_str()))
+            .unwrap_or(&t.name)
+            .to_string();
+        let (mut component, why) = self.thread_origin(t);
+        if why.is_none() {
+            // A catalogued family first (stable across versions), then who started it.
+            let family = component::of_thread(&name);
+            component = if component::is_catalogued(&name) {
+                family
+            } else {
+                p.owner().unwrap_or(family)
+            };
+        }
+        (name, component, why, p)
+    }
+
+    /// A descriptor's component (the crate that made it, else its type) and where it was made.
+    pub(super) fn fd_view(&self, f: &process::Fd) -> (String, Arc<Provenance>) {
+        let p = self.provenance_of(&format!("f{}:{}", f.fd, f.target), || {
+            let o = self.origins.as_ref()?.fd(f.fd)?;
+            Some((o.frames, o.creator, None))
+        });
+        (p.owner().unwrap_or_else(|| f.kind()), p)
     }
 
     /// A thread's component, and what it is when its name alone does not say: the checked
@@ -250,29 +289,31 @@ impl Check {
                     *test_threads += 1;
                     continue;
                 }
-                let (component, why) = self.thread_origin(t);
+                let key = format!("t{}:{}", t.tid, t.start);
+                let (name, component, why, p) = self.thread_view(t);
                 let status = self.classify(&Subject {
                     kind: Kind::Thread,
                     component: &component,
-                    thread_name: Some(&t.name),
+                    thread_name: Some(&name),
+                    frames: &p.frames,
                     ..Default::default()
                 });
-                let mut description = format!("thread `{}`", t.name);
+                let mut description = format!("thread `{name}`");
                 if let Some(why) = why {
                     description.push_str(" (");
                     description.push_str(why);
                     description.push(')');
                 }
                 out.push((
-                    format!("t{}:{}", t.tid, t.start),
-                    Survivor::plain(
+                    key,
+                    p.fill(Survivor::plain(
                         Kind::Thread,
                         t.tid.to_string(),
                         component,
                         status,
                         description,
-                        Some(t.name.clone()),
-                    ),
+                        Some(name),
+                    )),
                 ));
             }
         }
@@ -283,24 +324,26 @@ impl Check {
                 .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())));
             {
                 for f in fds {
-                    let component = f.kind();
+                    let key = format!("f{}:{}", f.fd, f.target);
+                    let (component, p) = self.fd_view(f);
                     let target = f.describe();
                     let status = self.classify(&Subject {
                         kind: Kind::Fd,
                         component: &component,
                         fd_target: Some(&target),
+                        frames: &p.frames,
                         ..Default::default()
                     });
                     out.push((
-                        format!("f{}:{}", f.fd, f.target),
-                        Survivor::plain(
+                        key,
+                        p.fill(Survivor::plain(
                             Kind::Fd,
                             f.fd.to_string(),
                             component,
                             status,
                             target,
                             None,
-                        ),
+                        )),
                     ));
                 }
             }
@@ -345,6 +388,142 @@ impl Check {
             }
         }
         out
+    }
+}
+
+/// Whether `f` is leakcheck building the checked runtime (`Check::start`, often inlined into
+/// its callers: matched by its source file).
+fn builds_checked_runtime(f: &Frame) -> bool {
+    f.function.starts_with("leakcheck::")
+        && f.file
+            .as_deref()
+            .is_some_and(|p| p.replace('\\', "/").ends_with("src/check/start.rs"))
+}
+
+/// Where a thread or descriptor came from: its creation stack, resolved once per check.
+#[derive(Debug, Default)]
+pub(crate) struct Provenance {
+    /// The creation stack without the runtime's frames.
+    frames: Vec<Frame>,
+    user: Option<Frame>,
+    via: Option<Frame>,
+    /// The innermost library frame's crate, when no user frame was found.
+    library: Option<String>,
+    /// The thread's name as given to `pthread_setname_np`.
+    full_name: Option<String>,
+    /// The thread it was created on, when that thread's own origin named the user's frame
+    /// (librdkafka's broker threads open sockets; its main thread starts them).
+    on_thread: Option<String>,
+    /// Made while leakcheck built the checked runtime (its drivers' descriptors).
+    checked_runtime: bool,
+}
+
+impl Provenance {
+    /// The crate that made it: the checked runtime, the library the user called, else the
+    /// user's own package, else the library whose code created it.
+    fn owner(&self) -> Option<String> {
+        if self.checked_runtime {
+            return Some(RUNTIME_COMPONENT.into());
+        }
+        if let Some(v) = &self.via {
+            if let tasks::Origin::Library(k) = v.origin() {
+                return Some(k);
+            }
+        }
+        if let Some(u) = &self.user {
+            return Some(match &u.file {
+                Some(f) => component::of_path(f),
+                None => component::of_function(&u.function),
+            });
+        }
+        self.library.clone()
+    }
+
+    fn fill(&self, mut s: Survivor) -> Survivor {
+        s.user_frame = self.user.clone();
+        s.via = self.via.clone();
+        s.backtrace = self.frames.clone();
+        if let Some(t) = &self.on_thread {
+            s.description
+                .push_str(&format!(" (created on thread `{t}`)"));
+        }
+        s
+    }
+}
+
+impl Check {
+    /// The provenance of the thread or descriptor `key`, from its recorded origin (`raw`: the
+    /// frames, the creating thread, the full name), resolved once.
+    fn provenance_of(
+        &self,
+        key: &str,
+        raw: impl FnOnce() -> Option<(Vec<usize>, i32, Option<String>)>,
+    ) -> Arc<Provenance> {
+        if let Some(p) = lock(&self.provenance).get(key) {
+            return p.clone();
+        }
+        let p = Arc::new(
+            raw().map_or_else(Provenance::default, |(frames, creator, name)| {
+                self.resolve_provenance(&frames, creator, name)
+            }),
+        );
+        lock(&self.provenance).insert(key.to_string(), p.clone());
+        p
+    }
+
+    fn resolve_provenance(
+        &self,
+        raw: &[usize],
+        mut creator: i32,
+        full_name: Option<String>,
+    ) -> Provenance {
+        let frames = tasks::resolve_frames(raw);
+        let (user, via) = tasks::user_and_via(&frames);
+        let checked_runtime = frames.iter().any(builds_checked_runtime);
+        let mut p = Provenance {
+            checked_runtime,
+            user: user.cloned(),
+            via: via.cloned(),
+            library: frames.iter().find_map(|f| match f.origin() {
+                tasks::Origin::Library(k) => Some(k),
+                _ => None,
+            }),
+            full_name,
+            frames: frames.into_iter().filter(|f| !f.is_runtime()).collect(),
+            on_thread: None,
+        };
+        // Made on a thread that code of the user's had a library start: that start names the
+        // user's line. A few hops at most (librdkafka: caller → rdk:main → rdk:broker).
+        let Some(rec) = &self.origins else {
+            return p;
+        };
+        for _ in 0..4 {
+            if p.user.is_some() {
+                break;
+            }
+            let Some(o) = rec.thread(creator) else {
+                break;
+            };
+            let frames = tasks::resolve_frames(&o.frames);
+            // A runtime's thread runs whatever task is polled: where the runtime was built says
+            // nothing about who made this.
+            if frames
+                .iter()
+                .any(|f| f.function.starts_with("tokio::runtime::"))
+            {
+                break;
+            }
+            let (user, via) = tasks::user_and_via(&frames);
+            if let Some(u) = user {
+                p.user = Some(u.clone());
+                p.via = via.cloned();
+                p.on_thread = o.name.clone().or_else(|| {
+                    process::stat(&format!("/proc/self/task/{creator}/stat")).map(|s| s.comm)
+                });
+            }
+            creator = o.creator;
+        }
+        p
     }
 }
 

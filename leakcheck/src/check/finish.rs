@@ -98,6 +98,15 @@ impl Check {
             if !held {
                 self.hold_on_leak(&found);
             }
+            let without_origin = found
+                .iter()
+                .any(|s| matches!(s.kind, Kind::Thread | Kind::Fd) && s.user_frame.is_none());
+            if without_origin && !self.origins.as_ref().is_some_and(|r| r.works()) {
+                notes.push(Note {
+                    kind: None,
+                    message: "threads and descriptors have no creation site: leakcheck's hooks of pthread_create, socket, open and the like are not in this binary (feature `origins` off, or not Linux with glibc on x86_64/aarch64)".into(),
+                });
+            }
             if let Some(note) = self.parallel_tests_note(&found, &state) {
                 notes.push(note);
             }

@@ -82,7 +82,7 @@ impl Check {
                 .or_default() += 1;
         }
         for f in fds {
-            *c.entry((Kind::Fd, f.kind())).or_default() += 1;
+            *c.entry((Kind::Fd, self.fd_view(f).0)).or_default() += 1;
         }
         for ch in children {
             *c.entry((Kind::Child, component::of_cmdline(&ch.cmdline)))

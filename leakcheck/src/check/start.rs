@@ -149,6 +149,10 @@ pub struct Check {
     /// reported as the blocked one; otherwise as a blocking-pool thread, which it may have
     /// become during shutdown).
     pub(super) worker_blocked: std::sync::atomic::AtomicBool,
+    /// Where threads and descriptors made during the check come from.
+    pub(super) origins: Option<process::Recording>,
+    /// Each thread's and descriptor's origin, resolved once (keyed as in settling).
+    pub(super) provenance: Mutex<FxHashMap<String, Arc<super::classify::Provenance>>>,
     pub(super) _adopt: Option<process::AdoptOrphans>,
     /// Held until the check is concluded (then given back before the JSON report is written).
     pub(super) _turn: Option<Turn>,
@@ -191,6 +195,7 @@ impl Check {
             // Synchronous code builds runtimes too (an HTTP client's blocking API does).
             warm_up_tokio_globals();
         }
+        let origins = (kinds.threads || kinds.fds).then(process::Recording::start);
         // The baseline comes before the runtime exists, so its threads and descriptors are
         // checked too: they must be gone once it shuts down.
         let ticks = process::boot_ticks();
@@ -285,6 +290,8 @@ impl Check {
                 .unwrap_or_default(),
             runtime_threads: (!custom_runtime).then_some(runtime_threads),
             worker_blocked: std::sync::atomic::AtomicBool::new(false),
+            origins,
+            provenance: Mutex::new(FxHashMap::default()),
             _adopt: adopt,
             _turn: Some(turn),
         };

@@ -6,11 +6,13 @@
 mod children;
 mod fds;
 mod libtest;
+mod origins;
 mod threads;
 
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, Fd};
 pub(crate) use libtest::sibling_test_names;
+pub(crate) use origins::Recording;
 pub(crate) use threads::{
     current_tid, is_own, spawn_own, threads, Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
 };

@@ -212,7 +212,12 @@ fn render_group(
         }
     }
     if let Some(f) = &s.user_frame {
-        let _ = writeln!(out, "    spawned in  {}", norm(&f.display()));
+        let label = match s.kind {
+            Kind::Thread => "started in ",
+            Kind::Fd => "opened in  ",
+            _ => "spawned in ",
+        };
+        let _ = writeln!(out, "    {label} {}", norm(&f.display()));
     }
     if let Some(v) = &s.via {
         let _ = writeln!(out, "    via         {}", norm(strip_closures(&v.function)));
@@ -429,6 +434,27 @@ fn hint(s: &Survivor, style: Style) -> String {
                 ),
             ),
         },
+        Kind::Thread | Kind::Fd if s.via.is_some() => {
+            let via = s.via.as_ref().map(|v| norm(strip_closures(&v.function)));
+            let at = s
+                .user_frame
+                .as_ref()
+                .map(|u| format!("`{}`", norm(&u.display())))
+                .unwrap_or_else(|| "your code".into());
+            let what = if s.kind == Kind::Thread {
+                "thread"
+            } else {
+                "descriptor"
+            };
+            (
+                format!(
+                    "the `{}` {what} that `{}` made for {at} is still open: drop or close what you created there (the client, pool or writer) before the check ends, or await its shutdown",
+                    s.component,
+                    via.unwrap_or_default()
+                ),
+                component_rule(),
+            )
+        }
         Kind::Thread => {
             let name = s.name.clone().unwrap_or_default();
             let rule = if !name.is_empty() && crate::component::of_thread(&name) == name {
@@ -437,15 +463,30 @@ fn hint(s: &Survivor, style: Style) -> String {
                 // A family from the catalog (`rdkafka` for `rdk:*`): portable across names.
                 component_rule()
             };
-            (
-                "join the thread (or drop the client that owns it) before the check ends".into(),
-                rule,
-            )
+            let fix = match &s.user_frame {
+                Some(u) => format!(
+                    "join the thread started at `{}` (or stop what runs on it) before the check ends",
+                    norm(&u.display())
+                ),
+                None => "join the thread (or drop the client that owns it) before the check ends".into(),
+            };
+            (fix, rule)
         }
-        Kind::Fd => (
-            "close the descriptor (drop the socket, file or client) before the check ends".into(),
-            ("fd_target", regex::escape(&norm(&s.description))),
-        ),
+        Kind::Fd => match &s.user_frame {
+            // The function that opened it: portable, unlike an address or a port.
+            Some(u) => (
+                format!(
+                    "close the descriptor opened at `{}` (drop the socket, file or client) before the check ends",
+                    norm(&u.display())
+                ),
+                ("any_frame", format!("^{}", regex::escape(strip_closures(&u.function)))),
+            ),
+            None => (
+                "close the descriptor (drop the socket, file or client) before the check ends"
+                    .into(),
+                ("fd_target", regex::escape(&norm(&s.description))),
+            ),
+        },
         Kind::Child => (
             "kill and wait for the child before the check ends".into(),
             ("child_cmdline", regex::escape(&norm(&s.description))),

@@ -18,6 +18,15 @@ pub(crate) fn capture() -> Vec<usize> {
     buf[..n].to_vec()
 }
 
+/// Captures the caller's stack with the DWARF unwinder: slower than the frame-pointer walk, but
+/// it goes through C code built without frame pointers (librdkafka starting its threads).
+#[inline(never)]
+pub(crate) fn capture_unwound() -> Vec<usize> {
+    let mut buf = [0usize; MAX_FRAMES];
+    let n = walk_unwinder(&mut buf);
+    buf[..n].to_vec()
+}
+
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")

@@ -6,6 +6,7 @@ mod local;
 mod registry;
 mod symbols;
 
+pub(crate) use capture::{capture as capture_raw, capture_unwound};
 pub use dump::{AwaitLeaf, AwaitTrace};
 pub(crate) use local::{local_ids, local_tasks};
 pub use local::{spawn_local, LocalSet};
@@ -14,7 +15,7 @@ pub use symbols::Frame;
 pub(crate) use dump::{dump, DumpOutcome};
 pub(crate) use registry::{with_name, Registry, TaskRecord};
 pub(crate) use symbols::{
-    resolve as resolve_frames, user_and_via, warm_up as warm_up_symbols, workspace_root,
+    resolve as resolve_frames, user_and_via, warm_up as warm_up_symbols, workspace_root, Origin,
 };
 
 /// Installs the spawn and terminate hooks of `registry` on `builder`.

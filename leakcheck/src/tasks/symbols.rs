@@ -80,6 +80,10 @@ const RUNTIME_CRATES: &[&str] = &[
     "tracing-futures",
     "leakcheck",
     "leakcheck-macros",
+    // The plumbing under tokio's sockets and signals: who called tokio is the one to name.
+    "mio",
+    "socket2",
+    "signal-hook-registry",
 ];
 
 /// Whether `file` is one of leakcheck's own sources (its spawn hook, its harness).

@@ -1,0 +1,592 @@
+//! Where threads and descriptors come from.
+//!
+//! tokio says where each task was spawned; for a thread or a descriptor the OS keeps only a
+//! 15-byte name or a number. So leakcheck defines the C functions that create them
+//! (`pthread_create`, `pthread_setname_np`, `socket`, `open`, `pipe2`, `eventfd`, ...) in the
+//! binary it is linked into. A definition in the executable wins over libc's for every caller
+//! linked into it (std, tokio, mio, librdkafka's C code); each hook calls the real function found
+//! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
+//! caller's stack as raw addresses (the frame-pointer walk of spawn backtraces) and the calling
+//! thread; symbols are resolved only for survivors. Outside checks a hook costs one atomic load.
+//!
+//! Not seen: calls made from inside shared libraries (they bind to libc's functions directly),
+//! and descriptors made by calls not hooked here (`memfd_create`, `signalfd`, `recvmsg` with `SCM_RIGHTS`, ...). Such a
+//! survivor simply has no origin. Off with `default-features = false` (feature `origins`).
+
+/// Where a thread was started, and its name in full (Linux keeps 15 bytes of it).
+#[derive(Clone, Debug)]
+pub(crate) struct ThreadOrigin {
+    pub(crate) name: Option<String>,
+    /// The thread that called `pthread_create`.
+    pub(crate) creator: i32,
+    pub(crate) frames: Vec<usize>,
+}
+
+/// Where a descriptor was created.
+#[derive(Clone, Debug)]
+pub(crate) struct FdOrigin {
+    /// The thread that created it.
+    pub(crate) creator: i32,
+    pub(crate) frames: Vec<usize>,
+}
+
+#[cfg(all(
+    feature = "origins",
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod imp {
+    use std::ffi::{c_char, c_int, c_uint, c_void};
+    use std::ptr::null_mut;
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+    use std::sync::Mutex;
+
+    use rustc_hash::FxHashMap;
+
+    use super::{FdOrigin, ThreadOrigin};
+    use crate::tasks::{capture_raw, capture_unwound};
+
+    /// Checks recording now; hooks record only while it is above zero.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    /// The recording generation: an entry of an older one is stale (its descriptor was closed
+    /// by a call not hooked here, or its thread started before the check).
+    static GEN: AtomicU64 = AtomicU64::new(0);
+    /// Whether a hook ever ran: the binary was linked with them.
+    static SEEN: AtomicBool = AtomicBool::new(false);
+
+    /// Descriptors below this number have a slot; higher ones have no origin.
+    const FD_SLOTS: usize = 1 << 16;
+
+    struct FdNode {
+        gen: u64,
+        creator: i32,
+        frames: Box<[usize]>,
+        /// The next node on the retired list.
+        next: *mut FdNode,
+    }
+
+    /// One slot per descriptor number, written by hooks without locks: a hook may run in a
+    /// forked child, or while any lock is held.
+    static FDS: [AtomicPtr<FdNode>; FD_SLOTS] = [const { AtomicPtr::new(null_mut()) }; FD_SLOTS];
+    /// Nodes replaced while a check may read them, freed when the next check begins alone.
+    static RETIRED: AtomicPtr<FdNode> = AtomicPtr::new(null_mut());
+
+    struct ThreadEntry {
+        gen: u64,
+        pthread: libc::pthread_t,
+        origin: ThreadOrigin,
+    }
+
+    static THREADS: Mutex<Option<FxHashMap<i32, ThreadEntry>>> = Mutex::new(None);
+
+    #[inline]
+    fn recording() -> bool {
+        ACTIVE.load(Relaxed) > 0
+    }
+
+    fn tid() -> i32 {
+        use std::cell::Cell;
+        thread_local! { static TID: Cell<i32> = const { Cell::new(0) } }
+        TID.try_with(|t| {
+            if t.get() == 0 {
+                // SAFETY: gettid has no preconditions.
+                t.set(unsafe { libc::gettid() });
+            }
+            t.get()
+        })
+        // SAFETY: as above.
+        .unwrap_or_else(|_| unsafe { libc::gettid() })
+    }
+
+    /// The real function behind a hook, looked up once.
+    macro_rules! real {
+        ($name:expr; $ty:ty) => {{
+            static ADDR: AtomicUsize = AtomicUsize::new(0);
+            let mut a = ADDR.load(Relaxed);
+            if a == 0 {
+                // SAFETY: a NUL-terminated name; RTLD_NEXT finds libc's definition.
+                a = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                    as usize;
+                if a == 0 {
+                    let msg = concat!("leakcheck: no libc function ", $name, " to call\n");
+                    // SAFETY: writes a static buffer to stderr, then aborts.
+                    unsafe {
+                        libc::write(2, msg.as_ptr().cast(), msg.len());
+                        libc::abort();
+                    }
+                }
+                ADDR.store(a, Relaxed);
+            }
+            // SAFETY: `a` is libc's function of this name, whose C signature `$ty` spells.
+            unsafe { std::mem::transmute::<usize, $ty>(a) }
+        }};
+    }
+
+    fn retire(p: *mut FdNode) {
+        if p.is_null() {
+            return;
+        }
+        let mut head = RETIRED.load(Acquire);
+        loop {
+            // SAFETY: `p` was taken out of its slot by this thread; nobody else writes it.
+            unsafe { (*p).next = head };
+            match RETIRED.compare_exchange_weak(head, p, Release, Acquire) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn record_fd(fd: c_int) {
+        SEEN.store(true, Relaxed);
+        if fd < 0 || !recording() {
+            return;
+        }
+        let Some(slot) = FDS.get(fd as usize) else {
+            return;
+        };
+        let node = Box::into_raw(Box::new(FdNode {
+            gen: GEN.load(Relaxed),
+            creator: tid(),
+            frames: capture_raw().into_boxed_slice(),
+            next: null_mut(),
+        }));
+        retire(slot.swap(node, AcqRel));
+    }
+
+    fn forget_fd(fd: c_int) {
+        SEEN.store(true, Relaxed);
+        if fd < 0 || !recording() {
+            return;
+        }
+        if let Some(slot) = FDS.get(fd as usize) {
+            if !slot.load(Relaxed).is_null() {
+                retire(slot.swap(null_mut(), AcqRel));
+            }
+        }
+    }
+
+    /// Starts recording; returns this recording's generation.
+    pub(crate) fn begin() -> u64 {
+        if ACTIVE.compare_exchange(0, 1, AcqRel, Relaxed).is_ok() {
+            // Alone: no check reads a retired node now.
+            let mut p = RETIRED.swap(null_mut(), AcqRel);
+            while !p.is_null() {
+                // SAFETY: retired nodes are in no slot and no reader holds them.
+                let node = unsafe { Box::from_raw(p) };
+                p = node.next;
+            }
+        } else {
+            ACTIVE.fetch_add(1, AcqRel);
+        }
+        GEN.fetch_add(1, AcqRel) + 1
+    }
+
+    pub(crate) fn end() {
+        ACTIVE.fetch_sub(1, AcqRel);
+    }
+
+    /// Whether the hooks are linked in: a descriptor made now passes through them.
+    pub(crate) fn interposed() -> bool {
+        if !SEEN.load(Relaxed) {
+            // SAFETY: plain calls; the descriptor is closed at once.
+            unsafe {
+                let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+        SEEN.load(Relaxed)
+    }
+
+    pub(crate) fn fd(gen: u64, fd: i32) -> Option<FdOrigin> {
+        let p = FDS.get(usize::try_from(fd).ok()?)?.load(Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a node out of a slot is freed only by `begin` in a check running alone, and
+        // the caller's check is recording: it runs alone.
+        let n = unsafe { &*p };
+        (n.gen == gen).then(|| FdOrigin {
+            creator: n.creator,
+            frames: n.frames.to_vec(),
+        })
+    }
+
+    pub(crate) fn thread(gen: u64, tid: i32) -> Option<ThreadOrigin> {
+        let threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+        let e = threads.as_ref()?.get(&tid)?;
+        (e.gen == gen).then(|| e.origin.clone())
+    }
+
+    type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+
+    struct Start {
+        start: StartFn,
+        arg: *mut c_void,
+        gen: u64,
+        origin: ThreadOrigin,
+    }
+
+    extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
+        // SAFETY: `p` is the `Start` boxed by `pthread_create` below, handed over once.
+        let s = unsafe { Box::from_raw(p.cast::<Start>()) };
+        let Start {
+            start,
+            arg,
+            gen,
+            origin,
+        } = *s;
+        let me = tid();
+        // SAFETY: pthread_self has no preconditions.
+        let pthread = unsafe { libc::pthread_self() };
+        THREADS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(FxHashMap::default)
+            .insert(
+                me,
+                ThreadEntry {
+                    gen,
+                    pthread,
+                    origin,
+                },
+            );
+        let ret = start(arg);
+        if let Some(m) = THREADS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            m.remove(&me);
+        }
+        ret
+    }
+
+    /// # Safety
+    /// As libc's `pthread_create`.
+    #[no_mangle]
+    pub unsafe extern "C" fn pthread_create(
+        thread: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        start: StartFn,
+        arg: *mut c_void,
+    ) -> c_int {
+        SEEN.store(true, Relaxed);
+        let real = real!("pthread_create"; unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartFn, *mut c_void) -> c_int);
+        if !recording() {
+            // SAFETY: the caller's arguments, unchanged.
+            return unsafe { real(thread, attr, start, arg) };
+        }
+        let s = Box::into_raw(Box::new(Start {
+            start,
+            arg,
+            gen: GEN.load(Relaxed),
+            origin: ThreadOrigin {
+                name: None,
+                creator: tid(),
+                // Threads are often started from C (librdkafka's): unwind through it.
+                frames: capture_unwound(),
+            },
+        }));
+        // SAFETY: the trampoline takes `s` back and calls `start(arg)`.
+        let rc = unsafe { real(thread, attr, trampoline, s.cast()) };
+        if rc != 0 {
+            // SAFETY: no thread started: `s` is still ours.
+            drop(unsafe { Box::from_raw(s) });
+        }
+        rc
+    }
+
+    /// # Safety
+    /// As libc's `pthread_setname_np`.
+    #[no_mangle]
+    pub unsafe extern "C" fn pthread_setname_np(
+        thread: libc::pthread_t,
+        name: *const c_char,
+    ) -> c_int {
+        let real = real!("pthread_setname_np"; unsafe extern "C" fn(libc::pthread_t, *const c_char) -> c_int);
+        if recording() && !name.is_null() {
+            // SAFETY: the caller passes a NUL-terminated name.
+            let given = unsafe { std::ffi::CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned();
+            // SAFETY: pthread_self has no preconditions.
+            let own = thread == unsafe { libc::pthread_self() };
+            // std cuts a long name to 15 bytes before this call, and sets the thread's handle
+            // (which keeps the whole name) first, so a Rust thread naming itself has it.
+            let full = if own && given.len() >= 15 {
+                std::thread::current()
+                    .name()
+                    .filter(|n| n.starts_with(&given))
+                    .map(str::to_string)
+            } else {
+                None
+            };
+            let mut threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(m) = threads.as_mut() {
+                let entry = if own {
+                    m.get_mut(&tid())
+                } else {
+                    m.values_mut().find(|e| e.pthread == thread)
+                };
+                if let Some(e) = entry {
+                    e.origin.name = Some(full.unwrap_or(given));
+                }
+            }
+        }
+        // SAFETY: the caller's arguments, unchanged.
+        unsafe { real(thread, name) }
+    }
+
+    /// Defines hooks that call the real function and record the descriptor it returns.
+    macro_rules! fd_hooks {
+        ($( fn $name:ident($($arg:ident: $ty:ty),*); )*) => {$(
+            /// # Safety
+            /// As libc's function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+                let real = real!(stringify!($name); unsafe extern "C" fn($($ty),*) -> c_int);
+                // SAFETY: the caller's arguments, unchanged.
+                let fd = unsafe { real($($arg),*) };
+                record_fd(fd);
+                fd
+            }
+        )*};
+    }
+
+    fd_hooks! {
+        fn socket(domain: c_int, ty: c_int, protocol: c_int);
+        fn accept(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t);
+        fn accept4(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t, flags: c_int);
+        fn eventfd(init: c_uint, flags: c_int);
+        fn epoll_create(size: c_int);
+        fn epoll_create1(flags: c_int);
+        fn timerfd_create(clock: c_int, flags: c_int);
+        fn inotify_init1(flags: c_int);
+        fn dup(fd: c_int);
+    }
+
+    /// Defines hooks for the `open` family. They are variadic in C (the mode comes only with
+    /// `O_CREAT` or `O_TMPFILE`); defining a variadic function needs nightly Rust, so the hook
+    /// takes the mode as a fixed argument: on x86_64 and aarch64 Linux a variadic integer is
+    /// passed where a fixed one is, and the real function reads it only when the flags say so.
+    macro_rules! open_hooks {
+        ($( fn $name:ident($($arg:ident: $ty:ty),*); )*) => {$(
+            /// # Safety
+            /// As libc's function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty,)* mode: c_uint) -> c_int {
+                let real = real!(stringify!($name); unsafe extern "C" fn($($ty,)* ...) -> c_int);
+                // SAFETY: the caller's arguments, unchanged.
+                let fd = unsafe { real($($arg,)* mode) };
+                record_fd(fd);
+                fd
+            }
+        )*};
+    }
+
+    open_hooks! {
+        fn open(path: *const c_char, flags: c_int);
+        fn open64(path: *const c_char, flags: c_int);
+        fn openat(dir: c_int, path: *const c_char, flags: c_int);
+        fn openat64(dir: c_int, path: *const c_char, flags: c_int);
+    }
+
+    /// Defines hooks for calls that fill an array of two descriptors.
+    macro_rules! pair_hooks {
+        ($( fn $name:ident($($arg:ident: $ty:ty),*), $fds:ident; )*) => {$(
+            /// # Safety
+            /// As libc's function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+                let real = real!(stringify!($name); unsafe extern "C" fn($($ty),*) -> c_int);
+                // SAFETY: the caller's arguments, unchanged.
+                let rc = unsafe { real($($arg),*) };
+                if rc == 0 {
+                    // SAFETY: on success the call wrote two descriptors to the caller's array.
+                    unsafe {
+                        record_fd(*$fds);
+                        record_fd(*$fds.add(1));
+                    }
+                }
+                rc
+            }
+        )*};
+    }
+
+    pair_hooks! {
+        fn pipe(fds: *mut c_int), fds;
+        fn pipe2(fds: *mut c_int, flags: c_int), fds;
+        fn socketpair(domain: c_int, ty: c_int, protocol: c_int, fds: *mut c_int), fds;
+    }
+
+    /// Defines hooks for `fcntl`, variadic like `open` (its third argument is an integer or a
+    /// pointer, passed in the same register): only the duplicating commands make a descriptor
+    /// (`try_clone` of a socket or of mio's poller).
+    macro_rules! fcntl_hooks {
+        ($($name:ident),*) => {$(
+            /// # Safety
+            /// As libc's function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+                let real = real!(stringify!($name); unsafe extern "C" fn(c_int, c_int, ...) -> c_int);
+                // SAFETY: the caller's arguments, unchanged.
+                let rc = unsafe { real(fd, cmd, arg) };
+                if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+                    record_fd(rc);
+                }
+                rc
+            }
+        )*};
+    }
+
+    fcntl_hooks!(fcntl, fcntl64);
+
+    /// # Safety
+    /// As libc's `close`.
+    #[no_mangle]
+    pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+        let real = real!("close"; unsafe extern "C" fn(c_int) -> c_int);
+        forget_fd(fd);
+        // SAFETY: the caller's argument.
+        unsafe { real(fd) }
+    }
+
+    /// # Safety
+    /// As libc's `dup2`.
+    #[no_mangle]
+    pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+        let real = real!("dup2"; unsafe extern "C" fn(c_int, c_int) -> c_int);
+        // In a forked child this runs between fork and exec: forget only, allocate nothing.
+        forget_fd(new);
+        // SAFETY: the caller's arguments.
+        unsafe { real(old, new) }
+    }
+
+    /// # Safety
+    /// As libc's `dup3`.
+    #[no_mangle]
+    pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        let real = real!("dup3"; unsafe extern "C" fn(c_int, c_int, c_int) -> c_int);
+        forget_fd(new);
+        // SAFETY: the caller's arguments.
+        unsafe { real(old, new, flags) }
+    }
+}
+
+#[cfg(not(all(
+    feature = "origins",
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+mod imp {
+    use super::{FdOrigin, ThreadOrigin};
+
+    pub(crate) fn begin() -> u64 {
+        0
+    }
+    pub(crate) fn end() {}
+    pub(crate) fn interposed() -> bool {
+        false
+    }
+    pub(crate) fn fd(_gen: u64, _fd: i32) -> Option<FdOrigin> {
+        None
+    }
+    pub(crate) fn thread(_gen: u64, _tid: i32) -> Option<ThreadOrigin> {
+        None
+    }
+}
+
+/// Records origins while alive: one per check of threads or descriptors.
+pub(crate) struct Recording {
+    gen: u64,
+}
+
+impl Recording {
+    pub(crate) fn start() -> Self {
+        Recording { gen: imp::begin() }
+    }
+
+    /// Whether origins are being recorded at all (the hooks are linked into this binary).
+    pub(crate) fn works(&self) -> bool {
+        imp::interposed()
+    }
+
+    pub(crate) fn thread(&self, tid: i32) -> Option<ThreadOrigin> {
+        imp::thread(self.gen, tid)
+    }
+
+    pub(crate) fn fd(&self, fd: i32) -> Option<FdOrigin> {
+        imp::fd(self.gen, fd)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        imp::end();
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "origins",
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod tests {
+    use super::Recording;
+    use std::os::fd::AsRawFd;
+
+    fn made_here(frames: &[usize]) -> bool {
+        crate::tasks::resolve_frames(frames).iter().any(|f| {
+            f.function
+                .contains("records_where_threads_and_descriptors_are_made")
+        })
+    }
+
+    #[test]
+    fn records_where_threads_and_descriptors_are_made() {
+        let rec = Recording::start();
+        assert!(rec.works());
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("a-name-longer-than-fifteen-bytes".into())
+            .spawn(move || {
+                tid_tx.send(crate::process::current_tid()).unwrap();
+                let _ = stop_rx.recv();
+            })
+            .unwrap();
+        let tid = tid_rx.recv().unwrap();
+
+        let t = rec.thread(tid).expect("the thread's origin");
+        assert_eq!(t.name.as_deref(), Some("a-name-longer-than-fifteen-bytes"));
+        assert_eq!(t.creator, crate::process::current_tid());
+        assert!(
+            made_here(&t.frames),
+            "{:?}",
+            crate::tasks::resolve_frames(&t.frames)
+        );
+        let fd = sock.as_raw_fd();
+        let f = rec.fd(fd).expect("the socket's origin");
+        assert!(
+            made_here(&f.frames),
+            "{:?}",
+            crate::tasks::resolve_frames(&f.frames)
+        );
+
+        // A closed descriptor forgets its origin; a new recording ignores older ones.
+        drop(sock);
+        assert!(rec.fd(fd).is_none());
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(rec.fd(file.as_raw_fd()).is_some());
+        let next = Recording::start();
+        assert!(next.fd(file.as_raw_fd()).is_none());
+        drop(stop_tx);
+        worker.join().unwrap();
+    }
+}
