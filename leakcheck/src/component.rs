@@ -7,6 +7,9 @@ pub(crate) fn of_path(file: &str) -> String {
     if let Some(c) = of_workspace_path(&file) {
         return c;
     }
+    if let Some(krate) = of_build_output(&file) {
+        return krate;
+    }
     for marker in ["/registry/src/", "/git/checkouts/"] {
         if let Some(i) = file.find(marker) {
             let rest = &file[i + marker.len()..];
@@ -42,6 +45,24 @@ pub(crate) fn of_path(file: &str) -> String {
     }
 }
 
+/// The crate whose build script generated or copied `file` (C sources a `-sys` crate compiles,
+/// such as librdkafka's): `target/<profile>/build/<crate>-<hash>/out/...` → `<crate>`.
+pub(crate) fn of_build_output(file: &str) -> Option<String> {
+    let mut rest = file;
+    while let Some(i) = rest.find("/build/") {
+        rest = &rest[i + "/build/".len()..];
+        let (dir, after) = rest.split_once('/')?;
+        let (krate, hash) = dir.rsplit_once('-')?;
+        if after.starts_with("out/")
+            && hash.len() == 16
+            && hash.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return Some(krate.to_string());
+        }
+    }
+    None
+}
+
 /// The component of a file of the workspace under test (or of a path dependency): its package's
 /// name, then the module (`leakcheck-tests::scenarios` for `tests/src/scenarios.rs`), so that a
 /// single-package project's tasks are filed under its name rather than `src`. `None` when the file
@@ -50,6 +71,7 @@ fn of_workspace_path(file: &str) -> Option<String> {
     if file.starts_with("/rustc/")
         || file.contains("/registry/src/")
         || file.contains("/git/checkouts/")
+        || of_build_output(file).is_some()
     {
         return None;
     }
@@ -203,6 +225,11 @@ mod tests {
         assert_eq!(of_path("leakcheck/examples/demo.rs"), "leakcheck::demo");
         assert_eq!(of_path("/work/app/src/main.rs"), "app");
         assert_eq!(of_path("/rustc/abc/library/std/src/thread/mod.rs"), "std");
+        // C compiled by a build script, from its output directory.
+        assert_eq!(
+            of_path("/w/target/debug/build/rdkafka-sys-0123456789abcdef/out/librdkafka/src/rdkafka_transport.c"),
+            "rdkafka-sys"
+        );
     }
 
     #[test]

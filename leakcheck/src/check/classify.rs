@@ -395,6 +395,7 @@ impl Check {
 /// its callers: matched by its source file).
 fn builds_checked_runtime(f: &Frame) -> bool {
     f.function.starts_with("leakcheck::")
+        && f.function.ends_with("::start")
         && f.file
             .as_deref()
             .is_some_and(|p| p.replace('\\', "/").ends_with("src/check/start.rs"))
@@ -505,11 +506,12 @@ impl Check {
                 break;
             };
             let frames = tasks::resolve_frames(&o.frames);
-            // A runtime's thread runs whatever task is polled: where the runtime was built says
-            // nothing about who made this.
+            // A runtime's worker or blocking thread (tokio starts them all from its blocking
+            // pool) runs whatever task is polled: where the runtime was built says nothing
+            // about who made this.
             if frames
                 .iter()
-                .any(|f| f.function.starts_with("tokio::runtime::"))
+                .any(|f| f.function.starts_with("tokio::runtime::blocking::pool::"))
             {
                 break;
             }

@@ -151,11 +151,27 @@ mod imp {
         let node = Box::into_raw(Box::new(FdNode {
             gen: GEN.load(Relaxed),
             creator: tid(),
-            frames: capture_raw().into_boxed_slice(),
+            frames: fd_stack().into_boxed_slice(),
             next: null_mut(),
         }));
         retire(slot.swap(node, AcqRel));
     }
+
+    /// The stack of a descriptor's creation: the frame-pointer walk, or the unwinder when the
+    /// walk stopped short in C code built without frame pointers (librdkafka's).
+    fn fd_stack() -> Vec<usize> {
+        let frames = capture_raw();
+        if frames.len() < SHORT_WALK {
+            capture_unwound()
+        } else {
+            frames
+        }
+    }
+
+    /// A frame-pointer walk with fewer frames than this ran into C without frame pointers: a
+    /// Rust caller's stack is deeper (the hook, the std or mio wrapper, the caller, its caller,
+    /// a runtime or `main` below).
+    const SHORT_WALK: usize = 6;
 
     fn forget_fd(fd: c_int) {
         SEEN.store(true, Relaxed);
@@ -224,43 +240,77 @@ mod imp {
     }
 
     type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+    /// C11's `thrd_start_t`.
+    type ThrdStartFn = extern "C" fn(*mut c_void) -> c_int;
 
-    struct Start {
-        start: StartFn,
+    /// What a trampoline needs to record the new thread and run its function.
+    struct Start<F> {
+        start: F,
         arg: *mut c_void,
         gen: u64,
         origin: ThreadOrigin,
     }
 
-    extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
-        // SAFETY: `p` is the `Start` boxed by `pthread_create` below, handed over once.
-        let s = unsafe { Box::from_raw(p.cast::<Start>()) };
-        let Start {
-            start,
-            arg,
-            gen,
-            origin,
-        } = *s;
-        let me = tid();
-        // SAFETY: pthread_self has no preconditions.
-        let pthread = unsafe { libc::pthread_self() };
-        THREADS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(FxHashMap::default)
-            .insert(
-                me,
-                ThreadEntry {
-                    gen,
-                    pthread,
-                    origin,
+    impl<F> Start<F> {
+        /// Boxes what the new thread needs, with the creating thread's stack.
+        fn boxed(start: F, arg: *mut c_void) -> *mut Self {
+            Box::into_raw(Box::new(Start {
+                start,
+                arg,
+                gen: GEN.load(Relaxed),
+                origin: ThreadOrigin {
+                    name: None,
+                    creator: tid(),
+                    // Threads are often started from C (librdkafka's): unwind through it.
+                    frames: capture_unwound(),
                 },
-            );
-        let ret = start(arg);
-        if let Some(m) = THREADS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            m.remove(&me);
+            }))
         }
-        ret
+
+        /// On the new thread: records it, runs `run(start, arg)`, and forgets it once it returns.
+        ///
+        /// # Safety
+        /// `p` is a `Start<F>` from [`Start::boxed`], handed over once.
+        unsafe fn run<R>(p: *mut c_void, run: impl FnOnce(F, *mut c_void) -> R) -> R {
+            // SAFETY: as the caller promises.
+            let s = unsafe { Box::from_raw(p.cast::<Start<F>>()) };
+            let Start {
+                start,
+                arg,
+                gen,
+                origin,
+            } = *s;
+            let me = tid();
+            // SAFETY: pthread_self has no preconditions.
+            let pthread = unsafe { libc::pthread_self() };
+            THREADS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(FxHashMap::default)
+                .insert(
+                    me,
+                    ThreadEntry {
+                        gen,
+                        pthread,
+                        origin,
+                    },
+                );
+            let ret = run(start, arg);
+            if let Some(m) = THREADS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                m.remove(&me);
+            }
+            ret
+        }
+    }
+
+    extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
+        // SAFETY: `pthread_create` below passes its boxed `Start<StartFn>`.
+        unsafe { Start::<StartFn>::run(p, |f, arg| f(arg)) }
+    }
+
+    extern "C" fn thrd_trampoline(p: *mut c_void) -> c_int {
+        // SAFETY: `thrd_create` below passes its boxed `Start<ThrdStartFn>`.
+        unsafe { Start::<ThrdStartFn>::run(p, |f, arg| f(arg)) }
     }
 
     /// # Safety
@@ -278,19 +328,37 @@ mod imp {
             // SAFETY: the caller's arguments, unchanged.
             return unsafe { real(thread, attr, start, arg) };
         }
-        let s = Box::into_raw(Box::new(Start {
-            start,
-            arg,
-            gen: GEN.load(Relaxed),
-            origin: ThreadOrigin {
-                name: None,
-                creator: tid(),
-                // Threads are often started from C (librdkafka's): unwind through it.
-                frames: capture_unwound(),
-            },
-        }));
+        let s = Start::boxed(start, arg);
         // SAFETY: the trampoline takes `s` back and calls `start(arg)`.
         let rc = unsafe { real(thread, attr, trampoline, s.cast()) };
+        if rc != 0 {
+            // SAFETY: no thread started: `s` is still ours.
+            drop(unsafe { Box::from_raw(s) });
+        }
+        rc
+    }
+
+    /// C11's `thrd_create`: glibc implements it without going through `pthread_create`, and
+    /// librdkafka starts its threads with it.
+    ///
+    /// # Safety
+    /// As libc's `thrd_create`.
+    #[no_mangle]
+    pub unsafe extern "C" fn thrd_create(
+        thread: *mut libc::pthread_t,
+        start: ThrdStartFn,
+        arg: *mut c_void,
+    ) -> c_int {
+        SEEN.store(true, Relaxed);
+        let real = real!("thrd_create"; unsafe extern "C" fn(*mut libc::pthread_t, ThrdStartFn, *mut c_void) -> c_int);
+        if !recording() {
+            // SAFETY: the caller's arguments, unchanged.
+            return unsafe { real(thread, start, arg) };
+        }
+        let s = Start::boxed(start, arg);
+        // SAFETY: the trampoline takes `s` back and calls `start(arg)`.
+        let rc = unsafe { real(thread, thrd_trampoline, s.cast()) };
+        // thrd_success is 0.
         if rc != 0 {
             // SAFETY: no thread started: `s` is still ours.
             drop(unsafe { Box::from_raw(s) });

@@ -39,6 +39,11 @@ impl Frame {
             return Origin::Runtime;
         }
         let Some(file) = self.file.as_deref() else {
+            // An address no symbol covers (the end of a thread's stack, stripped code) is
+            // nobody's line.
+            if self.function.starts_with("0x") {
+                return Origin::Runtime;
+            }
             return Origin::User;
         };
         let file = file.replace('\\', "/");
@@ -50,7 +55,10 @@ impl Frame {
         {
             return Origin::Runtime;
         }
-        if file.contains("/registry/src/") || file.contains("/git/checkouts/") {
+        if file.contains("/registry/src/")
+            || file.contains("/git/checkouts/")
+            || crate::component::of_build_output(&file).is_some()
+        {
             let krate = crate::component::of_path(&file);
             if RUNTIME_CRATES.contains(&krate.as_str()) {
                 return Origin::Runtime;
