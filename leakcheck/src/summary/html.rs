@@ -126,9 +126,15 @@ pub(crate) fn page(s: &Summary) -> String {
 
     h.push_str("<h2>Rules configured</h2>\n");
     match &s.config {
-        Config::NotFound => h.push_str(
-            "<p>No leakcheck.toml found (pass <code>--config</code> to list the unused rules).</p>\n",
-        ),
+        Config::NotFound { origins } => {
+            h.push_str(
+                "<p>No leakcheck.toml found (pass <code>--config</code> to list the unused rules).</p>\n",
+            );
+            if !origins.is_empty() {
+                let o: Vec<String> = origins.iter().map(|o| esc(o)).collect();
+                let _ = writeln!(h, "<p>The reports name rules of: {}</p>", o.join(", "));
+            }
+        }
         Config::Read {
             path,
             rules,

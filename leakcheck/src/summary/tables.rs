@@ -44,7 +44,9 @@ pub(crate) struct Row {
 
 /// The configured rules, and which of them no report used.
 pub(crate) enum Config {
-    NotFound,
+    /// No file; the files the reports' known survivors name as their rules' origin, if any
+    /// (the file the tests read, when the summary runs from elsewhere).
+    NotFound { origins: Vec<String> },
     Read {
         path: PathBuf,
         rules: usize,
@@ -104,7 +106,15 @@ impl<'a> Summary<'a> {
             .filter_map(Group::rule)
             .collect();
         let config = match config {
-            None => Config::NotFound,
+            None => Config::NotFound {
+                origins: runs
+                    .iter()
+                    .flat_map(|r| r.known())
+                    .filter_map(|g| g.origin.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            },
             Some(c) => {
                 let tables = c.rules.iter().map(|r| ("[[allow]]", r));
                 let tables = tables.chain(c.named.iter().map(|r| ("[[rule]]", r)));

@@ -126,6 +126,10 @@ fn configured_rules_no_report_used_are_candidates_for_removal() {
     assert!(text.contains("candidates for removal"), "{text}");
     let text = text::render(&Summary::new(&runs, None), Path::new(RUN));
     assert!(text.contains("rules: no leakcheck.toml found"), "{text}");
+    assert!(
+        text.ends_with("\n  the reports name rules of: tests/leakcheck.toml\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -72,9 +72,14 @@ pub(crate) fn render(s: &Summary, dir: &Path) -> String {
 
     out.push('\n');
     match &s.config {
-        Config::NotFound => out.push_str(
-            "rules: no leakcheck.toml found (searched LEAKCHECK_CONFIG, then upward from the current directory); pass --config to list the unused ones\n",
-        ),
+        Config::NotFound { origins } => {
+            out.push_str(
+                "rules: no leakcheck.toml found (searched LEAKCHECK_CONFIG, then upward from the current directory); pass --config to list the unused ones\n",
+            );
+            if !origins.is_empty() {
+                let _ = writeln!(out, "  the reports name rules of: {}", origins.join(", "));
+            }
+        }
         Config::Read {
             path,
             rules,
