@@ -224,8 +224,13 @@ fn chart(h: &mut String, run: &Run) {
         .max()
         .unwrap_or(0)
         .max(1);
-    let (left, top, plot_w, plot_h, legend_w) =
-        (36.0, 10.0, 120.0 * (cols.len() - 1) as f64, 120.0, 240.0);
+    let (left, top, plot_w, plot_h, legend_w) = (
+        36.0,
+        10.0,
+        (120.0 * (cols.len() - 1) as f64).max(240.0),
+        120.0,
+        240.0,
+    );
     let (width, height) = (left + plot_w + 30.0 + legend_w, top + plot_h + 30.0);
     let x = |i: usize| left + plot_w * i as f64 / (cols.len() - 1) as f64;
     let y = |n: usize| top + plot_h - plot_h * n as f64 / max as f64;
