@@ -30,8 +30,21 @@ const PALETTE: [&str; 8] = [
 /// At most this many components are drawn per chart (the ones that changed most).
 const CHART_ROWS: usize = 8;
 
-/// `s` with `&`, `<`, `>`, `"` and `'` escaped: safe in text and in quoted attributes.
+/// `s` with `&`, `<`, `>`, `"` and `'` escaped: safe in text and in quoted attributes, of this
+/// page and of the JUnit XML. Characters XML 1.0 forbids (control characters other than tab,
+/// newline and carriage return, an ANSI escape in a thread name say, and U+FFFE, U+FFFF) become
+/// U+FFFD.
 pub(crate) fn esc(s: &str) -> String {
+    escape(s, false)
+}
+
+/// [`esc`], and tab, newline and carriage return as character references: an XML attribute's
+/// value as written (a parser normalizes a literal one to a space).
+pub(crate) fn esc_attr(s: &str) -> String {
+    escape(s, true)
+}
+
+fn escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -40,8 +53,11 @@ pub(crate) fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            // Not allowed in XML 1.0 text (an ANSI escape in a thread name, say).
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => out.push('\u{fffd}'),
+            '\t' | '\n' | '\r' if attr => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || matches!(c, '\u{fffe}' | '\u{ffff}') => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }

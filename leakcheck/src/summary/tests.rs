@@ -208,7 +208,7 @@ fn the_html_page_is_self_contained_well_formed_and_complete() {
     ] {
         assert!(!page.contains(external), "the page holds {external}");
     }
-    let elements = well_formed(&page);
+    let elements = parse_xml(&page);
     assert_eq!(
         count(&elements, "section"),
         7,
@@ -231,84 +231,189 @@ fn the_html_page_is_self_contained_well_formed_and_complete() {
     assert!(page.contains("<title>file descriptor file: 3 at final</title>"));
 }
 
-#[test]
-fn the_html_page_escapes_what_reports_say() {
-    let d = TempDir::new("escape");
+/// The report of `leak_test::options::leaks_one_task` (failing) written to `d` with `label` as
+/// its label and `<i>comp</i>` as its component.
+fn hostile_report(d: &TempDir, label: &str) -> Vec<Run> {
     let text =
         std::fs::read_to_string(Path::new(RUN).join("leak_test.options.leaks_one_task.json"))
             .unwrap()
-            .replace(
-                "leak_test::options::leaks_one_task",
-                "a<b>&\\\"c'</pre><script>",
-            )
+            .replace("leak_test::options::leaks_one_task", label)
             .replace("leakcheck-tests::leak_test", "<i>comp</i>");
     std::fs::write(d.0.join("x.json"), text).unwrap();
-    let runs = read_dir(&d.0).unwrap();
+    read_dir(&d.0).unwrap()
+}
+
+#[test]
+fn the_html_page_escapes_what_reports_say() {
+    let d = TempDir::new("escape");
+    let runs = hostile_report(&d, "a<b>&\\\"c'</pre><script>");
     let page = html::page(&Summary::new(&runs, None));
     assert!(page.contains("a&lt;b&gt;&amp;&quot;c&#39;&lt;/pre&gt;&lt;script&gt;"));
     assert!(page.contains("&lt;i&gt;comp&lt;/i&gt;"));
     assert!(!page.contains("<script") && !page.contains("<i>"));
-    well_formed(&page);
+    parse_xml(&page);
 }
 
-/// Parses the page as XML (it is written to be well-formed) and returns its element names.
-fn well_formed(page: &str) -> Vec<String> {
+/// An element of an XML document: its name, its attributes' values and its own text, entities
+/// resolved.
+#[derive(Debug)]
+struct Element {
+    name: String,
+    attrs: Vec<(String, String)>,
+    text: String,
+}
+
+impl Element {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether XML 1.0 allows `c` (a parser need not check it).
+fn xml_char(c: char) -> bool {
+    !((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') || matches!(c, '\u{fffe}' | '\u{ffff}'))
+}
+
+/// Parses `doc` as XML (the HTML page and the JUnit file are written to be well-formed),
+/// panicking where it is not, and returns its elements in document order.
+fn parse_xml(doc: &str) -> Vec<Element> {
     use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_str(page);
-    let mut names = Vec::new();
+    if let Some(c) = doc.chars().find(|c| !xml_char(*c)) {
+        panic!("{c:?} is not allowed in XML 1.0");
+    }
+    let mut reader = quick_xml::Reader::from_str(doc);
+    let mut elements: Vec<Element> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
     loop {
-        match reader.read_event() {
-            Ok(Event::Eof) => return names,
-            Ok(Event::Start(e) | Event::Empty(e)) => {
-                names.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
+        let event = reader
+            .read_event()
+            .unwrap_or_else(|e| panic!("not well-formed at {}: {e}", reader.error_position()));
+        let text = match event {
+            Event::Eof => {
+                assert!(open.is_empty(), "unclosed elements");
+                return elements;
+            }
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let mut attrs = Vec::new();
                 for a in e.attributes() {
-                    a.expect("a well-formed attribute");
+                    let a = a.expect("a well-formed attribute");
+                    let value = a
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .expect("only XML's entities")
+                        .into_owned();
+                    assert!(value.chars().all(xml_char), "{value:?}");
+                    attrs.push((String::from_utf8(a.key.as_ref().to_vec()).unwrap(), value));
                 }
+                if matches!(event, Event::Start(_)) {
+                    open.push(elements.len());
+                }
+                elements.push(Element {
+                    name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
+                    attrs,
+                    text: String::new(),
+                });
+                continue;
             }
-            Ok(Event::Text(t)) => {
-                t.decode().expect("text");
-                let unescaped = quick_xml::escape::unescape(std::str::from_utf8(&t).unwrap());
-                unescaped.expect("only XML's entities");
+            Event::End(_) => {
+                open.pop();
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => panic!("not well-formed at {}: {e}", reader.error_position()),
+            Event::Text(t) => t.xml10_content().expect("text").into_owned(),
+            Event::GeneralRef(r) => match r.resolve_char_ref().expect("a character reference") {
+                Some(c) => {
+                    assert!(xml_char(c), "{c:?} is not allowed in XML 1.0");
+                    c.to_string()
+                }
+                None => {
+                    let name = r.decode().unwrap();
+                    quick_xml::escape::resolve_xml_entity(&name)
+                        .unwrap_or_else(|| panic!("&{name}; is not one of XML's entities"))
+                        .to_string()
+                }
+            },
+            _ => continue,
+        };
+        if let Some(&i) = open.last() {
+            elements[i].text.push_str(&text);
         }
     }
 }
 
-fn count(names: &[String], name: &str) -> usize {
-    names.iter().filter(|n| *n == name).count()
+fn count(elements: &[Element], name: &str) -> usize {
+    elements.iter().filter(|e| e.name == name).count()
+}
+
+/// The test case named `name` and its failure, if any.
+fn case<'a>(elements: &'a [Element], name: &str) -> (&'a Element, Option<&'a Element>) {
+    let i = elements
+        .iter()
+        .position(|e| e.name == "testcase" && e.attr("name") == Some(name))
+        .unwrap_or_else(|| panic!("no test case {name}"));
+    let failure = elements.get(i + 1).filter(|e| e.name == "failure");
+    (&elements[i], failure)
 }
 
 #[test]
 fn the_junit_xml_has_one_case_per_report_and_the_failures() {
-    let runs = runs();
-    let xml = junit::xml(&runs).unwrap();
-    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
-    assert_eq!((report.tests, report.failures, report.errors), (13, 7, 0));
-    let cases = &report.test_suites[0].test_cases;
-    assert_eq!(cases.len(), 13);
-    let failing = cases
-        .iter()
-        .find(|c| c.name.as_str() == "forgets_to_close")
-        .unwrap();
-    assert_eq!(
-        failing.classname.as_ref().unwrap().as_str(),
-        "eventbus::memory"
-    );
-    match &failing.status {
-        quick_junit::TestCaseStatus::NonSuccess {
-            kind: quick_junit::NonSuccessKind::Failure,
-            message,
-            description,
-            ..
-        } => {
-            assert_eq!(message.as_ref().unwrap().as_str(), "leaked 5 tasks");
-            let d = description.as_ref().unwrap().as_str();
-            assert!(d.contains("UNKNOWN task ×2 · eventbus::delivery · spawned at eventbus/src/delivery/pool.rs:156:44"), "{d}");
-        }
-        other => panic!("{other:?}"),
+    let xml = junit::xml(&runs());
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"));
+    let elements = parse_xml(&xml);
+    let names: Vec<&str> = elements.iter().take(2).map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["testsuites", "testsuite"]);
+    for e in &elements[..2] {
+        assert_eq!(
+            (e.attr("tests"), e.attr("failures"), e.attr("errors")),
+            (Some("13"), Some("7"), Some("0")),
+            "{e:?}"
+        );
     }
+    assert_eq!(elements[1].attr("name"), Some("leakcheck"));
+    assert_eq!(count(&elements, "testsuite"), 1);
+    assert_eq!(count(&elements, "testcase"), 13);
+    assert_eq!(count(&elements, "failure"), 7);
+
+    let (failing, failure) = case(&elements, "forgets_to_close");
+    assert_eq!(failing.attr("classname"), Some("eventbus::memory"));
+    let failure = failure.expect("a failure");
+    assert_eq!(failure.attr("message"), Some("leaked 5 tasks"));
+    assert_eq!(failure.attr("type"), Some("leak"));
+    let d = &failure.text;
+    assert!(
+        d.starts_with("leakcheck: leaked 5 tasks in `eventbus::memory::forgets_to_close`\n"),
+        "{d}"
+    );
+    assert!(d.contains("UNKNOWN task ×2 · eventbus::delivery · spawned at eventbus/src/delivery/pool.rs:156:44"), "{d}");
+
+    let (clean, failure) = case(&elements, "clean");
+    assert_eq!(
+        clean.attr("classname"),
+        Some("leak_test::corpus::known_singleton")
+    );
+    assert!(failure.is_none(), "{failure:?}");
+}
+
+#[test]
+fn the_junit_xml_escapes_what_reports_say() {
+    let d = TempDir::new("junit-escape");
+    // In the JSON: a quote, an ANSI escape (not allowed in XML 1.0) and a tab.
+    let runs = hostile_report(&d, "a<b>&\\\"c'::t\\u001b[31m\\tz</testcase><x>");
+    let xml = junit::xml(&runs);
+    assert!(!xml.contains("<x>") && !xml.contains("<i>") && !xml.contains('\u{1b}'));
+    let elements = parse_xml(&xml);
+    assert_eq!(count(&elements, "testcase"), 1);
+    let (case, failure) = case(&elements, "t\u{fffd}[31m\tz</testcase><x>");
+    assert_eq!(case.attr("classname"), Some("a<b>&\"c'"));
+    let failure = failure.expect("a failure");
+    assert_eq!(failure.attr("message"), Some("leaked 1 task"));
+    let d = &failure.text;
+    assert!(
+        d.starts_with("leakcheck: leaked 1 task in `a<b>&\"c'::t\u{fffd}[31m\tz</testcase><x>`\n"),
+        "{d}"
+    );
+    assert!(d.contains("<i>comp</i>"), "{d}");
 }
 
 #[test]
