@@ -11,6 +11,7 @@ mod harness;
 mod process;
 mod report;
 mod rules;
+mod summary;
 mod tasks;
 
 pub use check::{Check, RUNTIME_THREAD_NAME};
@@ -54,4 +55,10 @@ pub mod __private {
     pub fn task_round(check: &crate::Check) -> (usize, bool) {
         check.bench_task_round()
     }
+}
+
+/// The `leakcheck summary` command, for the `leakcheck` binary; not a stable API.
+#[doc(hidden)]
+pub mod __summary {
+    pub use crate::summary::{default_dir, run, Options, SummaryError};
 }

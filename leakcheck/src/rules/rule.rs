@@ -313,6 +313,11 @@ impl Rule {
         self.origin.as_deref()
     }
 
+    /// The line of the rule's `name` in its file, if from a file.
+    pub(crate) fn line(&self) -> Option<usize> {
+        self.site.as_ref().map(|s| s.line)
+    }
+
     /// Whether `self` and `other` are one definition (a file's rule and its copy that a test
     /// allowed by name).
     fn same_definition(&self, other: &Rule) -> bool {
