@@ -199,6 +199,78 @@ fn main() {
         goal: "",
     });
 
+    // 1b. Origins of threads and descriptors: the same calls, unrecorded and recorded.
+    let fd_ns = || {
+        let calls = n(100_000, 1_000);
+        median(
+            (0..n(7, 1))
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..calls {
+                        // SAFETY: a fresh eventfd, closed at once.
+                        unsafe { libc::close(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+                    }
+                    t.elapsed().as_nanos() as f64 / calls as f64
+                })
+                .collect(),
+        )
+    };
+    let thread_ns = || {
+        let threads = n(2_000, 20);
+        median(
+            (0..n(5, 1))
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..threads {
+                        std::thread::spawn(|| {}).join().unwrap();
+                    }
+                    t.elapsed().as_nanos() as f64 / threads as f64
+                })
+                .collect(),
+        )
+    };
+    assert!(
+        leakcheck::__private::origins_recorded(),
+        "origins are not recorded in this binary"
+    );
+    let (fd_plain, thread_plain) = (fd_ns(), thread_ns());
+    let recording = leakcheck::__private::record_origins();
+    let (fd_rec, thread_rec) = (fd_ns(), thread_ns());
+    drop(recording);
+    for (name, plain, rec) in [
+        ("eventfd+close, origin recorded", fd_plain, fd_rec),
+        (
+            "thread spawn+join, origin recorded",
+            thread_plain,
+            thread_rec,
+        ),
+    ] {
+        figures.push(Figure {
+            name,
+            value: rec,
+            unit: "ns",
+            baseline: Some(plain),
+            ratio: Some(rec / plain),
+            goal: "ratio <= 1.5 or < 1 us added",
+        });
+    }
+    figures.push(Figure {
+        name: "origin capture added per descriptor",
+        value: (fd_rec - fd_plain) / 1000.0,
+        unit: "us",
+        baseline: None,
+        ratio: None,
+        goal: "< 1 us",
+    });
+    figures.push(Figure {
+        name: "origin capture added per thread",
+        value: (thread_rec - thread_plain) / 1000.0,
+        unit: "us",
+        baseline: None,
+        ratio: None,
+        goal: "",
+    });
+
     // 2. Clean verdict latency: body ends with nothing alive -> finish() returns clean. All kinds.
     let mut lat = Vec::new();
     for _ in 0..n(41, 3) {

@@ -46,6 +46,25 @@ pub mod __private {
         crate::tasks::capture_for_bench()
     }
 
+    /// Records where threads and descriptors are made until dropped, as a check of them does
+    /// (the benchmark's origin figures).
+    pub fn record_origins() -> impl Drop {
+        crate::process::Recording::start()
+    }
+
+    /// Whether a descriptor made while recording gets its origin (the benchmark checks that it
+    /// measures what it says).
+    pub fn origins_recorded() -> bool {
+        let rec = crate::process::Recording::start();
+        // SAFETY: a fresh eventfd, closed at once.
+        unsafe {
+            let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
+            let found = rec.fd(fd).is_some();
+            libc::close(fd);
+            found
+        }
+    }
+
     /// The check's runtime (the benchmark drives it directly).
     pub fn runtime(check: &crate::Check) -> &tokio::runtime::Runtime {
         check.runtime_ref()

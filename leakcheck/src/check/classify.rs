@@ -463,11 +463,12 @@ impl Check {
         if let Some(p) = lock(&self.provenance).get(key) {
             return p.clone();
         }
-        let p = Arc::new(
-            raw().map_or_else(Provenance::default, |(frames, creator, name)| {
-                self.resolve_provenance(&frames, creator, name)
-            }),
-        );
+        // Not found is not remembered: a new thread shows in /proc a moment before it runs the
+        // hook's trampoline, which records it.
+        let Some((frames, creator, name)) = raw() else {
+            return Arc::default();
+        };
+        let p = Arc::new(self.resolve_provenance(&frames, creator, name));
         lock(&self.provenance).insert(key.to_string(), p.clone());
         p
     }
@@ -498,6 +499,7 @@ impl Check {
         let Some(rec) = &self.origins else {
             return p;
         };
+        let made_on = creator;
         for _ in 0..4 {
             if p.user.is_some() {
                 break;
@@ -519,8 +521,8 @@ impl Check {
             if let Some(u) = user {
                 p.user = Some(u.clone());
                 p.via = via.cloned();
-                p.on_thread = o.name.clone().or_else(|| {
-                    process::stat(&format!("/proc/self/task/{creator}/stat")).map(|s| s.comm)
+                p.on_thread = rec.thread(made_on).and_then(|o| o.name).or_else(|| {
+                    process::stat(&format!("/proc/self/task/{made_on}/stat")).map(|s| s.comm)
                 });
             }
             creator = o.creator;

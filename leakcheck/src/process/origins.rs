@@ -151,15 +151,16 @@ mod imp {
         let node = Box::into_raw(Box::new(FdNode {
             gen: GEN.load(Relaxed),
             creator: tid(),
-            frames: fd_stack().into_boxed_slice(),
+            frames: stack().into_boxed_slice(),
             next: null_mut(),
         }));
         retire(slot.swap(node, AcqRel));
     }
 
-    /// The stack of a descriptor's creation: the frame-pointer walk, or the unwinder when the
-    /// walk stopped short in C code built without frame pointers (librdkafka's).
-    fn fd_stack() -> Vec<usize> {
+    /// The caller's stack: the frame-pointer walk, or the unwinder when the walk stopped short
+    /// in C code built without frame pointers (librdkafka's, which starts threads and opens
+    /// sockets).
+    fn stack() -> Vec<usize> {
         let frames = capture_raw();
         if frames.len() < SHORT_WALK {
             capture_unwound()
@@ -261,8 +262,7 @@ mod imp {
                 origin: ThreadOrigin {
                     name: None,
                     creator: tid(),
-                    // Threads are often started from C (librdkafka's): unwind through it.
-                    frames: capture_unwound(),
+                    frames: stack(),
                 },
             }))
         }
