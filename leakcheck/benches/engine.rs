@@ -97,6 +97,19 @@ fn failing_check_ms(deadline: Duration) -> f64 {
             r.to_text()
         );
     }
+    // This profile has `debug = "line-tables-only"`: the task, the thread and the file still
+    // name the line of this function that made them, through inlined frames.
+    for kind in [Kind::Task, Kind::Thread, Kind::Fd] {
+        assert!(
+            r.unknown().any(|s| s.kind == kind
+                && s.user_frame.as_ref().is_some_and(|f| {
+                    f.function.ends_with("failing_check_ms")
+                        && f.file.as_deref() == Some("leakcheck/benches/engine.rs")
+                })),
+            "{kind:?} without this function as its user frame: {}",
+            r.to_text()
+        );
+    }
     drop(tx);
     thread.join().unwrap();
     child.kill().unwrap();

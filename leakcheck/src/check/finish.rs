@@ -117,6 +117,9 @@ impl Check {
             last_state = state;
         }
         stats.elapsed_ms = ms(start.elapsed());
+        if let Some(note) = without_line_tables(&survivors) {
+            notes.push(note);
+        }
 
         // Lifecycle: the checkpoints, then the end state.
         let mut fin = self.counts_with(&last_state);
@@ -215,5 +218,59 @@ pub(crate) fn judge(report: &Report, mode: Mode) {
             Mode::Warn => eprintln!("{}", report.to_text()),
             _ => panic!("{}", report.to_text()),
         }
+    }
+}
+
+/// When survivors have frames but none of them a file: the binary has no line tables, so the
+/// report cannot tell a library's frames from the user's. Says so rather than guess quietly.
+fn without_line_tables(survivors: &[Survivor]) -> Option<Note> {
+    let mut frames = survivors.iter().flat_map(|s| &s.backtrace).peekable();
+    frames.peek()?;
+    frames.all(|f| f.file.is_none()).then(|| Note {
+        kind: None,
+        message: "frames have no file or line: this binary was built without line tables (`debug = 0`, or stripped), so spawn and creation sites show functions only and a library's frames cannot be told from yours; build tests with at least `debug = \"line-tables-only\"`".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::Frame;
+
+    fn with_frames(frames: Vec<Frame>) -> Survivor {
+        Survivor {
+            backtrace: frames,
+            ..Survivor::plain(
+                Kind::Task,
+                "1".into(),
+                "app".into(),
+                Status::Unknown,
+                "task".into(),
+                None,
+            )
+        }
+    }
+
+    #[test]
+    fn frames_without_files_are_said_to_have_no_line_tables() {
+        let bare = Frame {
+            function: "app::serve".into(),
+            file: None,
+            line: None,
+        };
+        let lined = Frame {
+            file: Some("src/main.rs".into()),
+            line: Some(3),
+            ..bare.clone()
+        };
+        assert!(without_line_tables(&[]).is_none());
+        assert!(without_line_tables(&[with_frames(vec![])]).is_none());
+        assert!(without_line_tables(&[with_frames(vec![lined.clone(), bare.clone()])]).is_none());
+        let note = without_line_tables(&[with_frames(vec![bare])]).expect("a note");
+        assert!(
+            note.message.contains("line-tables-only"),
+            "{}",
+            note.message
+        );
     }
 }
