@@ -75,7 +75,7 @@ pub(super) struct ProcessState {
 
 impl ProcessState {
     pub(super) fn read(kinds: &Kinds) -> Self {
-        Self {
+        process::unrecorded(|| Self {
             threads: if kinds.threads {
                 process::threads()
             } else {
@@ -91,7 +91,7 @@ impl ProcessState {
             } else {
                 Vec::new()
             },
-        }
+        })
     }
 }
 
@@ -282,12 +282,8 @@ impl Check {
             hold: cfg.hold,
             test_names,
             own_tid: process::current_tid(),
-            own_name: process::stat(&format!("/proc/self/task/{}/stat", process::current_tid()))
-                .map(|s| s.comm)
-                .unwrap_or_default(),
-            main_name: process::stat("/proc/self/stat")
-                .map(|s| s.comm)
-                .unwrap_or_default(),
+            own_name: process::current_thread_name(),
+            main_name: process::main_thread_name().to_string(),
             runtime_threads: (!custom_runtime).then_some(runtime_threads),
             worker_blocked: std::sync::atomic::AtomicBool::new(false),
             origins,

@@ -46,21 +46,27 @@ impl Fd {
 }
 
 pub(crate) fn fds() -> Vec<Fd> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+    let (Ok(dir), Some(fd_dir)) = (
+        std::fs::read_dir("/proc/self/fd"),
+        super::ProcDir::open("/proc/self/fd"),
+    ) else {
         return Vec::new();
     };
+    let own_dir = own_fd_dir();
     let mut out = Vec::new();
     for e in dir.flatten() {
-        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        // The descriptor that lists the directory closes before we return: skip what vanished.
-        let Ok(target) = std::fs::read_link(e.path()) else {
+        let Ok(fd) = name.parse::<i32>() else {
             continue;
         };
-        let target = target.display().to_string();
+        // The descriptors that list the directory close before we return: skip what vanished.
+        let Some(target) = fd_dir.readlink(&name) else {
+            continue;
+        };
         if target == "/proc/self/fd"
-            || target.starts_with(&format!("/proc/{}/fd", std::process::id()))
+            || target == own_dir
             || crate::report::is_report_being_written(&target)
         {
             continue;
@@ -68,6 +74,12 @@ pub(crate) fn fds() -> Vec<Fd> {
         out.push(Fd { fd, target });
     }
     out
+}
+
+/// `/proc/<pid>/fd`: the target of the descriptors that list it.
+fn own_fd_dir() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| format!("/proc/{}/fd", std::process::id()))
 }
 
 fn inode_of<'a>(target: &'a str, prefix: &str) -> Option<&'a str> {

@@ -12,9 +12,10 @@ mod threads;
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, Fd};
 pub(crate) use libtest::sibling_test_names;
-pub(crate) use origins::Recording;
+pub(crate) use origins::{unrecorded, Recording};
 pub(crate) use threads::{
-    current_tid, is_own, spawn_own, threads, Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
+    current_thread_name, current_tid, is_own, main_thread_name, spawn_own, threads, Thread,
+    DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
 };
 
 /// Whether `/proc` can be read on this platform.
@@ -68,6 +69,66 @@ pub(crate) fn stat(path: &str) -> Option<Stat> {
         }
     }
     parse_stat(&buf[..n])
+}
+
+/// A `/proc` directory opened once for a scan: its entries are read relative to it (`openat`,
+/// `readlinkat`), which spares the kernel a walk of the whole path per entry.
+pub(crate) struct ProcDir(std::os::fd::OwnedFd);
+
+impl ProcDir {
+    pub(crate) fn open(path: &str) -> Option<Self> {
+        use std::os::fd::FromRawFd;
+        let path = std::ffi::CString::new(path).ok()?;
+        // SAFETY: a NUL-terminated path; the descriptor is owned from here on.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        (fd >= 0).then(|| ProcDir(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn raw(&self) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    /// The `stat` file at `rel` (`"<tid>/stat"`), parsed.
+    pub(crate) fn stat(&self, rel: &str) -> Option<Stat> {
+        let rel = std::ffi::CString::new(rel).ok()?;
+        let mut buf = [0u8; 1024];
+        // SAFETY: a NUL-terminated relative path under an open directory; reads into `buf`
+        // within its length; the descriptor is closed before returning.
+        let n = unsafe {
+            let fd = libc::openat(self.raw(), rel.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return None;
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        };
+        parse_stat(buf.get(..usize::try_from(n).ok()?)?)
+    }
+
+    /// The target of the link `name` in this directory.
+    pub(crate) fn readlink(&self, name: &str) -> Option<String> {
+        let name = std::ffi::CString::new(name).ok()?;
+        let mut buf = [0u8; 4096];
+        // SAFETY: a NUL-terminated name under an open directory; writes within `buf`.
+        let n = unsafe {
+            libc::readlinkat(
+                self.raw(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
 }
 
 fn parse_stat(s: &[u8]) -> Option<Stat> {

@@ -139,10 +139,23 @@ mod imp {
         }
     }
 
+    thread_local! {
+        /// Set while leakcheck reads `/proc` on this thread: its own descriptors need no origin.
+        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Runs `f` with this thread's descriptors unrecorded.
+    pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
+        let was = QUIET.with(|q| q.replace(true));
+        let out = f();
+        QUIET.with(|q| q.set(was));
+        out
+    }
+
     #[inline(never)]
     fn record_fd(fd: c_int) {
         SEEN.store(true, Relaxed);
-        if fd < 0 || !recording() {
+        if fd < 0 || !recording() || QUIET.try_with(|q| q.get()).unwrap_or(false) {
             return;
         }
         let Some(slot) = FDS.get(fd as usize) else {
@@ -565,6 +578,14 @@ mod imp {
     pub(crate) fn thread(_gen: u64, _tid: i32) -> Option<ThreadOrigin> {
         None
     }
+    pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// Runs `f` (leakcheck reading `/proc`) without recording the descriptors it opens.
+pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
+    imp::unrecorded(f)
 }
 
 /// Records origins while alive: one per check of threads or descriptors.

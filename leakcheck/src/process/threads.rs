@@ -10,7 +10,10 @@ pub(crate) struct Thread {
 }
 
 pub(crate) fn threads() -> Vec<Thread> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let (Ok(dir), Some(task)) = (
+        std::fs::read_dir("/proc/self/task"),
+        super::ProcDir::open("/proc/self/task"),
+    ) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -19,7 +22,7 @@ pub(crate) fn threads() -> Vec<Thread> {
             continue;
         };
         // The thread may exit between listing and reading: then it is simply not alive.
-        let Some(st) = super::stat(&format!("/proc/self/task/{tid}/stat")) else {
+        let Some(st) = task.stat(&format!("{tid}/stat")) else {
             continue;
         };
         out.push(Thread {
@@ -41,6 +44,32 @@ pub(crate) fn current_tid() -> i32 {
     {
         0
     }
+}
+
+/// This thread's name as the kernel keeps it (15 bytes at most), without reading `/proc`.
+pub(crate) fn current_thread_name() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        let mut buf = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into `buf`.
+        if unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr()) } == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            return String::from_utf8_lossy(&buf[..end]).into_owned();
+        }
+    }
+    super::stat(&format!("/proc/self/task/{}/stat", current_tid()))
+        .map(|s| s.comm)
+        .unwrap_or_default()
+}
+
+/// The main thread's name, read once: test harnesses never rename it.
+pub(crate) fn main_thread_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        super::stat("/proc/self/stat")
+            .map(|s| s.comm)
+            .unwrap_or_default()
+    })
 }
 
 /// Threads leakcheck itself started (its dump helper), as (tid, start time): never a survivor.
