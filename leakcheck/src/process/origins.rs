@@ -17,6 +17,8 @@
 #[derive(Clone, Debug)]
 pub(crate) struct ThreadOrigin {
     pub(crate) name: Option<String>,
+    /// The recording generation it was made in.
+    pub(crate) gen: u64,
     /// The thread that called `pthread_create`.
     pub(crate) creator: i32,
     pub(crate) frames: Vec<usize>,
@@ -25,6 +27,8 @@ pub(crate) struct ThreadOrigin {
 /// Where a descriptor was created.
 #[derive(Clone, Debug)]
 pub(crate) struct FdOrigin {
+    /// The recording generation it was made in.
+    pub(crate) gen: u64,
     /// The thread that created it.
     pub(crate) creator: i32,
     pub(crate) frames: Vec<usize>,
@@ -187,6 +191,9 @@ mod imp {
 
     pub(crate) fn end() {
         ACTIVE.fetch_sub(1, AcqRel);
+        // What is made after this recording is not its own (a whole-binary check tells them
+        // apart by generation).
+        GEN.fetch_add(1, AcqRel);
     }
 
     /// Whether the hooks are linked in: a descriptor made now passes through them.
@@ -203,7 +210,7 @@ mod imp {
         SEEN.load(Relaxed)
     }
 
-    pub(crate) fn fd(gen: u64, fd: i32) -> Option<FdOrigin> {
+    pub(crate) fn fd(fd: i32) -> Option<FdOrigin> {
         let p = FDS.get(usize::try_from(fd).ok()?)?.load(Acquire);
         if p.is_null() {
             return None;
@@ -211,16 +218,20 @@ mod imp {
         // SAFETY: a node out of a slot is freed only by `begin` in a check running alone, and
         // the caller's check is recording: it runs alone.
         let n = unsafe { &*p };
-        (n.gen == gen).then(|| FdOrigin {
+        Some(FdOrigin {
+            gen: n.gen,
             creator: n.creator,
             frames: n.frames.to_vec(),
         })
     }
 
-    pub(crate) fn thread(gen: u64, tid: i32) -> Option<ThreadOrigin> {
+    pub(crate) fn thread(tid: i32) -> Option<ThreadOrigin> {
         let threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
         let e = threads.as_ref()?.get(&tid)?;
-        (e.gen == gen).then(|| e.origin.clone())
+        Some(ThreadOrigin {
+            gen: e.gen,
+            ..e.origin.clone()
+        })
     }
 
     type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
@@ -284,6 +295,7 @@ mod imp {
             gen: GEN.load(Relaxed),
             origin: ThreadOrigin {
                 name: None,
+                gen: 0,
                 creator: tid(),
                 // Threads are often started from C (librdkafka's): unwind through it.
                 frames: capture_unwound(),
@@ -491,10 +503,10 @@ mod imp {
     pub(crate) fn interposed() -> bool {
         false
     }
-    pub(crate) fn fd(_gen: u64, _fd: i32) -> Option<FdOrigin> {
+    pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
     }
-    pub(crate) fn thread(_gen: u64, _tid: i32) -> Option<ThreadOrigin> {
+    pub(crate) fn thread(_tid: i32) -> Option<ThreadOrigin> {
         None
     }
 }
@@ -502,11 +514,33 @@ mod imp {
 /// Records origins while alive: one per check of threads or descriptors.
 pub(crate) struct Recording {
     gen: u64,
+    /// A whole-binary check's: it sees what is made in later generations too (the checks that
+    /// run inside it start new ones).
+    later: bool,
 }
 
 impl Recording {
     pub(crate) fn start() -> Self {
-        Recording { gen: imp::begin() }
+        Recording {
+            gen: imp::begin(),
+            later: false,
+        }
+    }
+
+    /// A recording for the life of the process: every later generation is its own as well.
+    pub(crate) fn start_whole_binary() -> Self {
+        Recording {
+            gen: imp::begin(),
+            later: true,
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    fn sees(&self, gen: u64) -> bool {
+        gen == self.gen || (self.later && gen > self.gen)
     }
 
     /// Whether origins are being recorded at all (the hooks are linked into this binary).
@@ -515,11 +549,11 @@ impl Recording {
     }
 
     pub(crate) fn thread(&self, tid: i32) -> Option<ThreadOrigin> {
-        imp::thread(self.gen, tid)
+        imp::thread(tid).filter(|o| self.sees(o.gen))
     }
 
     pub(crate) fn fd(&self, fd: i32) -> Option<FdOrigin> {
-        imp::fd(self.gen, fd)
+        imp::fd(fd).filter(|o| self.sees(o.gen))
     }
 }
 
