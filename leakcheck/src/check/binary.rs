@@ -41,6 +41,8 @@ struct Span {
     threads: bool,
     fds: bool,
     children: bool,
+    /// The name of the check's thread (its test's, under libtest).
+    thread_name: String,
     /// Boot ticks at its baseline and at its end (`u64::MAX` while it runs).
     from: u64,
     to: u64,
@@ -55,12 +57,17 @@ impl Nested {
         if !WHOLE.load(Ordering::Acquire) {
             return None;
         }
+        let tid = process::current_tid();
+        let thread_name = process::stat(&format!("/proc/self/task/{tid}/stat"))
+            .map(|s| s.comm)
+            .unwrap_or_default();
         let mut spans = lock(&SPANS);
         spans.push(Span {
             gen,
             threads: kinds.threads,
             fds: kinds.fds,
             children: kinds.children,
+            thread_name,
             from: ticks,
             to: u64::MAX,
         });
@@ -86,15 +93,20 @@ pub(crate) struct Binary {
 }
 
 impl Binary {
-    /// Whether a check inside this one judged this thread or descriptor already.
-    pub(super) fn checked_inside(&self, p: &Provenance, kind: Kind) -> bool {
+    /// Whether a check inside this one judged this thread (named `comm`) or descriptor
+    /// already. A thread named after another test was left to that test (the check inside
+    /// took it for that test's), so it is judged here.
+    pub(super) fn checked_inside(&self, p: &Provenance, kind: Kind, comm: Option<&str>) -> bool {
         let Some(gen) = p.gen else {
             return false;
         };
         lock(&SPANS).iter().any(|s| {
             s.gen == Some(gen)
                 && match kind {
-                    Kind::Thread => s.threads,
+                    Kind::Thread => {
+                        s.threads
+                            && !comm.is_some_and(|c| c != s.thread_name && self.is_test_name(c))
+                    }
                     Kind::Fd => s.fds,
                     _ => false,
                 }

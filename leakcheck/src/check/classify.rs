@@ -304,7 +304,7 @@ impl Check {
                 if let Some(b) = &self.binary {
                     // libtest's thread of a test (exiting), or a thread a check inside this
                     // one has judged already.
-                    if p.harness || b.checked_inside(&p, Kind::Thread) {
+                    if p.harness || b.checked_inside(&p, Kind::Thread, Some(&t.name)) {
                         *test_threads += 1;
                         continue;
                     }
@@ -353,7 +353,7 @@ impl Check {
                     let (component, p) = self.fd_view(f);
                     let mut target = f.describe();
                     if let Some(b) = &self.binary {
-                        if b.checked_inside(&p, Kind::Fd) {
+                        if b.checked_inside(&p, Kind::Fd, None) {
                             continue;
                         }
                         if let Some(test) = b.test_of(None, &p) {

@@ -64,9 +64,19 @@ fn the_whole_binary_fails_on_the_demo_leak_and_names_its_test() {
     let out = run(&[], true, &dir);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(101), "{err}");
-    // Every test passed: the leak alone fails the binary.
+    // The converted test fails by its own check; every other test passes.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("test result: ok."), "{stdout}");
+    assert!(
+        stdout.contains("test converted_test_checks_itself ... FAILED"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 1 failed;"), "{stdout}");
+    // Its thread is in its own report, and not again in the binary's (which has one thread).
+    assert!(
+        stdout.contains("leakcheck: leaked 1 thread in `one_line::converted_test_checks_itself`"),
+        "{stdout}"
+    );
+    assert!(!err.contains("converted_test_checks_itself"), "{err}");
     assert!(
         err.contains("leakcheck: leaked 1 thread in `one_line (whole test binary)`"),
         "{err}"
@@ -76,7 +86,13 @@ fn the_whole_binary_fails_on_the_demo_leak_and_names_its_test() {
         err.contains("checked once for the whole test binary"),
         "{err}"
     );
-    assert_eq!(reports(&dir), ["one_line__whole_test_binary_.json"]);
+    assert_eq!(
+        reports(&dir),
+        [
+            "one_line.converted_test_checks_itself.json",
+            "one_line__whole_test_binary_.json"
+        ]
+    );
 }
 
 #[test]
@@ -112,7 +128,13 @@ fn without_the_demo_leak_the_binary_passes() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("leakcheck"), "{err}");
     // A clean check writes its report too.
-    assert_eq!(reports(&dir), ["one_line__whole_test_binary_.json"]);
+    assert_eq!(
+        reports(&dir),
+        [
+            "one_line.converted_test_checks_itself.json",
+            "one_line__whole_test_binary_.json"
+        ]
+    );
 }
 
 #[test]

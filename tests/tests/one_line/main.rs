@@ -530,3 +530,20 @@ async fn forwarder_thread_is_joined() {
     drop(spare);
     assert_eq!(sink.join().unwrap(), 1);
 }
+
+/// A test already converted to `#[leak_test]` runs its own exact check (tasks included) inside
+/// the binary's; with the demo leak on, it leaks a thread and fails by its own report, and the
+/// binary's check does not report that thread again.
+#[leakcheck::leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn converted_test_checks_itself() {
+    let (_broker, bus) = bus();
+    let seen = record(&bus, "orders", "billing").await;
+    bus.publish("orders", Outbound::new("o1")).await.unwrap();
+    eventually("one message", || len(&seen) == 1).await;
+    bus.close().await.unwrap();
+    if std::env::var_os("LEAKCHECK_DEMO_LEAK").is_some() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || rx.recv());
+        std::mem::forget(tx);
+    }
+}
