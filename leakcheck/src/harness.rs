@@ -617,6 +617,24 @@ mod tests {
         assert_eq!(reports[0].known().count(), 1);
     }
 
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn unhandled_panic_shutdown_runtime_fails_the_test_as_tokio_does() {
+        let panic = catch_unwind(|| {
+            run_async(TEST, tasks().shutdown_on_panic(), async {
+                tokio::spawn(async { panic!("task boom") });
+                std::future::pending::<()>().await;
+            })
+        })
+        .unwrap_err();
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(msg.contains("unhandled panic"), "{msg}");
+    }
+
     #[test]
     fn multi_thread_and_paused_runtimes_are_built() {
         let reports = capture(|| {

@@ -167,7 +167,9 @@ async fn two_buses_on_one_broker_talk_to_each_other() {
 #[tokio::test]
 async fn key_and_headers_reach_the_handler() {
     let (_broker, bus) = bus();
-    let got: Arc<Mutex<Option<(Vec<u8>, Option<String>)>>> = Arc::default();
+    /// The key and the `tenant` header the handler saw.
+    type Seen = Option<(Vec<u8>, Option<String>)>;
+    let got: Arc<Mutex<Seen>> = Arc::default();
     let g = got.clone();
     bus.subscribe("orders", "billing", move |m| {
         let tenant = m.headers().get("tenant").cloned();
