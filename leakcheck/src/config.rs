@@ -221,6 +221,11 @@ pub struct CheckBuilder {
     pub(crate) on_panic: OnPanic,
     /// Whether `#[leak_test]` started this check (then the binary has libtest's harness).
     pub(crate) in_leak_test: bool,
+    /// Whether this is the check of a whole test binary (`check_test_binary!`): it holds no
+    /// turn, and what checks inside it find is theirs.
+    pub(crate) whole_binary: bool,
+    /// `#[leak_test(unhandled_panic = "shutdown_runtime")]`: only the harness sets it.
+    pub(crate) shutdown_on_panic: bool,
 }
 
 impl Default for CheckBuilder {
@@ -239,6 +244,8 @@ impl Default for CheckBuilder {
             hold: Duration::ZERO,
             on_panic: DEFAULT_ON_PANIC,
             in_leak_test: false,
+            whole_binary: false,
+            shutdown_on_panic: false,
         }
     }
 }

@@ -53,6 +53,7 @@ pub struct Options {
     allow: Vec<&'static str>,
     snapshot: Option<fn(&str, &str)>,
     on_panic: Option<OnPanic>,
+    shutdown_on_panic: bool,
 }
 
 impl Default for Options {
@@ -66,6 +67,7 @@ impl Default for Options {
             allow: Vec::new(),
             snapshot: None,
             on_panic: None,
+            shutdown_on_panic: false,
         }
     }
 }
@@ -80,6 +82,13 @@ impl Options {
     /// `flavor = "multi_thread"`, `worker_threads = ...`.
     pub fn multi_thread(mut self, workers: Option<usize>) -> Self {
         self.flavor = Flavor::MultiThread(workers);
+        self
+    }
+
+    /// `unhandled_panic = "shutdown_runtime"`: a task's panic shuts the runtime down and fails
+    /// the test (needs `--cfg tokio_unstable`).
+    pub fn shutdown_on_panic(mut self) -> Self {
+        self.shutdown_on_panic = true;
         self
     }
 
@@ -154,6 +163,7 @@ impl Options {
         if let Some(p) = self.on_panic {
             b.on_panic = p;
         }
+        b.shutdown_on_panic = self.shutdown_on_panic;
         for spec in &self.allow {
             b = b.allow_spec(spec)?;
         }
@@ -605,6 +615,24 @@ mod tests {
         });
         assert!(reports[0].is_clean(), "{}", reports[0].to_text());
         assert_eq!(reports[0].known().count(), 1);
+    }
+
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn unhandled_panic_shutdown_runtime_fails_the_test_as_tokio_does() {
+        let panic = catch_unwind(|| {
+            run_async(TEST, tasks().shutdown_on_panic(), async {
+                tokio::spawn(async { panic!("task boom") });
+                std::future::pending::<()>().await;
+            })
+        })
+        .unwrap_err();
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(msg.contains("unhandled panic"), "{msg}");
     }
 
     #[test]

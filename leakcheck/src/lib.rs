@@ -33,6 +33,59 @@ pub use rules::{FileConfig, Rule, RuleBuilder, RuleSet};
 pub use tasks::{spawn_local, with_task_name, LocalSet};
 pub use tasks::{AwaitLeaf, AwaitTrace, Frame};
 
+/// Checks a whole test binary for leaked threads, file descriptors and child processes: one
+/// line at the top level of a test crate (an integration test's file, or a `lib.rs` or `main.rs`
+/// whose unit tests are to be checked), for a suite of plain `#[tokio::test]` or `#[test]`
+/// functions.
+///
+/// ```no_run
+/// leakcheck::check_test_binary!();
+///
+/// #[tokio::test]
+/// async fn publishes() {
+///     // an ordinary test, unchanged
+/// }
+/// # fn main() {}
+/// ```
+///
+/// A process constructor takes the baseline before any test runs; when the test harness is
+/// done, an exit hook settles (the usual deadline), classifies each survivor by the rules of
+/// `leakcheck.toml` and the `LEAKCHECK_*` variables, writes the JSON report to
+/// `target/leakcheck/`, and on an unknown survivor prints the text report to stderr and ends the
+/// process with status 101 (in `LEAKCHECK_MODE=warn`, it only prints).
+///
+/// - Under `cargo nextest` (one process per test) the check is exact for each test, and the
+///   report is labelled with it.
+/// - Under `cargo test` it covers the whole binary (a note says so): a survivor names its test
+///   where the thread's name (a thread spawned without a name carries its test's) or its
+///   creation site (a frame in the test function) tells.
+///
+/// Tasks are not checked (each test's runtime is its own, and gone at exit): for tasks, replace
+/// `#[tokio::test]` with [`leak_test`], which takes the same arguments. A `#[leak_test]` in the
+/// same binary runs its own exact check, and what it judged is not reported again. The binary's
+/// own harness (libtest's main thread and test threads) and leakcheck's threads are never
+/// blamed. Listing (`--list`) or `--help` checks nothing; nor does a build without `cfg(test)`
+/// or off Linux.
+#[macro_export]
+macro_rules! check_test_binary {
+    () => {
+        #[cfg(all(test, target_os = "linux"))]
+        const _: () = {
+            #[used]
+            #[unsafe(link_section = ".init_array")]
+            static __LEAKCHECK_CHECK_TEST_BINARY: extern "C" fn() = {
+                extern "C" fn start() {
+                    $crate::__private::check_test_binary(
+                        ::core::env!("CARGO_MANIFEST_DIR"),
+                        ::core::module_path!(),
+                    );
+                }
+                start
+            };
+        };
+    };
+}
+
 /// Internals exposed for benchmarks and the `#[leak_test]` macro; not a stable API.
 #[doc(hidden)]
 pub mod __private {
@@ -40,6 +93,11 @@ pub mod __private {
         capture, run_async, run_async_should_panic, run_sync, run_sync_should_panic, Options, Test,
     };
     pub use insta;
+
+    /// What `check_test_binary!`'s constructor runs (see [`crate::check_test_binary`]).
+    pub fn check_test_binary(manifest_dir: &'static str, module_path: &'static str) {
+        crate::check::check_test_binary(manifest_dir, module_path);
+    }
 
     /// Captures a spawn backtrace as the spawn hook does (for the benchmark).
     pub fn capture_backtrace() -> usize {

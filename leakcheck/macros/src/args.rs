@@ -9,10 +9,11 @@ use syn::spanned::Spanned;
 use syn::{Expr, Lit, Meta, Token};
 
 /// Every option, in the order the error message lists them.
-pub(crate) const KEYS: [&str; 11] = [
+pub(crate) const KEYS: [&str; 12] = [
     "flavor",
     "worker_threads",
     "start_paused",
+    "unhandled_panic",
     "settle",
     "shutdown_timeout",
     "allow",
@@ -38,6 +39,8 @@ pub(crate) struct Options {
     pub(crate) multi_thread: bool,
     pub(crate) worker_threads: Option<usize>,
     pub(crate) start_paused: bool,
+    /// `unhandled_panic = "shutdown_runtime"`.
+    pub(crate) shutdown_on_panic: bool,
     pub(crate) settle_ms: Option<u64>,
     pub(crate) shutdown_timeout_ms: Option<u64>,
     pub(crate) allow: Vec<syn::LitStr>,
@@ -77,6 +80,12 @@ fn collect(args: proc_macro2::TokenStream) -> syn::Result<Vec<Raw>> {
             }
         };
         let key = path_name(&path);
+        if key == "name" {
+            return Err(syn::Error::new_spanned(
+                &path,
+                "`name` (tokio's runtime name) is not an option of #[leak_test]: leakcheck names its runtime's threads `leakcheck-rt`; drop `name`",
+            ));
+        }
         if !KEYS.contains(&key.as_str()) {
             return Err(syn::Error::new_spanned(
                 &path,
@@ -113,6 +122,7 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
     let mut flavor_span = None;
     let mut workers_span = None;
     let mut paused_span = None;
+    let mut unhandled_span = None;
     let mut kinds_span = None;
     let mut on_panic_span = None;
     for r in &raws {
@@ -122,6 +132,23 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
                 o.multi_thread = match s.value().as_str() {
                     "current_thread" => false,
                     "multi_thread" => true,
+                    "local" => {
+                        return Err(syn::Error::new_spanned(
+                            &s,
+                            "`flavor = \"local\"` is not supported: write `flavor = \"current_thread\"` (the body runs on the test's thread, so it need not be `Send`; for `spawn_local`, use `leakcheck::LocalSet`)",
+                        ))
+                    }
+                    renamed @ ("single_thread" | "basic_scheduler" | "threaded_scheduler") => {
+                        let now = if renamed == "threaded_scheduler" {
+                            "multi_thread"
+                        } else {
+                            "current_thread"
+                        };
+                        return Err(syn::Error::new_spanned(
+                            &s,
+                            format!("the flavor `{renamed}` is called `{now}`: write `flavor = \"{now}\"`"),
+                        ));
+                    }
                     other => {
                         return Err(syn::Error::new_spanned(
                             &s,
@@ -145,6 +172,20 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             "start_paused" => {
                 o.start_paused = boolean(r)?;
                 paused_span = Some(r.span);
+            }
+            "unhandled_panic" => {
+                let s = string(r)?;
+                o.shutdown_on_panic = match s.value().as_str() {
+                    "ignore" => false,
+                    "shutdown_runtime" => true,
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            &s,
+                            format!("unknown unhandled_panic `{other}`: expected \"ignore\" (the default) or \"shutdown_runtime\""),
+                        ))
+                    }
+                };
+                unhandled_span = Some(r.span);
             }
             "settle" => o.settle_ms = Some(duration_ms(r)?),
             "shutdown_timeout" => o.shutdown_timeout_ms = Some(duration_ms(r)?),
@@ -208,6 +249,16 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             }
             "crate" => {
                 let s = string(r)?;
+                if s.value()
+                    .rsplit("::")
+                    .next()
+                    .is_some_and(|l| l.contains("tokio"))
+                {
+                    return Err(syn::Error::new_spanned(
+                        &s,
+                        "`crate` is the path to leakcheck, not to tokio (leakcheck builds the test's runtime with its own tokio): drop it, or write the path to leakcheck, for example \"::leakcheck\"",
+                    ));
+                }
                 o.krate = Some(s.parse::<syn::Path>().map_err(|_| {
                     syn::Error::new_spanned(
                         &s,
@@ -225,6 +276,7 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
             (flavor_span, "flavor"),
             (workers_span, "worker_threads"),
             (paused_span, "start_paused"),
+            (unhandled_span, "unhandled_panic"),
         ] {
             if let Some(span) = span {
                 return Err(syn::Error::new(
@@ -250,6 +302,12 @@ pub(crate) fn parse(args: proc_macro2::TokenStream, target: &Target) -> syn::Res
         return Err(syn::Error::new(
             span,
             "`worker_threads` needs `flavor = \"multi_thread\"` (the default flavor is \"current_thread\")",
+        ));
+    }
+    if let (Some(span), true) = (unhandled_span, o.multi_thread) {
+        return Err(syn::Error::new(
+            span,
+            "`unhandled_panic` needs `flavor = \"current_thread\"`: tokio shuts a runtime down on a task's panic only on a current-thread runtime",
         ));
     }
     if let (Some(span), true, true) = (paused_span, o.start_paused, o.multi_thread) {

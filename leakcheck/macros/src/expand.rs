@@ -134,6 +134,9 @@ fn expand(input: ItemFn, o: &Options) -> TokenStream {
     } else if o.start_paused {
         options.extend(quote!(.current_thread(true)));
     }
+    if o.shutdown_on_panic {
+        options.extend(quote!(.shutdown_on_panic()));
+    }
     if let Some(ms) = o.settle_ms {
         options.extend(quote!(.settle_ms(#ms)));
     }

@@ -79,7 +79,7 @@ impl Check {
     ) -> (String, String, Option<&'static str>, Arc<Provenance>) {
         let p = self.provenance_of(&format!("t{}:{}", t.tid, t.start), || {
             let o = self.origins.as_ref()?.thread(t.tid)?;
-            Some((o.frames, o.creator, o.name))
+            Some((o.frames, o.creator, o.name, o.gen))
         });
         // Linux keeps 15 bytes of a name; the hook saw all of it.
         let name = p
@@ -105,7 +105,7 @@ impl Check {
     pub(super) fn fd_view(&self, f: &process::Fd) -> (String, Arc<Provenance>) {
         let p = self.provenance_of(&format!("f{}:{}", f.fd, f.target), || {
             let o = self.origins.as_ref()?.fd(f.fd)?;
-            Some((o.frames, o.creator, None))
+            Some((o.frames, o.creator, None, o.gen))
         });
         (p.owner().unwrap_or_else(|| f.kind()), p)
     }
@@ -142,6 +142,16 @@ impl Check {
                     Some("spawned without a name from inside the checked runtime (by a task or a blocking closure): it carries the runtime thread's name"),
                 ),
             };
+        }
+        if self
+            .binary
+            .as_ref()
+            .is_some_and(|b| b.is_test_name(&t.name))
+        {
+            return (
+                UNNAMED_THREAD.into(),
+                Some("spawned without a name by a test: it carries the name of the test's thread"),
+            );
         }
         if self.is_unnamed_child_thread(t) {
             return (
@@ -291,6 +301,14 @@ impl Check {
                 }
                 let key = format!("t{}:{}", t.tid, t.start);
                 let (name, component, why, p) = self.thread_view(t);
+                if let Some(b) = &self.binary {
+                    // libtest's thread of a test (exiting), or a thread a check inside this
+                    // one has judged already.
+                    if p.harness || b.checked_inside(&p, Kind::Thread, Some(&t.name)) {
+                        *test_threads += 1;
+                        continue;
+                    }
+                }
                 let status = self.classify(&Subject {
                     kind: Kind::Thread,
                     component: &component,
@@ -303,6 +321,13 @@ impl Check {
                     description.push_str(" (");
                     description.push_str(why);
                     description.push(')');
+                }
+                if let Some(test) = self
+                    .binary
+                    .as_ref()
+                    .and_then(|b| b.test_of(Some(&t.name), &p))
+                {
+                    description.push_str(&format!(" (left by test `{test}`)"));
                 }
                 out.push((
                     key,
@@ -326,7 +351,15 @@ impl Check {
                 for f in fds {
                     let key = format!("f{}:{}", f.fd, f.target);
                     let (component, p) = self.fd_view(f);
-                    let target = f.describe();
+                    let mut target = f.describe();
+                    if let Some(b) = &self.binary {
+                        if b.checked_inside(&p, Kind::Fd, None) {
+                            continue;
+                        }
+                        if let Some(test) = b.test_of(None, &p) {
+                            target.push_str(&format!(" (left by test `{test}`)"));
+                        }
+                    }
                     let status = self.classify(&Subject {
                         kind: Kind::Fd,
                         component: &component,
@@ -350,7 +383,12 @@ impl Check {
         }
         if self.kinds.children {
             for c in &state.children {
-                if self.baseline.had(&self.baseline.children, c.pid, c.start) {
+                if self.baseline.had(&self.baseline.children, c.pid, c.start)
+                    || self
+                        .binary
+                        .as_ref()
+                        .is_some_and(|b| b.child_checked_inside(c.start))
+                {
                     continue;
                 }
                 let component = component::of_cmdline(&c.cmdline);
@@ -401,6 +439,20 @@ fn builds_checked_runtime(f: &Frame) -> bool {
             .is_some_and(|p| p.replace('\\', "/").ends_with("src/check/start.rs"))
 }
 
+/// Whether libtest itself made it (a test's thread): the innermost caller beyond the standard
+/// library is libtest, not code of the test (whose frames are above libtest's on a test thread).
+fn made_by_libtest(frames: &[Frame]) -> bool {
+    let libtest = frames.iter().position(|f| f.function.starts_with("test::"));
+    let other = frames
+        .iter()
+        .position(|f| !matches!(f.origin(), tasks::Origin::Runtime));
+    match (libtest, other) {
+        (Some(l), Some(o)) => l < o,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 /// Where a thread or descriptor came from: its creation stack, resolved once per check.
 #[derive(Debug, Default)]
 pub(crate) struct Provenance {
@@ -417,6 +469,10 @@ pub(crate) struct Provenance {
     on_thread: Option<String>,
     /// Made while leakcheck built the checked runtime (its drivers' descriptors).
     checked_runtime: bool,
+    /// Made by libtest to run a test (the test's own thread).
+    pub(super) harness: bool,
+    /// The recording generation it was made in.
+    pub(super) gen: Option<u64>,
 }
 
 impl Provenance {
@@ -440,6 +496,10 @@ impl Provenance {
         self.library.clone()
     }
 
+    pub(super) fn user(&self) -> Option<&Frame> {
+        self.user.as_ref()
+    }
+
     fn fill(&self, mut s: Survivor) -> Survivor {
         s.user_frame = self.user.clone();
         s.via = self.via.clone();
@@ -458,17 +518,20 @@ impl Check {
     fn provenance_of(
         &self,
         key: &str,
-        raw: impl FnOnce() -> Option<(Vec<usize>, i32, Option<String>)>,
+        raw: impl FnOnce() -> Option<(Vec<usize>, i32, Option<String>, u64)>,
     ) -> Arc<Provenance> {
         if let Some(p) = lock(&self.provenance).get(key) {
             return p.clone();
         }
         // Not found is not remembered: a new thread shows in /proc a moment before it runs the
         // hook's trampoline, which records it.
-        let Some((frames, creator, name)) = raw() else {
+        let Some((frames, creator, name, gen)) = raw() else {
             return Arc::default();
         };
-        let p = Arc::new(self.resolve_provenance(&frames, creator, name));
+        let p = Arc::new(Provenance {
+            gen: Some(gen),
+            ..self.resolve_provenance(&frames, creator, name)
+        });
         lock(&self.provenance).insert(key.to_string(), p.clone());
         p
     }
@@ -484,6 +547,8 @@ impl Check {
         let checked_runtime = frames.iter().any(builds_checked_runtime);
         let mut p = Provenance {
             checked_runtime,
+            harness: made_by_libtest(&frames),
+            gen: None,
             user: user.cloned(),
             via: via.cloned(),
             library: frames.iter().find_map(|f| match f.origin() {

@@ -23,6 +23,7 @@ impl Check {
     /// [`finish`](Self::finish), then the JSON report; the mode is returned for [`judge`].
     pub(crate) fn finish_and_write(mut self) -> (Report, Mode) {
         let report = self.conclude();
+        self.nested.take();
         // Written after the check ends its turn, while other checks may run: they know the file
         // as leakcheck's own (see `report::is_report_being_written`).
         self._adopt.take();

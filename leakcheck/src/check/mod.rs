@@ -5,6 +5,7 @@
 //! counts, and [`Check::finish`] settles, classifies, shuts the runtime down with a bounded
 //! timeout and returns the [`Report`].
 
+mod binary;
 mod classify;
 mod finish;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod settle;
 mod start;
 mod turns;
 
+pub(crate) use binary::check_test_binary;
 pub(crate) use finish::judge;
 pub(crate) use start::RuntimeSpec;
 pub use start::{Check, RUNTIME_THREAD_NAME};

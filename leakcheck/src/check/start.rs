@@ -156,6 +156,10 @@ pub struct Check {
     pub(super) _adopt: Option<process::AdoptOrphans>,
     /// Held until the check is concluded (then given back before the JSON report is written).
     pub(super) _turn: Option<Turn>,
+    /// This check's span, seen by a whole binary's check (which leaves its survivors to it).
+    pub(super) nested: Option<super::binary::Nested>,
+    /// `Some` for the check of a whole test binary.
+    pub(super) binary: Option<super::binary::Binary>,
 }
 
 impl Check {
@@ -183,7 +187,9 @@ impl Check {
         }
         // Process-wide kinds would blame one check for another's resources (its runtime's
         // threads and descriptors included): such a check runs alone.
-        let turn = Turn::acquire(kinds.any_process());
+        // A whole binary's check takes no turn: it only reads a baseline now and the end state
+        // at exit, and the checks of its tests run meanwhile.
+        let turn = (!cfg.whole_binary).then(|| Turn::acquire(kinds.any_process()));
         // Orphans of the test's children stay visible (they are re-parented to this process).
         let adopt = kinds.children.then(process::adopt_orphans);
         let test_names = if kinds.threads && cfg.in_leak_test {
@@ -195,11 +201,26 @@ impl Check {
             // Synchronous code builds runtimes too (an HTTP client's blocking API does).
             warm_up_tokio_globals();
         }
-        let origins = (kinds.threads || kinds.fds).then(process::Recording::start);
+        let origins = (kinds.threads || kinds.fds).then(|| {
+            if cfg.whole_binary {
+                process::Recording::start_whole_binary()
+            } else {
+                process::Recording::start()
+            }
+        });
         // The baseline comes before the runtime exists, so its threads and descriptors are
         // checked too: they must be gone once it shuts down.
         let ticks = process::boot_ticks();
         let state = ProcessState::read(&kinds);
+        let nested = (!cfg.whole_binary && kinds.any_process())
+            .then(|| {
+                super::binary::Nested::start(
+                    &kinds,
+                    origins.as_ref().map(process::Recording::generation),
+                    ticks,
+                )
+            })
+            .flatten();
 
         let mut registry = None;
         let runtime_threads = Arc::new(RuntimeThreads::default());
@@ -227,6 +248,15 @@ impl Check {
                     RuntimeSpec::Custom(b) => *b,
                     RuntimeSpec::None => unreachable!(),
                 };
+                if cfg.shutdown_on_panic {
+                    #[cfg(tokio_unstable)]
+                    b.unhandled_panic(tokio::runtime::UnhandledPanic::ShutdownRuntime);
+                    #[cfg(not(tokio_unstable))]
+                    return Err(Error::Setting {
+                        setting: "unhandled_panic",
+                        reason: "\"shutdown_runtime\" is an unstable tokio API: build with RUSTFLAGS=\"--cfg tokio_unstable\"".into(),
+                    });
+                }
                 if !custom {
                     b.thread_name(RUNTIME_THREAD_NAME).enable_all();
                     // Which threads are the runtime's own: a thread spawned without a name from
@@ -289,7 +319,9 @@ impl Check {
             origins,
             provenance: Mutex::new(FxHashMap::default()),
             _adopt: adopt,
-            _turn: Some(turn),
+            _turn: turn,
+            nested,
+            binary: cfg.whole_binary.then(super::binary::Binary::default),
         };
         let counts = check.counts_with(&state);
         lock(&check.checkpoints).push(("baseline".into(), counts));

@@ -22,12 +22,14 @@ pub(crate) fn sibling_test_names() -> Option<&'static HashSet<String>> {
         return None;
     }
     static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
-    Some(NAMES.get_or_init(list_tests))
+    Some(NAMES.get_or_init(|| list_tests().iter().map(|n| truncate(n)).collect()))
 }
 
-fn list_tests() -> HashSet<String> {
+/// The names of this binary's tests in full, from `--list --format terse` (empty when the
+/// binary cannot list them).
+pub(crate) fn list_tests() -> Vec<String> {
     let Ok(exe) = std::env::current_exe() else {
-        return HashSet::new();
+        return Vec::new();
     };
     let Ok(mut child) = Command::new(exe)
         .args(["--list", "--format", "terse"])
@@ -36,7 +38,7 @@ fn list_tests() -> HashSet<String> {
         .stderr(Stdio::null())
         .spawn()
     else {
-        return HashSet::new();
+        return Vec::new();
     };
     // A test binary lists its tests in milliseconds; never hang a test on it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -47,7 +49,7 @@ fn list_tests() -> HashSet<String> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return HashSet::new();
+                return Vec::new();
             }
         }
     }
@@ -58,15 +60,16 @@ fn list_tests() -> HashSet<String> {
     parse_list(&out)
 }
 
-/// `name: test` lines of `--list --format terse`, truncated as the kernel keeps thread names.
-fn parse_list(out: &str) -> HashSet<String> {
+/// The `name: test` lines of `--list --format terse`.
+fn parse_list(out: &str) -> Vec<String> {
     out.lines()
         .filter_map(|l| l.strip_suffix(": test"))
-        .map(truncate)
+        .map(str::to_string)
         .collect()
 }
 
-fn truncate(name: &str) -> String {
+/// A test's name as the kernel keeps it for the thread libtest names after the test.
+pub(crate) fn truncate(name: &str) -> String {
     let bytes = &name.as_bytes()[..name.len().min(COMM_LEN)];
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -80,9 +83,9 @@ mod tests {
         let names = parse_list(
             "corpus::std_thread_never_joined::clean: test\nshort: test\nbench_x: benchmark\n",
         );
-        assert!(names.contains("corpus::std_thr"));
-        assert!(names.contains("short"));
-        assert_eq!(names.len(), 2);
+        assert_eq!(names, ["corpus::std_thread_never_joined::clean", "short"]);
+        assert_eq!(truncate(&names[0]), "corpus::std_thr");
+        assert_eq!(truncate(&names[1]), "short");
     }
 
     #[test]

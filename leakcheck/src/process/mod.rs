@@ -11,11 +11,11 @@ mod threads;
 
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, Fd};
-pub(crate) use libtest::sibling_test_names;
+pub(crate) use libtest::{list_tests, sibling_test_names, truncate};
 pub(crate) use origins::{unrecorded, Recording};
 pub(crate) use threads::{
-    current_thread_name, current_tid, is_own, main_thread_name, spawn_own, threads, Thread,
-    DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
+    current_thread_name, current_tid, is_own, main_thread_name, mark_own, spawn_own, threads,
+    Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
 };
 
 /// Whether `/proc` can be read on this platform.

@@ -17,6 +17,8 @@
 #[derive(Clone, Debug)]
 pub(crate) struct ThreadOrigin {
     pub(crate) name: Option<String>,
+    /// The recording generation it was made in.
+    pub(crate) gen: u64,
     /// The thread that called `pthread_create`.
     pub(crate) creator: i32,
     pub(crate) frames: Vec<usize>,
@@ -25,6 +27,8 @@ pub(crate) struct ThreadOrigin {
 /// Where a descriptor was created.
 #[derive(Clone, Debug)]
 pub(crate) struct FdOrigin {
+    /// The recording generation it was made in.
+    pub(crate) gen: u64,
     /// The thread that created it.
     pub(crate) creator: i32,
     pub(crate) frames: Vec<usize>,
@@ -199,24 +203,34 @@ mod imp {
         }
     }
 
-    /// Starts recording; returns this recording's generation.
+    /// Held to read a node out of a slot, and (exclusively) to free retired nodes: a node a
+    /// reader holds is never freed under it. Hooks never take it (they may run in a forked
+    /// child, or while any lock is held).
+    static FREEING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    /// Starts recording; returns this recording's generation. Frees the nodes replaced since
+    /// the last start (a whole-binary check records for the life of the process, so this
+    /// cannot wait for a moment when nothing records).
     pub(crate) fn begin() -> u64 {
-        if ACTIVE.compare_exchange(0, 1, AcqRel, Relaxed).is_ok() {
-            // Alone: no check reads a retired node now.
+        ACTIVE.fetch_add(1, AcqRel);
+        {
+            let _alone = FREEING.write().unwrap_or_else(|e| e.into_inner());
             let mut p = RETIRED.swap(null_mut(), AcqRel);
             while !p.is_null() {
-                // SAFETY: retired nodes are in no slot and no reader holds them.
+                // SAFETY: retired nodes are in no slot, and no reader holds one: readers hold
+                // `FREEING` shared.
                 let node = unsafe { Box::from_raw(p) };
                 p = node.next;
             }
-        } else {
-            ACTIVE.fetch_add(1, AcqRel);
         }
         GEN.fetch_add(1, AcqRel) + 1
     }
 
     pub(crate) fn end() {
         ACTIVE.fetch_sub(1, AcqRel);
+        // What is made after this recording is not its own (a whole-binary check tells them
+        // apart by generation).
+        GEN.fetch_add(1, AcqRel);
     }
 
     /// Whether the hooks are linked in: a descriptor made now passes through them.
@@ -233,24 +247,29 @@ mod imp {
         SEEN.load(Relaxed)
     }
 
-    pub(crate) fn fd(gen: u64, fd: i32) -> Option<FdOrigin> {
-        let p = FDS.get(usize::try_from(fd).ok()?)?.load(Acquire);
+    pub(crate) fn fd(fd: i32) -> Option<FdOrigin> {
+        let slot = FDS.get(usize::try_from(fd).ok()?)?;
+        let _reading = FREEING.read().unwrap_or_else(|e| e.into_inner());
+        let p = slot.load(Acquire);
         if p.is_null() {
             return None;
         }
-        // SAFETY: a node out of a slot is freed only by `begin` in a check running alone, and
-        // the caller's check is recording: it runs alone.
+        // SAFETY: nodes are freed only under `FREEING` held exclusively; this holds it shared.
         let n = unsafe { &*p };
-        (n.gen == gen).then(|| FdOrigin {
+        Some(FdOrigin {
+            gen: n.gen,
             creator: n.creator,
             frames: n.frames.to_vec(),
         })
     }
 
-    pub(crate) fn thread(gen: u64, tid: i32) -> Option<ThreadOrigin> {
+    pub(crate) fn thread(tid: i32) -> Option<ThreadOrigin> {
         let threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
         let e = threads.as_ref()?.get(&tid)?;
-        (e.gen == gen).then(|| e.origin.clone())
+        Some(ThreadOrigin {
+            gen: e.gen,
+            ..e.origin.clone()
+        })
     }
 
     type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
@@ -274,6 +293,7 @@ mod imp {
                 gen: GEN.load(Relaxed),
                 origin: ThreadOrigin {
                     name: None,
+                    gen: 0,
                     creator: tid(),
                     frames: stack(),
                 },
@@ -572,10 +592,10 @@ mod imp {
     pub(crate) fn interposed() -> bool {
         false
     }
-    pub(crate) fn fd(_gen: u64, _fd: i32) -> Option<FdOrigin> {
+    pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
     }
-    pub(crate) fn thread(_gen: u64, _tid: i32) -> Option<ThreadOrigin> {
+    pub(crate) fn thread(_tid: i32) -> Option<ThreadOrigin> {
         None
     }
     pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
@@ -591,11 +611,33 @@ pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
 /// Records origins while alive: one per check of threads or descriptors.
 pub(crate) struct Recording {
     gen: u64,
+    /// A whole-binary check's: it sees what is made in later generations too (the checks that
+    /// run inside it start new ones).
+    later: bool,
 }
 
 impl Recording {
     pub(crate) fn start() -> Self {
-        Recording { gen: imp::begin() }
+        Recording {
+            gen: imp::begin(),
+            later: false,
+        }
+    }
+
+    /// A recording for the life of the process: every later generation is its own as well.
+    pub(crate) fn start_whole_binary() -> Self {
+        Recording {
+            gen: imp::begin(),
+            later: true,
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    fn sees(&self, gen: u64) -> bool {
+        gen == self.gen || (self.later && gen > self.gen)
     }
 
     /// Whether origins are being recorded at all (the hooks are linked into this binary).
@@ -604,11 +646,11 @@ impl Recording {
     }
 
     pub(crate) fn thread(&self, tid: i32) -> Option<ThreadOrigin> {
-        imp::thread(self.gen, tid)
+        imp::thread(tid).filter(|o| self.sees(o.gen))
     }
 
     pub(crate) fn fd(&self, fd: i32) -> Option<FdOrigin> {
-        imp::fd(self.gen, fd)
+        imp::fd(fd).filter(|o| self.sees(o.gen))
     }
 }
 

@@ -85,17 +85,22 @@ pub(crate) fn spawn_own<T: Send + 'static>(
     let handle = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let tid = current_tid();
-            if let Some(st) = super::stat(&format!("/proc/self/task/{tid}/stat")) {
-                OWN.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((tid, st.start));
-            }
+            mark_own();
             let _ = ready_tx.send(());
             f()
         })?;
     let _ = ready_rx.recv();
     Ok(handle)
+}
+
+/// Records the calling thread as one of leakcheck's own.
+pub(crate) fn mark_own() {
+    let tid = current_tid();
+    if let Some(st) = super::stat(&format!("/proc/self/task/{tid}/stat")) {
+        OWN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((tid, st.start));
+    }
 }
 
 /// Whether `t` is one of leakcheck's own threads, or a thread one of them started without a

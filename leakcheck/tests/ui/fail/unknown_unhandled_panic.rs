@@ -1,0 +1,6 @@
+use leakcheck::leak_test;
+
+#[leak_test(unhandled_panic = "abort")]
+async fn t() {}
+
+fn main() {}
