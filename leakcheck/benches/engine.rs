@@ -1,4 +1,5 @@
-//! Engine benchmark: prints a table and writes `target/bench/leakcheck-engine.json`.
+//! Engine benchmark: prints a table and writes `target/bench/leakcheck-engine.json`
+//! (`leakcheck-engine-test-profile.json` when run with `--profile dev`, the profile tests use).
 //!
 //! Run with `cargo bench -p leakcheck --bench engine`. Every ratio is against plain tokio measured
 //! in the same run on the same machine. `BENCH_SMOKE=1` runs every figure with a few iterations
@@ -456,7 +457,12 @@ fn main() {
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("leakcheck-engine.json");
+    // The test profile (`--profile dev`, unoptimized, full debug info) gets a file of its own.
+    let path = dir.join(if cfg!(debug_assertions) {
+        "leakcheck-engine-test-profile.json"
+    } else {
+        "leakcheck-engine.json"
+    });
     std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
     println!("wrote {}", path.display());
 }
