@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::read::{LifecycleRow, Run};
-use super::tables::{Config, Summary, SLOWEST};
+use super::tables::{Config, Row, RuleRow, Summary, Unused, SLOWEST};
 use super::text::{headline, listing};
 
 const STYLE: &str = "
@@ -95,15 +95,8 @@ pub(crate) fn page(s: &Summary) -> String {
     if s.known.is_empty() {
         h.push_str("<p>None: no rule allowed a survivor.</p>\n");
     } else {
-        let rows = s.known.iter().map(|r| {
-            vec![
-                r.survivors.to_string(),
-                r.tests.to_string(),
-                r.rule.to_string(),
-                r.reason.to_string(),
-            ]
-        });
-        table(&mut h, &["survivors", "tests", "rule", "reason"], 2, rows);
+        let rows = s.known.iter().map(RuleRow::cells);
+        table(&mut h, &RuleRow::HEADERS, 2, rows);
     }
 
     let _ = writeln!(
@@ -112,16 +105,10 @@ pub(crate) fn page(s: &Summary) -> String {
         s.unknown()
     );
     if !s.by_component.is_empty() {
-        let rows = s
-            .by_component
-            .iter()
-            .map(|r| vec![r.survivors.to_string(), r.tests.to_string(), r.key.clone()]);
+        let rows = s.by_component.iter().map(Row::cells);
         table(&mut h, &["survivors", "tests", "component"], 2, rows);
         h.push_str("<h2>Unknown survivors by where they were spawned</h2>\n");
-        let rows = s
-            .by_frame
-            .iter()
-            .map(|r| vec![r.survivors.to_string(), r.tests.to_string(), r.key.clone()]);
+        let rows = s.by_frame.iter().map(Row::cells);
         table(&mut h, &["survivors", "tests", "spawned in"], 2, rows);
     }
 
@@ -164,15 +151,8 @@ pub(crate) fn page(s: &Summary) -> String {
             );
             if !unused.is_empty() {
                 h.push_str("<p class=\"bad\">Candidates for removal: no report used them, and a stale allowance hides the next real leak.</p>\n");
-                let rows = unused.iter().map(|u| {
-                    vec![
-                        u.table.to_string(),
-                        u.name.clone(),
-                        u.line.map(|l| format!("line {l}")).unwrap_or_default(),
-                        u.reason.clone(),
-                    ]
-                });
-                table(&mut h, &["table", "rule", "at", "reason"], 0, rows);
+                let rows = unused.iter().map(Unused::cells);
+                table(&mut h, &Unused::HEADERS, 0, rows);
             }
         }
     }

@@ -63,6 +63,43 @@ pub(crate) struct Unused {
     pub(crate) reason: String,
 }
 
+/// Each table's columns and cells, shared by the text and the HTML page.
+impl RuleRow<'_> {
+    pub(crate) const HEADERS: [&'static str; 4] = ["survivors", "tests", "rule", "reason"];
+
+    pub(crate) fn cells(&self) -> Vec<String> {
+        vec![
+            self.survivors.to_string(),
+            self.tests.to_string(),
+            self.rule.to_string(),
+            self.reason.to_string(),
+        ]
+    }
+}
+
+impl Row {
+    pub(crate) fn cells(&self) -> Vec<String> {
+        vec![
+            self.survivors.to_string(),
+            self.tests.to_string(),
+            self.key.clone(),
+        ]
+    }
+}
+
+impl Unused {
+    pub(crate) const HEADERS: [&'static str; 4] = ["table", "rule", "at", "reason"];
+
+    pub(crate) fn cells(&self) -> Vec<String> {
+        vec![
+            self.table.to_string(),
+            self.name.clone(),
+            self.line.map(|l| format!("line {l}")).unwrap_or_default(),
+            self.reason.clone(),
+        ]
+    }
+}
+
 impl<'a> Summary<'a> {
     pub(crate) fn new(runs: &'a [Run], config: Option<&FileConfig>) -> Self {
         let failed: Vec<&Run> = runs.iter().filter(|r| !r.clean).collect();

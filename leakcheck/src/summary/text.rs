@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::read::Run;
-use super::tables::{Config, Summary, SLOWEST};
+use super::tables::{Config, Row, RuleRow, Summary, Unused, SLOWEST};
 use crate::report::Kind;
 
 pub(crate) fn render(s: &Summary, dir: &Path) -> String {
@@ -24,15 +24,8 @@ pub(crate) fn render(s: &Summary, dir: &Path) -> String {
     if s.known.is_empty() {
         out.push_str("  none: no rule allowed a survivor\n");
     } else {
-        let rows = s.known.iter().map(|r| {
-            vec![
-                r.survivors.to_string(),
-                r.tests.to_string(),
-                r.rule.to_string(),
-                r.reason.to_string(),
-            ]
-        });
-        table(&mut out, &["survivors", "tests", "rule", "reason"], 2, rows);
+        let rows = s.known.iter().map(RuleRow::cells);
+        table(&mut out, &RuleRow::HEADERS, 2, rows);
     }
 
     let _ = writeln!(
@@ -43,16 +36,10 @@ pub(crate) fn render(s: &Summary, dir: &Path) -> String {
     if s.by_component.is_empty() {
         out.push_str("  none\n");
     } else {
-        let rows = s
-            .by_component
-            .iter()
-            .map(|r| vec![r.survivors.to_string(), r.tests.to_string(), r.key.clone()]);
+        let rows = s.by_component.iter().map(Row::cells);
         table(&mut out, &["survivors", "tests", "component"], 2, rows);
         out.push_str("\nunknown survivors by where they were spawned (the user's frame)\n");
-        let rows = s
-            .by_frame
-            .iter()
-            .map(|r| vec![r.survivors.to_string(), r.tests.to_string(), r.key.clone()]);
+        let rows = s.by_frame.iter().map(Row::cells);
         table(&mut out, &["survivors", "tests", "spawned in"], 2, rows);
     }
 
@@ -97,15 +84,8 @@ pub(crate) fn render(s: &Summary, dir: &Path) -> String {
                 out.push_str(
                     "\ncandidates for removal (no report used them; a stale allowance hides the next real leak):\n",
                 );
-                let rows = unused.iter().map(|u| {
-                    vec![
-                        u.table.to_string(),
-                        u.name.clone(),
-                        u.line.map(|l| format!("line {l}")).unwrap_or_default(),
-                        u.reason.clone(),
-                    ]
-                });
-                table(&mut out, &["table", "rule", "at", "reason"], 0, rows);
+                let rows = unused.iter().map(Unused::cells);
+                table(&mut out, &Unused::HEADERS, 0, rows);
             }
         }
     }
