@@ -308,11 +308,13 @@ impl Check {
         let mut gone_at: HashMap<String, Duration> = HashMap::new();
         let mut excluded;
         let mut test_threads;
+        let mut stale = false;
         let (survivors, state) = loop {
             stats.rounds += 1;
             excluded = 0;
             test_threads = 0;
             let waiting = Turn::waiting();
+            let read_at = Instant::now();
             let state = ProcessState::read(&self.kinds);
             let now_list =
                 self.process_survivors(&state, &waiting, &mut excluded, &mut test_threads);
@@ -329,6 +331,13 @@ impl Check {
             }
             let unknown = now_list.iter().any(|(_, s)| s.status == Status::Unknown);
             let now = Instant::now();
+            // The first classification of a process may load debug info for a second: a reading
+            // that old is not the end state (a new thread has named itself since). Read again,
+            // once; its origins are resolved by now.
+            if unknown && now >= deadline && !stale && now - read_at > BACKOFF_CAP {
+                stale = true;
+                continue;
+            }
             if !unknown || now >= deadline {
                 if unknown {
                     stats.timed_out = true;
