@@ -1,9 +1,9 @@
 //! The event bus: one type over every backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -32,6 +32,8 @@ pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest group name accepted.
 const MAX_GROUP_NAME: usize = 200;
+/// Topic names a bus remembers as validated; past that, names are validated on every call.
+const TOPIC_CACHE: usize = 1024;
 
 /// Configures an [`EventBus`]. `Default` comes from the `DEFAULT_*` constants.
 #[derive(Clone, Debug)]
@@ -140,6 +142,7 @@ impl BusBuilder {
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(false),
                 subscriptions: Mutex::new(Vec::new()),
+                topics: RwLock::default(),
                 stop_intake: CancellationToken::new(),
                 stop_now: CancellationToken::new(),
                 counters: Arc::new(Counters::default()),
@@ -187,6 +190,8 @@ struct Inner {
     /// Held while closing; `true` once closed.
     close_lock: tokio::sync::Mutex<bool>,
     subscriptions: Mutex<Vec<(TopicName, String, JoinHandle<()>)>>,
+    /// Topic names already validated, so that a publish neither checks nor allocates one again.
+    topics: RwLock<HashSet<TopicName>>,
     stop_intake: CancellationToken,
     stop_now: CancellationToken,
     counters: Arc<Counters>,
@@ -238,7 +243,7 @@ impl EventBus {
         if self.is_closed() {
             return Err(PublishError::Closed);
         }
-        let topic = TopicName::new(topic)?;
+        let topic = self.topic_name(topic)?;
         let limit = self.inner.config.max_payload_bytes;
         if message.payload.len() > limit {
             return Err(PublishError::TooLarge {
@@ -247,6 +252,10 @@ impl EventBus {
                 limit,
             });
         }
+        // A broker that takes it at once needs neither the boxed future nor the timer.
+        let Some(message) = self.inner.backend.try_publish(&topic, message) else {
+            return Ok(());
+        };
         let timeout = self.inner.config.publish_timeout;
         match tokio::time::timeout(timeout, self.inner.backend.publish(&topic, message)).await {
             Ok(r) => r,
@@ -259,8 +268,8 @@ impl EventBus {
     }
 
     /// Publishes an envelope: its aggregate id is the key (so one aggregate's events are
-    /// handled in order), its metadata is also in `eventbus-*` headers, the payload is the JSON
-    /// wire form.
+    /// handled in order), the payload is the envelope's wire form (metadata and headers in a
+    /// binary prefix, see [`Envelope::to_wire`]); the message has no headers of its own.
     pub async fn publish_envelope(
         &self,
         topic: &str,
@@ -270,21 +279,10 @@ impl EventBus {
             Counters::add(&self.inner.counters.publish_errors);
             return Err(e.into());
         }
-        let mut out = Outbound::new(envelope.to_wire())
-            .key(envelope.aggregate_id().to_string())
-            .header("eventbus-event-id", envelope.event_id())
-            .header("eventbus-event-type", envelope.event_type())
-            .header(
-                "eventbus-event-version",
-                envelope.event_version().to_string(),
-            )
-            .header("eventbus-aggregate-id", envelope.aggregate_id());
-        if let Some(t) = envelope.trace_id() {
-            out = out.header("eventbus-trace-id", t);
-        }
-        if let Some(c) = envelope.correlation_id() {
-            out = out.header("eventbus-correlation-id", c);
-        }
+        // The key is the aggregate id inside the wire form: no copy of its own.
+        let (wire, key) = envelope.to_wire_keyed();
+        let key = wire.slice(key);
+        let out = Outbound::new(wire).key(key);
         self.publish(topic, out).await
     }
 
@@ -327,7 +325,7 @@ impl EventBus {
         let handler: Handler = Arc::new(move |m: Message| {
             let handler = handler.clone();
             Box::pin(async move {
-                match Envelope::from_wire(m.payload()) {
+                match Envelope::from_wire_bytes(m.payload()) {
                     Ok(e) => handler(e).await.map_err(Into::into),
                     Err(e) => Err(Box::new(Undecodable(e)) as HandlerError),
                 }
@@ -470,6 +468,20 @@ impl EventBus {
         self.inner
             .counters
             .snapshot(&self.inner.keyed_monitor, &self.inner.global_monitor)
+    }
+
+    /// `name` validated, from the cache when it was seen before.
+    fn topic_name(&self, name: &str) -> Result<TopicName, TopicError> {
+        let topics = &self.inner.topics;
+        if let Some(t) = topics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(t.clone());
+        }
+        let t = TopicName::new(name)?;
+        let mut cache = topics.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < TOPIC_CACHE {
+            cache.insert(t.clone());
+        }
+        Ok(t)
     }
 
     fn fail(&self, message: String) {

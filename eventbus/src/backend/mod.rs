@@ -48,6 +48,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn create_topic<'a>(&'a self, config: &'a TopicConfig)
         -> BoxFuture<'a, Result<(), TopicError>>;
 
+    /// Hands one message to the broker if that needs no waiting (an in-process broker with
+    /// room); `None` means the broker has it, `Some` hands the message back for
+    /// [`publish`](Self::publish). It saves the bus a boxed future and a timer per message
+    /// where the broker cannot block. The default never takes it.
+    fn try_publish(&self, _topic: &TopicName, message: Outbound) -> Option<Outbound> {
+        Some(message)
+    }
+
     /// Hands one message to the broker; `Ok` means the broker has it (for persistent topics:
     /// stored).
     fn publish<'a>(

@@ -106,18 +106,30 @@ async fn supervise(
     global: mpsc::Sender<Delivery>,
 ) {
     loop {
+        // Checked first, so that the waits below need to watch for it only while they wait.
+        if ctx.stop_intake.is_cancelled() {
+            break;
+        }
         let delivery = tokio::select! {
             biased;
-            _ = ctx.stop_intake.cancelled() => break,
             d = sub.next() => match d {
                 Some(d) => d,
                 None => break,
             },
+            _ = ctx.stop_intake.cancelled() => break,
         };
         Counters::add(&ctx.counters.delivered);
         let queue = match delivery.message.key() {
             Some(k) => &keyed[slot(k, keyed.len())],
             None => &global,
+        };
+        let delivery = match queue.try_send(delivery) {
+            Ok(()) => {
+                ctx.counters.enqueued();
+                continue;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(mpsc::error::TrySendError::Full(d)) => d,
         };
         // A full queue waits here: no more is pulled from the broker meanwhile.
         tokio::select! {
@@ -194,7 +206,9 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
         let mut m = message.clone();
         m.attempt = attempt;
         let call = AssertUnwindSafe((ctx.handler)(m)).catch_unwind();
+        // The call first: a handler that is done at once never registers for the cancellation.
         let outcome = tokio::select! {
+            biased;
             r = call => r,
             _ = ctx.stop_now.cancelled() => {
                 Counters::add(&ctx.counters.handed_back);
@@ -276,14 +290,11 @@ async fn dead_letter(
                 DeadLetterReason::HandlerFailed { attempts, .. } => *attempts,
                 DeadLetterReason::Undecodable(_) => 0,
             };
-            out.headers
-                .insert("eventbus-dead-letter-reason".into(), reason.to_string());
-            out.headers
-                .insert("eventbus-source-topic".into(), ctx.topic.to_string());
-            out.headers
-                .insert("eventbus-group".into(), ctx.group.clone());
-            out.headers
-                .insert("eventbus-attempts".into(), attempts.to_string());
+            let headers = out.headers.make_mut();
+            headers.insert("eventbus-dead-letter-reason".into(), reason.to_string());
+            headers.insert("eventbus-source-topic".into(), ctx.topic.to_string());
+            headers.insert("eventbus-group".into(), ctx.group.clone());
+            headers.insert("eventbus-attempts".into(), attempts.to_string());
             let dlq = ctx.topic.dead_letter();
             match ctx.backend.publish(&dlq, out).await {
                 Ok(()) => {
