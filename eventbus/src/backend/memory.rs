@@ -9,6 +9,12 @@
 //! one else. A partition holds at most the broker's capacity of messages that a present member
 //! has not acknowledged: a publisher beyond it waits, as it would for a real broker's
 //! acknowledgement, instead of growing the log without bound.
+//!
+//! A subscription that is caught up gets a new message from the publish itself, straight into
+//! its worker queue ([`Inbox`]), as a plain channel would: no wake-up and pull of the
+//! subscription's supervisor in between. Whatever cannot go that way (a full queue, a backlog,
+//! a delivery the supervisor holds) waits in the log for the supervisor, so that a partition's
+//! messages still reach the queues in offset order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{Ack, Backend, BoxFuture, Delivery, NoAck, Subscription};
+use super::{Ack, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
@@ -90,6 +96,11 @@ struct Stored {
 struct Cursor {
     /// The present member and its wake-up.
     member: Option<(u64, Arc<Notify>)>,
+    /// The member's worker queues, for hand-offs from the publish.
+    inbox: Option<Arc<dyn Inbox>>,
+    /// The member's supervisor holds a delivery of this partition (taken, not queued yet), or a
+    /// hand-off failed: nothing is handed off until its next take, which keeps the order.
+    holding: bool,
     /// Every offset below is acknowledged.
     committed: u64,
     /// The next offset to deliver.
@@ -155,6 +166,8 @@ impl Cursor {
         // A new group starts at the oldest retained message.
         Cursor {
             member: None,
+            inbox: None,
+            holding: false,
             committed: start,
             next: start,
             high: start,
@@ -180,9 +193,11 @@ impl Partition {
             .any(|c| c.member.is_some() && end - c.committed >= capacity as u64)
     }
 
-    fn append(&mut self, stored: Stored, config: &TopicConfig) {
+    /// Appends `stored` to this partition (number `p` of `topic`) and hands it to the members
+    /// that are caught up, or wakes them.
+    fn append(&mut self, stored: Stored, topic: &Arc<Topic>, p: usize) {
         self.log.push_back(stored);
-        let retention = config.retention;
+        let retention = topic.config.retention;
         while let Some(front) = self.log.front() {
             let too_many = retention
                 .max_messages
@@ -198,17 +213,61 @@ impl Partition {
             self.start += 1;
         }
         let start = self.start;
-        for c in &mut self.cursors {
+        let Some(last) = self.log.back() else { return };
+        let off = self.end() - 1;
+        for (group, c) in self.cursors.iter_mut().enumerate() {
             // Retention dropped what a group had not read: it moves on, as Kafka's consumers do.
             if c.committed < start {
                 c.committed = start + c.acks.skip(start - c.committed);
             }
             c.next = c.next.max(start);
-            // Wake the member that can take it (a permit if it is busy: nothing is missed).
-            if let Some((_, wake)) = &c.member {
-                wake.notify_one();
+            let Some((member, wake)) = &c.member else {
+                continue;
+            };
+            if c.next == off && !c.holding {
+                if let Some(inbox) = &c.inbox {
+                    let d = delivery(topic, p, group, *member, off, last, false);
+                    if inbox.offer(d).is_ok() {
+                        c.next = off + 1;
+                        c.high = c.high.max(off + 1);
+                        continue;
+                    }
+                    // Full: the supervisor takes it from here, in order.
+                    c.holding = true;
+                }
             }
+            // Wake the member to take it (a permit if it is busy: nothing is missed).
+            wake.notify_one();
         }
+    }
+}
+
+/// Stored message `off` of partition `p` as a delivery to `member` of `group`.
+fn delivery(
+    topic: &Arc<Topic>,
+    p: usize,
+    group: usize,
+    member: u64,
+    off: u64,
+    s: &Stored,
+    redelivered: bool,
+) -> Delivery {
+    Delivery {
+        message: Message {
+            topic: topic.config.name.clone(),
+            key: s.key.clone(),
+            headers: s.headers.clone(),
+            payload: s.payload.clone(),
+            attempt: 1,
+            redelivered,
+        },
+        ack: Box::new(LogAck {
+            topic: topic.clone(),
+            group,
+            member,
+            partition: p,
+            offset: off,
+        }),
     }
 }
 
@@ -383,7 +442,7 @@ impl MemoryBackend {
     }
 
     /// Appends `message` to partition `p` of `t` unless it is full or the broker paused.
-    fn store_in(&self, t: &Topic, p: usize, message: Outbound) -> Result<(), Outbound> {
+    fn store_in(&self, t: &Arc<Topic>, p: usize, message: Outbound) -> Result<(), Outbound> {
         let mut part = lock(&t.partitions[p]);
         if self.broker.paused() || part.full(self.broker.shared.capacity) {
             return Err(message);
@@ -396,7 +455,8 @@ impl MemoryBackend {
                 payload: message.payload,
                 at,
             },
-            &t.config,
+            t,
+            p,
         );
         Ok(())
     }
@@ -565,7 +625,6 @@ impl Backend for MemoryBackend {
                 broker: self.broker.clone(),
                 closed: self.closed.clone(),
                 topic: t,
-                name: topic.clone(),
                 group: index,
                 member,
                 wake,
@@ -615,7 +674,6 @@ struct LogSubscription {
     broker: MemoryBroker,
     closed: CancellationToken,
     topic: Arc<Topic>,
-    name: TopicName,
     /// The group's index in the partitions' cursors.
     group: usize,
     member: u64,
@@ -625,17 +683,23 @@ struct LogSubscription {
 }
 
 impl LogSubscription {
-    /// Takes the next message for this member, if one is ready.
+    /// Takes the next message for this member, if one is ready. With an inbox attached, it
+    /// queues what it can itself and returns only a delivery whose queue is full (which the
+    /// supervisor then holds until it is queued).
     fn take(&mut self) -> Option<Delivery> {
         let n = self.topic.partitions.len();
         for i in 0..n {
             let p = (self.next_partition + i) % n;
-            let mut part = lock(&self.topic.partitions[p]);
+            let mut part = self.topic.partitions[p]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let part = &mut *part;
             let c = &mut part.cursors[self.group];
             if !c.is_member(self.member) {
                 return None;
             }
+            // The supervisor asks again: it holds nothing now.
+            c.holding = false;
             let end = part.start + part.log.len() as u64;
             while c.next < end {
                 let off = c.next.max(part.start);
@@ -646,24 +710,17 @@ impl LogSubscription {
                 let s = &part.log[(off - part.start) as usize];
                 let redelivered = off < c.high;
                 c.high = c.high.max(off + 1);
-                self.next_partition = (p + 1) % n;
-                return Some(Delivery {
-                    message: Message {
-                        topic: self.name.clone(),
-                        key: s.key.clone(),
-                        headers: s.headers.clone(),
-                        payload: s.payload.clone(),
-                        attempt: 1,
-                        redelivered,
+                let d = delivery(&self.topic, p, self.group, self.member, off, s, redelivered);
+                let d = match &c.inbox {
+                    Some(inbox) => match inbox.offer(d) {
+                        Ok(()) => continue,
+                        Err(d) => d,
                     },
-                    ack: Box::new(LogAck {
-                        topic: self.topic.clone(),
-                        group: self.group,
-                        member: self.member,
-                        partition: p,
-                        offset: off,
-                    }),
-                });
+                    None => d,
+                };
+                c.holding = true;
+                self.next_partition = (p + 1) % n;
+                return Some(d);
             }
         }
         None
@@ -696,6 +753,16 @@ impl Subscription for LogSubscription {
         })
     }
 
+    fn attach(&mut self, inbox: Arc<dyn Inbox>) {
+        for p in self.topic.partitions.iter() {
+            let mut p = lock(p);
+            let c = &mut p.cursors[self.group];
+            if c.is_member(self.member) {
+                c.inbox = Some(inbox.clone());
+            }
+        }
+    }
+
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let _groups = lock(&self.topic.groups);
@@ -704,6 +771,8 @@ impl Subscription for LogSubscription {
                 let c = &mut p.cursors[self.group];
                 if c.is_member(self.member) {
                     c.member = None;
+                    c.inbox = None;
+                    c.holding = false;
                     // Unacknowledged messages go to the group's next member.
                     c.next = c.committed;
                     // Its unacknowledged messages no longer hold publishers back.
@@ -804,24 +873,22 @@ mod tests {
         assert_eq!(w.skip(5), 0);
     }
 
+    fn stored() -> Stored {
+        Stored {
+            key: None,
+            headers: SharedHeaders::default(),
+            payload: Bytes::new(),
+            at: None,
+        }
+    }
+
     #[leakcheck::leak_test]
     fn a_full_partition_counts_present_members_only() {
-        let mut p = Partition {
-            start: 0,
-            log: VecDeque::new(),
-            cursors: vec![Cursor::new(0), Cursor::new(0)],
-            room: Arc::new(Notify::new()),
-            waiting: false,
-        };
-        let config = TopicConfig::new("t").unwrap();
+        let topic = Arc::new(Topic::new(TopicConfig::new("t").unwrap()));
+        let mut p = lock(&topic.partitions[0]);
+        p.cursors = vec![Cursor::new(0), Cursor::new(0)];
         for _ in 0..3 {
-            let s = Stored {
-                key: None,
-                headers: SharedHeaders::default(),
-                payload: Bytes::new(),
-                at: None,
-            };
-            p.append(s, &config);
+            p.append(stored(), &topic, 0);
         }
         // No member: nothing holds publishers back.
         assert!(!p.full(3));
@@ -830,5 +897,74 @@ mod tests {
         assert!(!p.full(4));
         p.cursors[1].committed = 1;
         assert!(!p.full(3));
+    }
+
+    /// Takes what it has room for, records the payloads in order and keeps the acks (called
+    /// later: an offer runs under the partition's lock, as a worker's ack never does).
+    #[derive(Default)]
+    struct Queue {
+        room: Mutex<usize>,
+        got: Mutex<Vec<Bytes>>,
+        acks: Mutex<Vec<Box<dyn Ack>>>,
+    }
+
+    impl Inbox for Queue {
+        fn offer(&self, d: Delivery) -> Result<(), Delivery> {
+            let mut room = lock(&self.room);
+            if *room == 0 {
+                return Err(d);
+            }
+            *room -= 1;
+            lock(&self.got).push(d.message.payload.clone());
+            lock(&self.acks).push(d.ack);
+            Ok(())
+        }
+    }
+
+    #[leakcheck::leak_test]
+    async fn hand_offs_keep_the_partition_order() {
+        let broker = MemoryBroker::new();
+        let backend = MemoryBackend::new(&broker);
+        let t = TopicName::new("handoff").unwrap();
+        let config = TopicConfig::new("handoff").unwrap().partitions(1);
+        backend.create_topic(&config).await.unwrap();
+        let mut sub = backend.subscribe(&t, "g").await.unwrap();
+        let queue = Arc::new(Queue::default());
+        *lock(&queue.room) = 2;
+        sub.attach(queue.clone());
+        let publish = |i: u32| {
+            let m = Outbound::new(i.to_string()).key("k");
+            assert!(backend.try_publish(&t, m).is_none(), "message {i}");
+        };
+        let got = || -> Vec<String> {
+            lock(&queue.got)
+                .iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        };
+        // Caught up: the publish hands 0 and 1 over; 2 and 3 find the queue full.
+        (0..4).for_each(publish);
+        assert_eq!(got(), ["0", "1"]);
+        // The supervisor's take returns 2 (it holds it until queued).
+        let held = sub.next().await.unwrap();
+        assert_eq!(held.message.payload(), "2");
+        // With room again, 4 must not overtake 2 and 3: it waits in the log.
+        *lock(&queue.room) = 10;
+        publish(4);
+        assert_eq!(got(), ["0", "1"]);
+        // 2 is queued by the supervisor; its next take queues 3 and 4 and finds nothing else.
+        queue.offer(held).ok().unwrap();
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(20), sub.next()).await;
+        assert!(idle.is_err(), "nothing is left to return");
+        assert_eq!(got(), ["0", "1", "2", "3", "4"]);
+        // Caught up again: straight from the publish.
+        publish(5);
+        assert_eq!(got(), ["0", "1", "2", "3", "4", "5"]);
+        assert_eq!(backend.lag(&t, "g"), Some(6));
+        let acks = std::mem::take(&mut *lock(&queue.acks));
+        acks.into_iter().for_each(|a| a.ack());
+        assert_eq!(backend.lag(&t, "g"), Some(0));
+        sub.close().await;
+        backend.close().await.unwrap();
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{slot, spawn_named, DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy};
-use crate::backend::{Backend, BoxFuture, Delivery, Subscription};
+use crate::backend::{Backend, BoxFuture, Delivery, Inbox, Subscription};
 use crate::error::{EnvelopeError, HandlerError};
 use crate::message::{Message, Outbound};
 use crate::observe::Counters;
@@ -66,9 +66,41 @@ impl SubscriptionCtx {
     }
 }
 
+/// The worker queues as a backend sees them ([`Inbox`]). It holds weak senders, so that the
+/// supervisor's drop of its own still closes the queues at close.
+struct Queues {
+    keyed: Vec<mpsc::WeakSender<Delivery>>,
+    global: mpsc::WeakSender<Delivery>,
+    counters: Arc<Counters>,
+    stop_intake: CancellationToken,
+}
+
+impl Inbox for Queues {
+    fn offer(&self, d: Delivery) -> Result<(), Delivery> {
+        if self.stop_intake.is_cancelled() {
+            return Err(d);
+        }
+        let queue = match d.message.key() {
+            Some(k) => &self.keyed[slot(k, self.keyed.len())],
+            None => &self.global,
+        };
+        let Some(queue) = queue.upgrade() else {
+            return Err(d);
+        };
+        match queue.try_send(d) {
+            Ok(()) => {
+                Counters::add(&self.counters.delivered);
+                self.counters.enqueued();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+}
+
 /// Starts the subscription: its workers, then its supervisor, which ends after close once every
 /// worker is joined and the group is left. Everything runs when this returns.
-pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> JoinHandle<()> {
+pub(crate) fn start(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) -> JoinHandle<()> {
     let mut workers = JoinSet::new();
     let keyed: Vec<mpsc::Sender<Delivery>> = (0..ctx.keyed_workers.max(1))
         .map(|i| {
@@ -94,6 +126,12 @@ pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> Jo
             fut,
         );
     }
+    sub.attach(Arc::new(Queues {
+        keyed: keyed.iter().map(mpsc::Sender::downgrade).collect(),
+        global: global.downgrade(),
+        counters: ctx.counters.clone(),
+        stop_intake: ctx.stop_intake.clone(),
+    }));
     let name = ctx.name("subscription");
     spawn_named(&name, supervise(ctx, sub, workers, keyed, global))
 }
