@@ -169,12 +169,15 @@ async fn supervise(
             Err(mpsc::error::TrySendError::Closed(_)) => break,
             Err(mpsc::error::TrySendError::Full(d)) => d,
         };
-        // A full queue waits here: no more is pulled from the broker meanwhile.
+        // A full queue waits here: no more is pulled from the broker meanwhile. It waits for a
+        // batch of free slots, not one: the pulls that follow fill them in one go instead of
+        // waking this task once per message the worker takes.
         tokio::select! {
-            sent = queue.send(delivery) => {
-                if sent.is_err() {
+            permits = queue.reserve_many(refill_batch(ctx.queue_capacity)) => {
+                let Some(slot) = permits.ok().and_then(|mut p| p.next()) else {
                     break;
-                }
+                };
+                slot.send(delivery);
                 ctx.counters.enqueued();
             }
             _ = ctx.stop_intake.cancelled() => {
@@ -196,6 +199,12 @@ async fn supervise(
         }
     }
     sub.close().await;
+}
+
+/// How many free slots of a full worker queue the supervisor waits for: an eighth of the queue
+/// (at most 64), so that the worker still has most of its queue to work through meanwhile.
+fn refill_batch(capacity: usize) -> usize {
+    (capacity / 8).clamp(1, 64)
 }
 
 fn spawn_into<F>(set: &mut JoinSet<()>, name: &str, fut: F)
@@ -353,4 +362,18 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[leakcheck::leak_test]
+    fn a_refill_batch_fits_in_its_queue() {
+        assert_eq!(refill_batch(1), 1);
+        assert_eq!(refill_batch(4), 1);
+        assert_eq!(refill_batch(256), 32);
+        assert_eq!(refill_batch(100_000), 64);
+        assert!((1..2000).all(|c| (1..=c).contains(&refill_batch(c))));
+    }
 }
