@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, MemoryBackend, MemoryBroker};
 use crate::delivery::{self, DeadLetterPolicy, Handler, RetryPolicy, SubscriptionCtx, Undecodable};
@@ -15,6 +14,7 @@ use crate::envelope::Envelope;
 use crate::error::{CloseError, HandlerError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound};
 use crate::observe::{ConnectionState, Counters, Health, Metrics};
+use crate::stop::Stop;
 use crate::topic::{validate_name, TopicConfig, TopicName};
 
 /// Workers per subscription for keyed messages: one per core of a 2-core machine.
@@ -143,8 +143,8 @@ impl BusBuilder {
                 close_lock: tokio::sync::Mutex::new(false),
                 subscriptions: Mutex::new(Vec::new()),
                 topics: RwLock::default(),
-                stop_intake: CancellationToken::new(),
-                stop_now: CancellationToken::new(),
+                stop_intake: Stop::default(),
+                stop_now: Stop::default(),
                 counters: Arc::new(Counters::default()),
                 last_error: Arc::new(Mutex::new(None)),
                 keyed_monitor: tokio_metrics::TaskMonitor::new(),
@@ -192,8 +192,8 @@ struct Inner {
     subscriptions: Mutex<Vec<(TopicName, String, JoinHandle<()>)>>,
     /// Topic names already validated, so that a publish neither checks nor allocates one again.
     topics: RwLock<HashSet<TopicName>>,
-    stop_intake: CancellationToken,
-    stop_now: CancellationToken,
+    stop_intake: Stop,
+    stop_now: Stop,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     keyed_monitor: tokio_metrics::TaskMonitor,
@@ -204,8 +204,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Dropped without close(): stop the tasks (they end on their own; nobody awaits them,
         // which a leak check reports while they finish). Call close() instead.
-        self.stop_intake.cancel();
-        self.stop_now.cancel();
+        self.stop_intake.set();
+        self.stop_now.set();
     }
 }
 
@@ -360,8 +360,8 @@ impl EventBus {
             backend: self.inner.backend.clone(),
             counters: self.inner.counters.clone(),
             last_error: self.inner.last_error.clone(),
-            stop_intake: self.inner.stop_intake.child_token(),
-            stop_now: self.inner.stop_now.child_token(),
+            stop_intake: self.inner.stop_intake.clone(),
+            stop_now: self.inner.stop_now.clone(),
             keyed_workers: c.keyed_workers,
             global_workers: c.global_workers,
             queue_capacity: c.queue_capacity,
@@ -388,7 +388,7 @@ impl EventBus {
             return Ok(());
         }
         self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.stop_intake.cancel();
+        self.inner.stop_intake.set();
         let deadline = tokio::time::Instant::now() + self.inner.config.close_deadline;
         let subs = std::mem::take(
             &mut *self
@@ -410,7 +410,7 @@ impl EventBus {
         let mut result = Ok(());
         if !late.is_empty() {
             let before = counters.handed_back.load(Ordering::Relaxed);
-            self.inner.stop_now.cancel();
+            self.inner.stop_now.set();
             for handle in late {
                 let _ = handle.await;
             }

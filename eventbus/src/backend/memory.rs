@@ -23,12 +23,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 
 use super::{Ack, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
+use crate::stop::Stop;
 use crate::topic::{Durability, TopicConfig, TopicName};
 
 /// How many messages an ephemeral subscriber may have waiting before new ones are dropped for
@@ -382,13 +382,13 @@ impl MemoryBroker {
     }
 
     /// Waits out an outage; `false` once `closed`.
-    async fn while_paused(&self, closed: &CancellationToken) -> bool {
+    async fn while_paused(&self, closed: &Stop) -> bool {
         loop {
             // Registered before the flag is read, so that no resume is missed.
             let resumed = self.shared.resumed.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if closed.is_cancelled() {
+            if closed.is_set() {
                 return false;
             }
             if !self.paused() {
@@ -396,7 +396,7 @@ impl MemoryBroker {
             }
             tokio::select! {
                 _ = resumed => {}
-                _ = closed.cancelled() => return false,
+                _ = closed.wait() => return false,
             }
         }
     }
@@ -405,14 +405,14 @@ impl MemoryBroker {
 /// One bus's connection to a [`MemoryBroker`].
 pub(crate) struct MemoryBackend {
     broker: MemoryBroker,
-    closed: CancellationToken,
+    closed: Stop,
 }
 
 impl MemoryBackend {
     pub(crate) fn new(broker: &MemoryBroker) -> Self {
         MemoryBackend {
             broker: broker.clone(),
-            closed: CancellationToken::new(),
+            closed: Stop::default(),
         }
     }
 
@@ -492,7 +492,7 @@ impl MemoryBackend {
             };
             tokio::select! {
                 _ = notified => {}
-                _ = self.closed.cancelled() => return false,
+                _ = self.closed.wait() => return false,
             }
         }
     }
@@ -508,7 +508,7 @@ impl Backend for MemoryBackend {
         config: &'a TopicConfig,
     ) -> BoxFuture<'a, Result<(), TopicError>> {
         Box::pin(async move {
-            if self.closed.is_cancelled() {
+            if self.closed.is_set() {
                 return Err(TopicError::Closed);
             }
             let mut topics = self
@@ -541,7 +541,7 @@ impl Backend for MemoryBackend {
     }
 
     fn try_publish(&self, topic: &TopicName, message: Outbound) -> Option<Outbound> {
-        if self.closed.is_cancelled() {
+        if self.closed.is_set() {
             // The async path says why.
             return Some(message);
         }
@@ -567,7 +567,7 @@ impl Backend for MemoryBackend {
         group: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, SubscribeError>> {
         Box::pin(async move {
-            if self.closed.is_cancelled() {
+            if self.closed.is_set() {
                 return Err(SubscribeError::Closed);
             }
             let member = self
@@ -634,7 +634,7 @@ impl Backend for MemoryBackend {
     }
 
     fn connection(&self) -> ConnectionState {
-        if self.closed.is_cancelled() {
+        if self.closed.is_set() {
             ConnectionState::Closed
         } else if self.broker.paused() {
             ConnectionState::Disconnected
@@ -663,7 +663,7 @@ impl Backend for MemoryBackend {
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
             // Everything published is already stored: nothing to flush.
-            self.closed.cancel();
+            self.closed.set();
             Ok(())
         })
     }
@@ -672,7 +672,7 @@ impl Backend for MemoryBackend {
 /// A member of a group on a persistent topic.
 struct LogSubscription {
     broker: MemoryBroker,
-    closed: CancellationToken,
+    closed: Stop,
     topic: Arc<Topic>,
     /// The group's index in the partitions' cursors.
     group: usize,
@@ -731,7 +731,7 @@ impl Subscription for LogSubscription {
     fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
         Box::pin(async move {
             loop {
-                if self.closed.is_cancelled() {
+                if self.closed.is_set() {
                     return None;
                 }
                 if self.broker.paused() {
@@ -747,7 +747,7 @@ impl Subscription for LogSubscription {
                 let wake = self.wake.clone();
                 tokio::select! {
                     _ = wake.notified() => {}
-                    _ = self.closed.cancelled() => return None,
+                    _ = self.closed.wait() => return None,
                 }
             }
         })
@@ -813,7 +813,7 @@ impl Ack for LogAck {
 /// A member of a group on an ephemeral topic.
 struct EphemeralSubscription {
     topic: Arc<Topic>,
-    closed: CancellationToken,
+    closed: Stop,
     group: String,
     member: u64,
     rx: mpsc::Receiver<Message>,
@@ -822,12 +822,12 @@ struct EphemeralSubscription {
 impl Subscription for EphemeralSubscription {
     fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
         Box::pin(async move {
-            if self.closed.is_cancelled() {
+            if self.closed.is_set() {
                 return None;
             }
             tokio::select! {
                 m = self.rx.recv() => m.map(|message| Delivery { message, ack: Box::new(NoAck) }),
-                _ = self.closed.cancelled() => None,
+                _ = self.closed.wait() => None,
             }
         })
     }

@@ -24,7 +24,7 @@ pub use kafka::{
     DEFAULT_KAFKA_SESSION_TIMEOUT, DEFAULT_KAFKA_STATS_INTERVAL,
 };
 pub(crate) use memory::MemoryBackend;
-pub use memory::MemoryBroker;
+pub use memory::{MemoryBroker, DEFAULT_MEMORY_CAPACITY};
 #[cfg(feature = "nats")]
 pub(crate) use nats::NatsBackend;
 #[cfg(feature = "nats")]

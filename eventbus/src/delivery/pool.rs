@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 
 use super::{slot, spawn_named, DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy};
 use crate::backend::{Backend, BoxFuture, Delivery, Inbox, Subscription};
 use crate::error::{EnvelopeError, HandlerError};
 use crate::message::{Message, Outbound};
 use crate::observe::Counters;
+use crate::stop::Stop;
 use crate::topic::TopicName;
 
 /// A subscription's handler, type-erased.
@@ -46,9 +46,9 @@ pub(crate) struct SubscriptionCtx {
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_error: Arc<Mutex<Option<String>>>,
     /// Stop pulling new deliveries (close began).
-    pub(crate) stop_intake: CancellationToken,
+    pub(crate) stop_intake: Stop,
     /// Stop handling (the close deadline passed): hand everything back.
-    pub(crate) stop_now: CancellationToken,
+    pub(crate) stop_now: Stop,
     pub(crate) keyed_workers: usize,
     pub(crate) global_workers: usize,
     pub(crate) queue_capacity: usize,
@@ -72,12 +72,12 @@ struct Queues {
     keyed: Vec<mpsc::WeakSender<Delivery>>,
     global: mpsc::WeakSender<Delivery>,
     counters: Arc<Counters>,
-    stop_intake: CancellationToken,
+    stop_intake: Stop,
 }
 
 impl Inbox for Queues {
     fn offer(&self, d: Delivery) -> Result<(), Delivery> {
-        if self.stop_intake.is_cancelled() {
+        if self.stop_intake.is_set() {
             return Err(d);
         }
         let queue = match d.message.key() {
@@ -145,7 +145,7 @@ async fn supervise(
 ) {
     loop {
         // Checked first, so that the waits below need to watch for it only while they wait.
-        if ctx.stop_intake.is_cancelled() {
+        if ctx.stop_intake.is_set() {
             break;
         }
         let delivery = tokio::select! {
@@ -154,7 +154,7 @@ async fn supervise(
                 Some(d) => d,
                 None => break,
             },
-            _ = ctx.stop_intake.cancelled() => break,
+            _ = ctx.stop_intake.wait() => break,
         };
         Counters::add(&ctx.counters.delivered);
         let queue = match delivery.message.key() {
@@ -180,7 +180,7 @@ async fn supervise(
                 slot.send(delivery);
                 ctx.counters.enqueued();
             }
-            _ = ctx.stop_intake.cancelled() => {
+            _ = ctx.stop_intake.wait() => {
                 // The delivery is dropped unacknowledged: the broker keeps it.
                 Counters::add(&ctx.counters.handed_back);
                 break;
@@ -244,7 +244,7 @@ async fn global_worker(
 /// dropped unacknowledged, which hands it back to the broker.
 async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
     let Delivery { message, ack } = d;
-    if ctx.stop_now.is_cancelled() {
+    if ctx.stop_now.is_set() {
         Counters::add(&ctx.counters.handed_back);
         return;
     }
@@ -257,7 +257,7 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
         let outcome = tokio::select! {
             biased;
             r = call => r,
-            _ = ctx.stop_now.cancelled() => {
+            _ = ctx.stop_now.wait() => {
                 Counters::add(&ctx.counters.handed_back);
                 return;
             }
@@ -295,7 +295,7 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
         Counters::add(&ctx.counters.redeliveries);
         tokio::select! {
             _ = tokio::time::sleep(ctx.retry.backoff_after(attempt)) => {}
-            _ = ctx.stop_now.cancelled() => {
+            _ = ctx.stop_now.wait() => {
                 Counters::add(&ctx.counters.handed_back);
                 return;
             }
