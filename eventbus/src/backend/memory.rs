@@ -75,13 +75,88 @@ struct Topic {
 struct Partition {
     /// The offset of `log[0]`.
     start: u64,
-    log: VecDeque<Stored>,
+    log: Log<Stored>,
     /// One per group of the topic, by the group's index.
     cursors: Vec<Cursor>,
     /// Woken when acknowledgements or a leaving member make room.
     room: Arc<Notify>,
     /// Whether a publisher waits for room (so that acks only wake when someone waits).
     waiting: bool,
+}
+
+/// How many messages a segment of a partition's log holds.
+const SEGMENT: usize = 1024;
+
+/// A partition's log in segments of [`SEGMENT`] messages: appending never moves what is
+/// stored. One growing buffer would copy the whole log at each doubling, tens of microseconds
+/// for one unlucky publish once the log holds a few thousand messages.
+struct Log<T> {
+    /// Every segment but the first and the last is full.
+    segments: VecDeque<VecDeque<T>>,
+    len: usize,
+}
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Log {
+            segments: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Log<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, item: T) {
+        match self.segments.back_mut() {
+            Some(last) if last.len() < SEGMENT => last.push_back(item),
+            _ => {
+                let mut segment = VecDeque::with_capacity(SEGMENT);
+                segment.push_back(item);
+                self.segments.push_back(segment);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let first = self.segments.front_mut()?;
+        let item = first.pop_front();
+        if first.is_empty() {
+            self.segments.pop_front();
+        }
+        self.len -= usize::from(item.is_some());
+        item
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.segments.front()?.front()
+    }
+
+    fn back(&self) -> Option<&T> {
+        self.segments.back()?.back()
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        let first = self.segments.front()?;
+        if i < first.len() {
+            return first.get(i);
+        }
+        // The segments after the first are full but for the last.
+        let i = i - first.len();
+        self.segments.get(1 + i / SEGMENT)?.get(i % SEGMENT)
+    }
+}
+
+impl<T> std::ops::Index<usize> for Log<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        self.get(i).expect("an offset within the log")
+    }
 }
 
 struct Stored {
@@ -280,7 +355,7 @@ impl Topic {
                 .map(|_| {
                     Mutex::new(Partition {
                         start: 0,
-                        log: VecDeque::new(),
+                        log: Log::default(),
                         cursors: Vec::new(),
                         room: Arc::new(Notify::new()),
                         waiting: false,
@@ -871,6 +946,35 @@ mod tests {
         assert_eq!(w.count, 0);
         assert!(w.flags.is_empty());
         assert_eq!(w.skip(5), 0);
+    }
+
+    #[leakcheck::leak_test]
+    fn the_log_indexes_across_segments_after_pops() {
+        let mut log = Log::default();
+        let n = 3 * SEGMENT + 10;
+        (0..n).for_each(|i| log.push_back(i));
+        assert_eq!((log.len(), log.segments.len()), (n, 4));
+        // Pop into the second segment: the first shrinks, then goes.
+        for expected in 0..SEGMENT + 5 {
+            assert_eq!(log.pop_front(), Some(expected));
+        }
+        assert_eq!(log.segments.len(), 3);
+        assert_eq!(log.len(), n - SEGMENT - 5);
+        for i in 0..log.len() {
+            assert_eq!(log[i], SEGMENT + 5 + i, "index {i}");
+        }
+        assert_eq!(log.get(log.len()), None);
+        assert_eq!(
+            (log.front(), log.back()),
+            (Some(&(SEGMENT + 5)), Some(&(n - 1)))
+        );
+        // Appending fills the last segment before starting another.
+        log.push_back(n);
+        assert_eq!(log.segments.len(), 3);
+        assert_eq!(log[log.len() - 1], n);
+        while log.pop_front().is_some() {}
+        assert_eq!((log.len(), log.segments.len()), (0, 0));
+        assert_eq!(log.front(), None);
     }
 
     fn stored() -> Stored {
