@@ -1,13 +1,12 @@
 //! The event bus: one type over every backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, MemoryBackend, MemoryBroker};
 use crate::delivery::{self, DeadLetterPolicy, Handler, RetryPolicy, SubscriptionCtx, Undecodable};
@@ -15,6 +14,7 @@ use crate::envelope::Envelope;
 use crate::error::{CloseError, HandlerError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound};
 use crate::observe::{ConnectionState, Counters, Health, Metrics};
+use crate::stop::Stop;
 use crate::topic::{validate_name, TopicConfig, TopicName};
 
 /// Workers per subscription for keyed messages: one per core of a 2-core machine.
@@ -32,6 +32,8 @@ pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest group name accepted.
 const MAX_GROUP_NAME: usize = 200;
+/// Topic names a bus remembers as validated; past that, names are validated on every call.
+const TOPIC_CACHE: usize = 1024;
 
 /// Configures an [`EventBus`]. `Default` comes from the `DEFAULT_*` constants.
 #[derive(Clone, Debug)]
@@ -140,8 +142,9 @@ impl BusBuilder {
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(false),
                 subscriptions: Mutex::new(Vec::new()),
-                stop_intake: CancellationToken::new(),
-                stop_now: CancellationToken::new(),
+                topics: RwLock::default(),
+                stop_intake: Stop::default(),
+                stop_now: Stop::default(),
                 counters: Arc::new(Counters::default()),
                 last_error: Arc::new(Mutex::new(None)),
                 keyed_monitor: tokio_metrics::TaskMonitor::new(),
@@ -187,8 +190,10 @@ struct Inner {
     /// Held while closing; `true` once closed.
     close_lock: tokio::sync::Mutex<bool>,
     subscriptions: Mutex<Vec<(TopicName, String, JoinHandle<()>)>>,
-    stop_intake: CancellationToken,
-    stop_now: CancellationToken,
+    /// Topic names already validated, so that a publish neither checks nor allocates one again.
+    topics: RwLock<HashSet<TopicName>>,
+    stop_intake: Stop,
+    stop_now: Stop,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     keyed_monitor: tokio_metrics::TaskMonitor,
@@ -199,8 +204,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Dropped without close(): stop the tasks (they end on their own; nobody awaits them,
         // which a leak check reports while they finish). Call close() instead.
-        self.stop_intake.cancel();
-        self.stop_now.cancel();
+        self.stop_intake.set();
+        self.stop_now.set();
     }
 }
 
@@ -238,7 +243,7 @@ impl EventBus {
         if self.is_closed() {
             return Err(PublishError::Closed);
         }
-        let topic = TopicName::new(topic)?;
+        let topic = self.topic_name(topic)?;
         let limit = self.inner.config.max_payload_bytes;
         if message.payload.len() > limit {
             return Err(PublishError::TooLarge {
@@ -247,6 +252,10 @@ impl EventBus {
                 limit,
             });
         }
+        // A broker that takes it at once needs neither the boxed future nor the timer.
+        let Some(message) = self.inner.backend.try_publish(&topic, message) else {
+            return Ok(());
+        };
         let timeout = self.inner.config.publish_timeout;
         match tokio::time::timeout(timeout, self.inner.backend.publish(&topic, message)).await {
             Ok(r) => r,
@@ -259,8 +268,8 @@ impl EventBus {
     }
 
     /// Publishes an envelope: its aggregate id is the key (so one aggregate's events are
-    /// handled in order), its metadata is also in `eventbus-*` headers, the payload is the JSON
-    /// wire form.
+    /// handled in order), the payload is the envelope's wire form (metadata and headers in a
+    /// binary prefix, see [`Envelope::to_wire`]); the message has no headers of its own.
     pub async fn publish_envelope(
         &self,
         topic: &str,
@@ -270,21 +279,10 @@ impl EventBus {
             Counters::add(&self.inner.counters.publish_errors);
             return Err(e.into());
         }
-        let mut out = Outbound::new(envelope.to_wire())
-            .key(envelope.aggregate_id().to_string())
-            .header("eventbus-event-id", envelope.event_id())
-            .header("eventbus-event-type", envelope.event_type())
-            .header(
-                "eventbus-event-version",
-                envelope.event_version().to_string(),
-            )
-            .header("eventbus-aggregate-id", envelope.aggregate_id());
-        if let Some(t) = envelope.trace_id() {
-            out = out.header("eventbus-trace-id", t);
-        }
-        if let Some(c) = envelope.correlation_id() {
-            out = out.header("eventbus-correlation-id", c);
-        }
+        // The key is the aggregate id inside the wire form: no copy of its own.
+        let (wire, key) = envelope.to_wire_keyed();
+        let key = wire.slice(key);
+        let out = Outbound::new(wire).key(key);
         self.publish(topic, out).await
     }
 
@@ -327,7 +325,7 @@ impl EventBus {
         let handler: Handler = Arc::new(move |m: Message| {
             let handler = handler.clone();
             Box::pin(async move {
-                match Envelope::from_wire(m.payload()) {
+                match Envelope::from_wire_bytes(m.payload()) {
                     Ok(e) => handler(e).await.map_err(Into::into),
                     Err(e) => Err(Box::new(Undecodable(e)) as HandlerError),
                 }
@@ -362,8 +360,8 @@ impl EventBus {
             backend: self.inner.backend.clone(),
             counters: self.inner.counters.clone(),
             last_error: self.inner.last_error.clone(),
-            stop_intake: self.inner.stop_intake.child_token(),
-            stop_now: self.inner.stop_now.child_token(),
+            stop_intake: self.inner.stop_intake.clone(),
+            stop_now: self.inner.stop_now.clone(),
             keyed_workers: c.keyed_workers,
             global_workers: c.global_workers,
             queue_capacity: c.queue_capacity,
@@ -390,7 +388,7 @@ impl EventBus {
             return Ok(());
         }
         self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.stop_intake.cancel();
+        self.inner.stop_intake.set();
         let deadline = tokio::time::Instant::now() + self.inner.config.close_deadline;
         let subs = std::mem::take(
             &mut *self
@@ -412,7 +410,7 @@ impl EventBus {
         let mut result = Ok(());
         if !late.is_empty() {
             let before = counters.handed_back.load(Ordering::Relaxed);
-            self.inner.stop_now.cancel();
+            self.inner.stop_now.set();
             for handle in late {
                 let _ = handle.await;
             }
@@ -470,6 +468,20 @@ impl EventBus {
         self.inner
             .counters
             .snapshot(&self.inner.keyed_monitor, &self.inner.global_monitor)
+    }
+
+    /// `name` validated, from the cache when it was seen before.
+    fn topic_name(&self, name: &str) -> Result<TopicName, TopicError> {
+        let topics = &self.inner.topics;
+        if let Some(t) = topics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(t.clone());
+        }
+        let t = TopicName::new(name)?;
+        let mut cache = topics.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < TOPIC_CACHE {
+            cache.insert(t.clone());
+        }
+        Ok(t)
     }
 
     fn fail(&self, message: String) {

@@ -22,7 +22,10 @@
 //!   path ([`DeadLetterPolicy`]): a `<topic>.dlq` topic or a callback. Nothing is dropped
 //!   silently: an undecodable envelope also takes that path, raw bytes included.
 //! - **Backpressure**: worker queues are bounded; when they are full the subscription stops
-//!   pulling from the broker (its lag grows, see [`EventBus::health`]).
+//!   pulling from the broker (its lag grows, see [`EventBus::health`]). The in-process
+//!   [`MemoryBroker`] also bounds what a subscribed group has not acknowledged
+//!   ([`DEFAULT_MEMORY_CAPACITY`] per partition): a publish beyond it waits for room, up to
+//!   the publish timeout.
 //! - **Close**: after [`EventBus::close`] returns, every task the bus spawned has ended and has
 //!   been awaited, and the backend is flushed and disconnected.
 //!
@@ -51,15 +54,16 @@ mod envelope;
 mod error;
 mod message;
 mod observe;
+mod stop;
 mod topic;
 
-pub use backend::MemoryBroker;
 #[cfg(feature = "kafka")]
 pub use backend::{
     Compression, KafkaConfig, DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_COMPRESSION,
     DEFAULT_KAFKA_FETCH_WAIT_MAX, DEFAULT_KAFKA_HEARTBEAT_INTERVAL, DEFAULT_KAFKA_IDEMPOTENCE,
     DEFAULT_KAFKA_SESSION_TIMEOUT, DEFAULT_KAFKA_STATS_INTERVAL,
 };
+pub use backend::{MemoryBroker, DEFAULT_MEMORY_CAPACITY};
 #[cfg(feature = "nats")]
 pub use backend::{
     NatsConfig, DEFAULT_NATS_ACK_WAIT, DEFAULT_NATS_CONNECT_TIMEOUT,

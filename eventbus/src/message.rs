@@ -1,6 +1,12 @@
 //! Messages: what a publisher sends ([`Outbound`]) and what a handler receives ([`Message`]).
+//! Their parts are shared, not copied, between the log, each delivery and each attempt: the
+//! payload and key are [`Bytes`], the headers a reference-counted map that costs nothing when
+//! empty (an envelope carries its metadata in its wire form, not in headers).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -9,6 +15,58 @@ use crate::topic::TopicName;
 /// Message headers: string keys and values (what Kafka and NATS headers both carry).
 pub type Headers = BTreeMap<String, String>;
 
+/// What an empty [`SharedHeaders`] reads as.
+static NO_HEADERS: Headers = BTreeMap::new();
+
+/// Headers shared by every copy of a message: a clone is a reference count, and no headers at
+/// all is no allocation.
+#[derive(Clone, Default)]
+pub(crate) struct SharedHeaders(Option<Arc<Headers>>);
+
+impl SharedHeaders {
+    /// The headers, to change: copied first if another message shares them.
+    pub(crate) fn make_mut(&mut self) -> &mut Headers {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    }
+}
+
+impl Deref for SharedHeaders {
+    type Target = Headers;
+
+    fn deref(&self) -> &Headers {
+        self.0.as_deref().unwrap_or(&NO_HEADERS)
+    }
+}
+
+impl From<Headers> for SharedHeaders {
+    fn from(h: Headers) -> Self {
+        SharedHeaders((!h.is_empty()).then(|| Arc::new(h)))
+    }
+}
+
+impl<'a> IntoIterator for &'a SharedHeaders {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq for SharedHeaders {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedHeaders {}
+
+impl fmt::Debug for SharedHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// A message to publish: payload bytes, an optional key and headers.
 ///
 /// Messages with the same key are handled one at a time, in publish order (the key picks the
@@ -16,7 +74,7 @@ pub type Headers = BTreeMap<String, String>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outbound {
     pub(crate) key: Option<Bytes>,
-    pub(crate) headers: Headers,
+    pub(crate) headers: SharedHeaders,
     pub(crate) payload: Bytes,
 }
 
@@ -25,7 +83,7 @@ impl Outbound {
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Outbound {
             key: None,
-            headers: Headers::new(),
+            headers: SharedHeaders::default(),
             payload: payload.into(),
         }
     }
@@ -38,7 +96,7 @@ impl Outbound {
 
     /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.insert(name.into(), value.into());
+        self.headers.make_mut().insert(name.into(), value.into());
         self
     }
 }
@@ -48,7 +106,7 @@ impl Outbound {
 pub struct Message {
     pub(crate) topic: TopicName,
     pub(crate) key: Option<Bytes>,
-    pub(crate) headers: Headers,
+    pub(crate) headers: SharedHeaders,
     pub(crate) payload: Bytes,
     pub(crate) attempt: u32,
     pub(crate) redelivered: bool,
@@ -84,5 +142,29 @@ impl Message {
     /// previous subscriber closed or failed before handling it.
     pub fn redelivered(&self) -> bool {
         self.redelivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[leakcheck::leak_test]
+    fn headers_are_shared_until_changed() {
+        let empty = SharedHeaders::default();
+        assert!(empty.is_empty() && empty.0.is_none());
+        assert_eq!(empty, SharedHeaders::from(Headers::new()));
+        assert!(SharedHeaders::from(Headers::new()).0.is_none());
+
+        let a = Outbound::new("p").header("tenant", "acme");
+        let mut b = a.clone();
+        let (pa, pb) = (a.headers.0.as_ref().unwrap(), b.headers.0.as_ref().unwrap());
+        assert!(Arc::ptr_eq(pa, pb), "a clone shares the map");
+        b.headers.make_mut().insert("x".into(), "y".into());
+        assert_eq!(a.headers.len(), 1, "changing a copy leaves the original");
+        assert_eq!(b.headers.len(), 2);
+        assert_eq!(&a.headers["tenant"], "acme");
+        let listed: Vec<_> = (&b.headers).into_iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(listed, ["tenant", "x"]);
     }
 }

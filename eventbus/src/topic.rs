@@ -1,6 +1,8 @@
 //! Topic names and configuration.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::TopicError;
@@ -10,9 +12,9 @@ use crate::error::TopicError;
 pub const MAX_TOPIC_NAME: usize = 200;
 
 /// A validated topic name: 1 to [`MAX_TOPIC_NAME`] characters of `[A-Za-z0-9._-]`, the set every
-/// backend accepts.
+/// backend accepts. Every message delivered carries one: a clone is a reference count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicName(String);
+pub struct TopicName(Arc<str>);
 
 impl TopicName {
     /// Validates `name`.
@@ -23,7 +25,7 @@ impl TopicName {
                 name: name.clone(),
                 reason,
             })
-            .map(|()| TopicName(name))
+            .map(|()| TopicName(name.into()))
     }
 
     /// The name.
@@ -33,7 +35,14 @@ impl TopicName {
 
     /// The dead-letter topic of this topic: `<name>.dlq`.
     pub fn dead_letter(&self) -> TopicName {
-        TopicName(format!("{}.dlq", self.0))
+        TopicName(format!("{}.dlq", self.0).into())
+    }
+}
+
+/// Maps keyed by topic name can be read with a `&str`.
+impl Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

@@ -3,94 +3,346 @@
 //! member leaves goes to the group's next member); ephemeral topics deliver only to the members
 //! present, at most once. A [`MemoryBroker`] outlives the buses connected to it, as a real
 //! broker outlives its clients, so that a closed bus's unhandled messages reach the next one.
+//!
+//! Each partition has its own lock (a publish, a take and an ack touch one partition only) and
+//! each subscription its own wake-up, so a publish wakes the members that can take it and no
+//! one else. A partition holds at most the broker's capacity of messages that a present member
+//! has not acknowledged: a publisher beyond it waits, as it would for a real broker's
+//! acknowledgement, instead of growing the log without bound.
+//!
+//! A subscription that is caught up gets a new message from the publish itself, straight into
+//! its worker queue ([`Inbox`]), as a plain channel would: no wake-up and pull of the
+//! subscription's supervisor in between. Whatever cannot go that way (a full queue, a backlog,
+//! a delivery the supervisor holds) waits in the log for the supervisor, so that a partition's
+//! messages still reach the queues in offset order.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use super::{Ack, Backend, BoxFuture, Delivery, NoAck, Subscription};
+use super::{Ack, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
-use crate::message::{Headers, Message, Outbound};
+use crate::message::{Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
+use crate::stop::Stop;
 use crate::topic::{Durability, TopicConfig, TopicName};
 
 /// How many messages an ephemeral subscriber may have waiting before new ones are dropped for
 /// it (core NATS drops messages for slow consumers the same way).
 const EPHEMERAL_BUFFER: usize = 4096;
 
+/// How many messages a partition holds that a subscribed group has not acknowledged before a
+/// publish to it waits ([`MemoryBroker::with_capacity`]): four worker queues' worth of the
+/// bus's defaults, so that a subscription is never starved by it.
+pub const DEFAULT_MEMORY_CAPACITY: usize = 1024;
+
 /// An in-process broker. Clones share it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryBroker {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
-struct Shared {
-    state: Mutex<State>,
-    /// Woken on every append, hand-back, resume and disconnect.
-    changed: Notify,
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MEMORY_CAPACITY)
+    }
 }
 
-#[derive(Default)]
-struct State {
-    topics: HashMap<TopicName, Topic>,
+struct Shared {
+    topics: RwLock<HashMap<TopicName, Arc<Topic>>>,
     /// A simulated outage: publishes wait, subscriptions deliver nothing.
-    paused: bool,
-    next_member: u64,
+    paused: AtomicBool,
+    /// Woken when an outage ends.
+    resumed: Notify,
+    next_member: AtomicU64,
+    capacity: usize,
 }
 
 struct Topic {
     config: TopicConfig,
-    partitions: Vec<Partition>,
-    groups: HashMap<String, Group>,
+    partitions: Box<[Mutex<Partition>]>,
+    /// The persistent groups, by name: their index in each partition's `cursors`.
+    groups: Mutex<HashMap<String, usize>>,
     /// Ephemeral topics: each group's present member.
-    live: HashMap<String, (u64, mpsc::Sender<Message>)>,
-    next_unkeyed: usize,
+    live: Mutex<HashMap<String, (u64, mpsc::Sender<Message>)>>,
+    next_unkeyed: AtomicUsize,
 }
 
-#[derive(Default)]
 struct Partition {
     /// The offset of `log[0]`.
     start: u64,
-    log: VecDeque<Stored>,
+    log: Log<Stored>,
+    /// One per group of the topic, by the group's index.
+    cursors: Vec<Cursor>,
+    /// Woken when acknowledgements or a leaving member make room.
+    room: Arc<Notify>,
+    /// Whether a publisher waits for room (so that acks only wake when someone waits).
+    waiting: bool,
+}
+
+/// How many messages a segment of a partition's log holds.
+const SEGMENT: usize = 1024;
+
+/// A partition's log in segments of [`SEGMENT`] messages: appending never moves what is
+/// stored. One growing buffer would copy the whole log at each doubling, tens of microseconds
+/// for one unlucky publish once the log holds a few thousand messages.
+struct Log<T> {
+    /// Every segment but the first and the last is full.
+    segments: VecDeque<VecDeque<T>>,
+    len: usize,
+}
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Log {
+            segments: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Log<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, item: T) {
+        match self.segments.back_mut() {
+            Some(last) if last.len() < SEGMENT => last.push_back(item),
+            _ => {
+                let mut segment = VecDeque::with_capacity(SEGMENT);
+                segment.push_back(item);
+                self.segments.push_back(segment);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let first = self.segments.front_mut()?;
+        let item = first.pop_front();
+        if first.is_empty() {
+            self.segments.pop_front();
+        }
+        self.len -= usize::from(item.is_some());
+        item
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.segments.front()?.front()
+    }
+
+    fn back(&self) -> Option<&T> {
+        self.segments.back()?.back()
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        let first = self.segments.front()?;
+        if i < first.len() {
+            return first.get(i);
+        }
+        // The segments after the first are full but for the last.
+        let i = i - first.len();
+        self.segments.get(1 + i / SEGMENT)?.get(i % SEGMENT)
+    }
+}
+
+impl<T> std::ops::Index<usize> for Log<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        self.get(i).expect("an offset within the log")
+    }
 }
 
 struct Stored {
     key: Option<Bytes>,
-    headers: Headers,
+    headers: SharedHeaders,
     payload: Bytes,
-    at: Instant,
+    /// Kept only for a retention by age.
+    at: Option<Instant>,
 }
 
-struct Group {
-    member: Option<u64>,
-    /// Per partition: every offset below is acknowledged.
-    committed: Vec<u64>,
-    /// Per partition: the next offset to deliver.
-    cursor: Vec<u64>,
-    /// Per partition: offsets at or above `committed` acknowledged out of order.
-    acked: Vec<BTreeSet<u64>>,
-    /// Per partition: one past the highest offset ever delivered (for `redelivered`).
-    high: Vec<u64>,
-    next_partition: usize,
+/// A group's position in one partition.
+struct Cursor {
+    /// The present member and its wake-up.
+    member: Option<(u64, Arc<Notify>)>,
+    /// The member's worker queues, for hand-offs from the publish.
+    inbox: Option<Arc<dyn Inbox>>,
+    /// The member's supervisor holds a delivery of this partition (taken, not queued yet), or a
+    /// hand-off failed: nothing is handed off until its next take, which keeps the order.
+    holding: bool,
+    /// Every offset below is acknowledged.
+    committed: u64,
+    /// The next offset to deliver.
+    next: u64,
+    /// One past the highest offset ever delivered (for `redelivered`).
+    high: u64,
+    acks: AckWindow,
 }
 
-impl Group {
-    fn new(partitions: &[Partition]) -> Group {
-        // A new group starts at the oldest retained message.
-        let starts: Vec<u64> = partitions.iter().map(|p| p.start).collect();
-        Group {
-            member: None,
-            committed: starts.clone(),
-            cursor: starts.clone(),
-            acked: vec![BTreeSet::new(); partitions.len()],
-            high: starts,
-            next_partition: 0,
+/// Which offsets at or above `committed` are acknowledged out of order: a ring of flags from
+/// `committed` on (a bounded window: a partition holds at most the broker's capacity of
+/// unacknowledged messages per present member), cheaper than a set per acknowledgement.
+#[derive(Default, Debug)]
+struct AckWindow {
+    flags: VecDeque<bool>,
+    count: u64,
+}
+
+impl AckWindow {
+    /// Marks `committed + at` acknowledged; returns how far `committed` moves.
+    fn ack(&mut self, at: u64) -> u64 {
+        let at = at as usize;
+        if self.flags.len() <= at {
+            self.flags.resize(at + 1, false);
         }
+        if !std::mem::replace(&mut self.flags[at], true) {
+            self.count += 1;
+        }
+        let mut advanced = 0;
+        while self.flags.front() == Some(&true) {
+            self.flags.pop_front();
+            self.count -= 1;
+            advanced += 1;
+        }
+        advanced
+    }
+
+    /// Forgets the first `n` offsets (retention dropped them); returns how much further
+    /// `committed` moves over offsets acknowledged after them.
+    fn skip(&mut self, n: u64) -> u64 {
+        for _ in 0..n.min(self.flags.len() as u64) {
+            if self.flags.pop_front() == Some(true) {
+                self.count -= 1;
+            }
+        }
+        let mut advanced = 0;
+        while self.flags.front() == Some(&true) {
+            self.flags.pop_front();
+            self.count -= 1;
+            advanced += 1;
+        }
+        advanced
+    }
+
+    /// Whether `committed + at` is acknowledged.
+    fn is_acked(&self, at: u64) -> bool {
+        self.flags.get(at as usize).copied().unwrap_or(false)
+    }
+}
+
+impl Cursor {
+    fn new(start: u64) -> Cursor {
+        // A new group starts at the oldest retained message.
+        Cursor {
+            member: None,
+            inbox: None,
+            holding: false,
+            committed: start,
+            next: start,
+            high: start,
+            acks: AckWindow::default(),
+        }
+    }
+
+    fn is_member(&self, member: u64) -> bool {
+        self.member.as_ref().is_some_and(|(m, _)| *m == member)
+    }
+}
+
+impl Partition {
+    fn end(&self) -> u64 {
+        self.start + self.log.len() as u64
+    }
+
+    /// Whether a present member has `capacity` messages or more unacknowledged here.
+    fn full(&self, capacity: usize) -> bool {
+        let end = self.end();
+        self.cursors
+            .iter()
+            .any(|c| c.member.is_some() && end - c.committed >= capacity as u64)
+    }
+
+    /// Appends `stored` to this partition (number `p` of `topic`) and hands it to the members
+    /// that are caught up, or wakes them.
+    fn append(&mut self, stored: Stored, topic: &Arc<Topic>, p: usize) {
+        self.log.push_back(stored);
+        let retention = topic.config.retention;
+        while let Some(front) = self.log.front() {
+            let too_many = retention
+                .max_messages
+                .is_some_and(|max| self.log.len() as u64 > max);
+            let too_old = retention
+                .max_age
+                .zip(front.at)
+                .is_some_and(|(age, at)| at.elapsed() > age);
+            if !(too_many || too_old) {
+                break;
+            }
+            self.log.pop_front();
+            self.start += 1;
+        }
+        let start = self.start;
+        let Some(last) = self.log.back() else { return };
+        let off = self.end() - 1;
+        for (group, c) in self.cursors.iter_mut().enumerate() {
+            // Retention dropped what a group had not read: it moves on, as Kafka's consumers do.
+            if c.committed < start {
+                c.committed = start + c.acks.skip(start - c.committed);
+            }
+            c.next = c.next.max(start);
+            let Some((member, wake)) = &c.member else {
+                continue;
+            };
+            if c.next == off && !c.holding {
+                if let Some(inbox) = &c.inbox {
+                    let d = delivery(topic, p, group, *member, off, last, false);
+                    if inbox.offer(d).is_ok() {
+                        c.next = off + 1;
+                        c.high = c.high.max(off + 1);
+                        continue;
+                    }
+                    // Full: the supervisor takes it from here, in order.
+                    c.holding = true;
+                }
+            }
+            // Wake the member to take it (a permit if it is busy: nothing is missed).
+            wake.notify_one();
+        }
+    }
+}
+
+/// Stored message `off` of partition `p` as a delivery to `member` of `group`.
+fn delivery(
+    topic: &Arc<Topic>,
+    p: usize,
+    group: usize,
+    member: u64,
+    off: u64,
+    s: &Stored,
+    redelivered: bool,
+) -> Delivery {
+    Delivery {
+        message: Message {
+            topic: topic.config.name.clone(),
+            key: s.key.clone(),
+            headers: s.headers.clone(),
+            payload: s.payload.clone(),
+            attempt: 1,
+            redelivered,
+        },
+        ack: Box::new(LogAck {
+            topic: topic.clone(),
+            group,
+            member,
+            partition: p,
+            offset: off,
+        }),
     }
 }
 
@@ -99,135 +351,224 @@ impl Topic {
         let n = config.partitions as usize;
         Topic {
             config,
-            partitions: (0..n).map(|_| Partition::default()).collect(),
-            groups: HashMap::new(),
-            live: HashMap::new(),
-            next_unkeyed: 0,
+            partitions: (0..n)
+                .map(|_| {
+                    Mutex::new(Partition {
+                        start: 0,
+                        log: Log::default(),
+                        cursors: Vec::new(),
+                        room: Arc::new(Notify::new()),
+                        waiting: false,
+                    })
+                })
+                .collect(),
+            groups: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            next_unkeyed: AtomicUsize::new(0),
         }
     }
 
-    fn append(&mut self, message: Outbound) {
+    fn partition_of(&self, key: Option<&Bytes>) -> usize {
         let n = self.partitions.len();
-        let p = match &message.key {
+        match key {
             Some(k) => crate::delivery::slot(k, n),
-            None => {
-                self.next_unkeyed = (self.next_unkeyed + 1) % n;
-                self.next_unkeyed
-            }
-        };
-        let retention = self.config.retention;
-        let part = &mut self.partitions[p];
-        part.log.push_back(Stored {
-            key: message.key,
-            headers: message.headers,
-            payload: message.payload,
-            at: Instant::now(),
-        });
-        while let Some(front) = part.log.front() {
-            let too_many = retention
-                .max_messages
-                .is_some_and(|max| part.log.len() as u64 > max);
-            let too_old = retention
-                .max_age
-                .is_some_and(|age| front.at.elapsed() > age);
-            if !(too_many || too_old) {
-                break;
-            }
-            part.log.pop_front();
-            part.start += 1;
+            None => (self.next_unkeyed.fetch_add(1, Ordering::Relaxed) + 1) % n,
         }
-        let start = part.start;
-        for g in self.groups.values_mut() {
-            // Retention dropped what a group had not read: it moves on, as Kafka's consumers do.
-            g.committed[p] = g.committed[p].max(start);
-            g.cursor[p] = g.cursor[p].max(start);
-            g.acked[p].retain(|o| *o >= start);
-        }
-    }
-
-    fn end(&self, p: usize) -> u64 {
-        self.partitions[p].start + self.partitions[p].log.len() as u64
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl MemoryBroker {
-    /// A new, empty broker.
+    /// A new, empty broker with [`DEFAULT_MEMORY_CAPACITY`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new, empty broker whose partitions hold at most `capacity` messages (at least 1) that
+    /// a subscribed group has not acknowledged: a publish beyond that waits for room, up to the
+    /// bus's publish timeout. Groups without a member (and topics without groups) do not count:
+    /// they keep what the retention allows, as on Kafka.
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryBroker {
+            shared: Arc::new(Shared {
+                topics: RwLock::default(),
+                paused: AtomicBool::new(false),
+                resumed: Notify::new(),
+                next_member: AtomicU64::new(0),
+                capacity: capacity.max(1),
+            }),
+        }
     }
 
     /// Simulates an outage: publishes wait (and fail after the bus's publish timeout) and
     /// subscriptions deliver nothing until [`resume`](Self::resume). Stored messages are kept.
     pub fn pause(&self) {
-        self.lock().paused = true;
+        self.shared.paused.store(true, Ordering::SeqCst);
     }
 
     /// Ends a simulated outage.
     pub fn resume(&self) {
-        self.lock().paused = false;
-        self.shared.changed.notify_waiters();
+        self.shared.paused.store(false, Ordering::SeqCst);
+        self.shared.resumed.notify_waiters();
     }
 
     /// How many messages `topic` holds (all partitions, within the retention).
     pub fn stored(&self, topic: &str) -> u64 {
-        let state = self.lock();
         TopicName::new(topic)
             .ok()
-            .and_then(|t| state.topics.get(&t))
-            .map_or(0, |t| t.partitions.iter().map(|p| p.log.len() as u64).sum())
+            .and_then(|t| self.topic(&t))
+            .map_or(0, |t| {
+                t.partitions.iter().map(|p| lock(p).log.len() as u64).sum()
+            })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn paused(&self) -> bool {
+        self.shared.paused.load(Ordering::SeqCst)
     }
 
-    /// Runs `attempt` on the broker's state whenever it changes, until it returns a value;
-    /// `None` once the connection is `closed`. Nothing is attempted during an outage.
-    async fn when<T>(
-        &self,
-        closed: &AtomicBool,
-        mut attempt: impl FnMut(&mut State) -> Option<T>,
-    ) -> Option<T> {
+    fn topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
+        self.shared
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The topic, created with the defaults if unknown (as Kafka's auto-creation does).
+    fn topic_entry(&self, name: &TopicName) -> Arc<Topic> {
+        if let Some(t) = self.topic(name) {
+            return t;
+        }
+        self.shared
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| {
+                let config =
+                    TopicConfig::new(name.as_str()).expect("a valid name makes a valid config");
+                Arc::new(Topic::new(config))
+            })
+            .clone()
+    }
+
+    /// Waits out an outage; `false` once `closed`.
+    async fn while_paused(&self, closed: &Stop) -> bool {
         loop {
-            // Registered before the state is read, so that no change is missed.
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if closed.load(Ordering::SeqCst) {
-                return None;
+            // Registered before the flag is read, so that no resume is missed.
+            let resumed = self.shared.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if closed.is_set() {
+                return false;
             }
-            {
-                let mut state = self.lock();
-                if !state.paused {
-                    if let Some(t) = attempt(&mut state) {
-                        return Some(t);
-                    }
-                }
+            if !self.paused() {
+                return true;
             }
-            notified.await;
+            tokio::select! {
+                _ = resumed => {}
+                _ = closed.wait() => return false,
+            }
         }
     }
-}
-
-fn topic_entry<'a>(state: &'a mut State, name: &TopicName) -> &'a mut Topic {
-    state.topics.entry(name.clone()).or_insert_with(|| {
-        // Publishing or subscribing to an unknown topic creates it with the defaults, as Kafka
-        // does with auto-creation.
-        Topic::new(TopicConfig::new(name.as_str()).expect("a valid name makes a valid config"))
-    })
 }
 
 /// One bus's connection to a [`MemoryBroker`].
 pub(crate) struct MemoryBackend {
     broker: MemoryBroker,
-    closed: Arc<AtomicBool>,
+    closed: Stop,
 }
 
 impl MemoryBackend {
     pub(crate) fn new(broker: &MemoryBroker) -> Self {
         MemoryBackend {
             broker: broker.clone(),
-            closed: Arc::new(AtomicBool::new(false)),
+            closed: Stop::default(),
+        }
+    }
+
+    /// Stores `message` if that needs no waiting; otherwise hands it back.
+    fn store_now(&self, topic: &TopicName, message: Outbound) -> Result<(), Outbound> {
+        if self.broker.paused() {
+            return Err(message);
+        }
+        let t = self.broker.topic_entry(topic);
+        if t.config.durability == Durability::Ephemeral {
+            let msg = Message {
+                topic: topic.clone(),
+                key: message.key,
+                headers: message.headers,
+                payload: message.payload,
+                attempt: 1,
+                redelivered: false,
+            };
+            // A subscriber whose buffer is full misses it (at most once).
+            for (_, tx) in lock(&t.live).values() {
+                let _ = tx.try_send(msg.clone());
+            }
+            return Ok(());
+        }
+        let p = t.partition_of(message.key.as_ref());
+        self.store_in(&t, p, message)
+    }
+
+    /// Appends `message` to partition `p` of `t` unless it is full or the broker paused.
+    fn store_in(&self, t: &Arc<Topic>, p: usize, message: Outbound) -> Result<(), Outbound> {
+        let mut part = lock(&t.partitions[p]);
+        if self.broker.paused() || part.full(self.broker.shared.capacity) {
+            return Err(message);
+        }
+        let at = t.config.retention.max_age.map(|_| Instant::now());
+        part.append(
+            Stored {
+                key: message.key,
+                headers: message.headers,
+                payload: message.payload,
+                at,
+            },
+            t,
+            p,
+        );
+        Ok(())
+    }
+
+    /// The slow path: waits for the outage to end or for room in the partition.
+    async fn store_waiting(&self, topic: &TopicName, mut message: Outbound) -> bool {
+        loop {
+            if !self.broker.while_paused(&self.closed).await {
+                return false;
+            }
+            let t = self.broker.topic_entry(topic);
+            if t.config.durability == Durability::Ephemeral {
+                // Never full: only a pause (waited out above) stops it.
+                match self.store_now(topic, message) {
+                    Ok(()) => return true,
+                    Err(m) => message = m,
+                }
+                continue;
+            }
+            let p = t.partition_of(message.key.as_ref());
+            let room = {
+                let mut part = lock(&t.partitions[p]);
+                part.waiting = true;
+                part.room.clone()
+            };
+            // Registered before trying, so that no room made meanwhile is missed.
+            let notified = room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            message = match self.store_in(&t, p, message) {
+                Ok(()) => return true,
+                Err(m) => m,
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = self.closed.wait() => return false,
+            }
         }
     }
 }
@@ -242,11 +583,16 @@ impl Backend for MemoryBackend {
         config: &'a TopicConfig,
     ) -> BoxFuture<'a, Result<(), TopicError>> {
         Box::pin(async move {
-            if self.closed.load(Ordering::SeqCst) {
+            if self.closed.is_set() {
                 return Err(TopicError::Closed);
             }
-            let mut state = self.broker.lock();
-            match state.topics.get(&config.name) {
+            let mut topics = self
+                .broker
+                .shared
+                .topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            match topics.get(&config.name) {
                 Some(t)
                     if t.config.durability != config.durability
                         || t.config.partitions != config.partitions =>
@@ -262,13 +608,19 @@ impl Backend for MemoryBackend {
                 }
                 Some(_) => Ok(()),
                 None => {
-                    state
-                        .topics
-                        .insert(config.name.clone(), Topic::new(config.clone()));
+                    topics.insert(config.name.clone(), Arc::new(Topic::new(config.clone())));
                     Ok(())
                 }
             }
         })
+    }
+
+    fn try_publish(&self, topic: &TopicName, message: Outbound) -> Option<Outbound> {
+        if self.closed.is_set() {
+            // The async path says why.
+            return Some(message);
+        }
+        self.store_now(topic, message).err()
     }
 
     fn publish<'a>(
@@ -277,37 +629,9 @@ impl Backend for MemoryBackend {
         message: Outbound,
     ) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(async move {
-            let mut message = Some(message);
-            let stored = self
-                .broker
-                .when(&self.closed, |state| {
-                    let t = topic_entry(state, topic);
-                    let message = message.take()?;
-                    if t.config.durability == Durability::Ephemeral {
-                        let msg = Message {
-                            topic: topic.clone(),
-                            key: message.key,
-                            headers: message.headers,
-                            payload: message.payload,
-                            attempt: 1,
-                            redelivered: false,
-                        };
-                        // A subscriber whose buffer is full misses it (at most once).
-                        for (_, tx) in t.live.values() {
-                            let _ = tx.try_send(msg.clone());
-                        }
-                    } else {
-                        t.append(message);
-                    }
-                    Some(())
-                })
-                .await;
-            match stored {
-                Some(()) => {
-                    self.broker.shared.changed.notify_waiters();
-                    Ok(())
-                }
-                None => Err(PublishError::Closed),
+            match self.store_waiting(topic, message).await {
+                true => Ok(()),
+                false => Err(PublishError::Closed),
             }
         })
     }
@@ -318,55 +642,76 @@ impl Backend for MemoryBackend {
         group: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, SubscribeError>> {
         Box::pin(async move {
-            if self.closed.load(Ordering::SeqCst) {
+            if self.closed.is_set() {
                 return Err(SubscribeError::Closed);
             }
-            let mut state = self.broker.lock();
-            state.next_member += 1;
-            let member = state.next_member;
-            let t = topic_entry(&mut state, topic);
+            let member = self
+                .broker
+                .shared
+                .next_member
+                .fetch_add(1, Ordering::SeqCst)
+                + 1;
+            let t = self.broker.topic_entry(topic);
             let taken = || SubscribeError::AlreadySubscribed {
                 topic: topic.clone(),
                 group: group.to_string(),
             };
             if t.config.durability == Durability::Ephemeral {
-                if t.live.contains_key(group) {
+                let mut live = lock(&t.live);
+                if live.contains_key(group) {
                     return Err(taken());
                 }
                 let (tx, rx) = mpsc::channel(EPHEMERAL_BUFFER);
-                t.live.insert(group.to_string(), (member, tx));
+                live.insert(group.to_string(), (member, tx));
                 return Ok(Box::new(EphemeralSubscription {
-                    broker: self.broker.clone(),
+                    topic: t.clone(),
                     closed: self.closed.clone(),
-                    topic: topic.clone(),
                     group: group.to_string(),
                     member,
                     rx,
                 }) as Box<dyn Subscription>);
             }
-            let partitions = &t.partitions;
-            let g = t
-                .groups
-                .entry(group.to_string())
-                .or_insert_with(|| Group::new(partitions));
-            if g.member.is_some() {
-                return Err(taken());
+            let wake = Arc::new(Notify::new());
+            let mut groups = lock(&t.groups);
+            let index = match groups.get(group) {
+                Some(&i) => {
+                    if lock(&t.partitions[0]).cursors[i].member.is_some() {
+                        return Err(taken());
+                    }
+                    i
+                }
+                None => {
+                    let i = groups.len();
+                    for p in t.partitions.iter() {
+                        let mut p = lock(p);
+                        let start = p.start;
+                        p.cursors.push(Cursor::new(start));
+                    }
+                    groups.insert(group.to_string(), i);
+                    i
+                }
+            };
+            // Membership is written under the groups lock, partition by partition.
+            for p in t.partitions.iter() {
+                lock(p).cursors[index].member = Some((member, wake.clone()));
             }
-            g.member = Some(member);
+            drop(groups);
             Ok(Box::new(LogSubscription {
                 broker: self.broker.clone(),
                 closed: self.closed.clone(),
-                topic: topic.clone(),
-                group: group.to_string(),
+                topic: t,
+                group: index,
                 member,
+                wake,
+                next_partition: 0,
             }) as Box<dyn Subscription>)
         })
     }
 
     fn connection(&self) -> ConnectionState {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.closed.is_set() {
             ConnectionState::Closed
-        } else if self.broker.lock().paused {
+        } else if self.broker.paused() {
             ConnectionState::Disconnected
         } else {
             ConnectionState::Connected
@@ -374,15 +719,17 @@ impl Backend for MemoryBackend {
     }
 
     fn lag(&self, topic: &TopicName, group: &str) -> Option<u64> {
-        let state = self.broker.lock();
-        let t = state.topics.get(topic)?;
-        let g = t.groups.get(group)?;
+        let t = self.broker.topic(topic)?;
+        let index = *lock(&t.groups).get(group)?;
         Some(
-            (0..t.partitions.len())
+            t.partitions
+                .iter()
                 .map(|p| {
-                    t.end(p)
-                        .saturating_sub(g.committed[p])
-                        .saturating_sub(g.acked[p].len() as u64)
+                    let p = lock(p);
+                    let c = &p.cursors[index];
+                    p.end()
+                        .saturating_sub(c.committed)
+                        .saturating_sub(c.acks.count)
                 })
                 .sum(),
         )
@@ -391,8 +738,7 @@ impl Backend for MemoryBackend {
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
             // Everything published is already stored: nothing to flush.
-            self.closed.store(true, Ordering::SeqCst);
-            self.broker.shared.changed.notify_waiters();
+            self.closed.set();
             Ok(())
         })
     }
@@ -401,53 +747,55 @@ impl Backend for MemoryBackend {
 /// A member of a group on a persistent topic.
 struct LogSubscription {
     broker: MemoryBroker,
-    closed: Arc<AtomicBool>,
-    topic: TopicName,
-    group: String,
+    closed: Stop,
+    topic: Arc<Topic>,
+    /// The group's index in the partitions' cursors.
+    group: usize,
     member: u64,
+    wake: Arc<Notify>,
+    /// Where the next take starts, so that every partition gets its turn.
+    next_partition: usize,
 }
 
 impl LogSubscription {
-    /// Takes the next message for this member, if one is ready.
-    fn take(&self, state: &mut State) -> Option<Delivery> {
-        let t = state.topics.get_mut(&self.topic)?;
-        let n = t.partitions.len();
-        let g = t.groups.get_mut(&self.group)?;
-        if g.member != Some(self.member) {
-            return None;
-        }
+    /// Takes the next message for this member, if one is ready. With an inbox attached, it
+    /// queues what it can itself and returns only a delivery whose queue is full (which the
+    /// supervisor then holds until it is queued).
+    fn take(&mut self) -> Option<Delivery> {
+        let n = self.topic.partitions.len();
         for i in 0..n {
-            let p = (g.next_partition + i) % n;
-            let part = &t.partitions[p];
+            let p = (self.next_partition + i) % n;
+            let mut part = self.topic.partitions[p]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let part = &mut *part;
+            let c = &mut part.cursors[self.group];
+            if !c.is_member(self.member) {
+                return None;
+            }
+            // The supervisor asks again: it holds nothing now.
+            c.holding = false;
             let end = part.start + part.log.len() as u64;
-            while g.cursor[p] < end {
-                let off = g.cursor[p].max(part.start);
-                g.cursor[p] = off + 1;
-                if g.acked[p].contains(&off) {
+            while c.next < end {
+                let off = c.next.max(part.start);
+                c.next = off + 1;
+                if c.acks.is_acked(off - c.committed) {
                     continue;
                 }
                 let s = &part.log[(off - part.start) as usize];
-                let redelivered = off < g.high[p];
-                g.high[p] = g.high[p].max(off + 1);
-                g.next_partition = (p + 1) % n;
-                return Some(Delivery {
-                    message: Message {
-                        topic: self.topic.clone(),
-                        key: s.key.clone(),
-                        headers: s.headers.clone(),
-                        payload: s.payload.clone(),
-                        attempt: 1,
-                        redelivered,
+                let redelivered = off < c.high;
+                c.high = c.high.max(off + 1);
+                let d = delivery(&self.topic, p, self.group, self.member, off, s, redelivered);
+                let d = match &c.inbox {
+                    Some(inbox) => match inbox.offer(d) {
+                        Ok(()) => continue,
+                        Err(d) => d,
                     },
-                    ack: Box::new(LogAck {
-                        broker: self.broker.clone(),
-                        topic: self.topic.clone(),
-                        group: self.group.clone(),
-                        member: self.member,
-                        partition: p,
-                        offset: off,
-                    }),
-                });
+                    None => d,
+                };
+                c.holding = true;
+                self.next_partition = (p + 1) % n;
+                return Some(d);
             }
         }
         None
@@ -457,37 +805,64 @@ impl LogSubscription {
 impl Subscription for LogSubscription {
     fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
         Box::pin(async move {
-            let this = &*self;
-            this.broker
-                .when(&this.closed, |state| this.take(state))
-                .await
+            loop {
+                if self.closed.is_set() {
+                    return None;
+                }
+                if self.broker.paused() {
+                    if !self.broker.while_paused(&self.closed).await {
+                        return None;
+                    }
+                    continue;
+                }
+                if let Some(d) = self.take() {
+                    return Some(d);
+                }
+                // A publish after the take left a permit: this returns at once then.
+                let wake = self.wake.clone();
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = self.closed.wait() => return None,
+                }
+            }
         })
+    }
+
+    fn attach(&mut self, inbox: Arc<dyn Inbox>) {
+        for p in self.topic.partitions.iter() {
+            let mut p = lock(p);
+            let c = &mut p.cursors[self.group];
+            if c.is_member(self.member) {
+                c.inbox = Some(inbox.clone());
+            }
+        }
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let mut state = self.broker.lock();
-            if let Some(g) = state
-                .topics
-                .get_mut(&self.topic)
-                .and_then(|t| t.groups.get_mut(&self.group))
-            {
-                if g.member == Some(self.member) {
-                    g.member = None;
+            let _groups = lock(&self.topic.groups);
+            for p in self.topic.partitions.iter() {
+                let mut p = lock(p);
+                let c = &mut p.cursors[self.group];
+                if c.is_member(self.member) {
+                    c.member = None;
+                    c.inbox = None;
+                    c.holding = false;
                     // Unacknowledged messages go to the group's next member.
-                    g.cursor = g.committed.clone();
+                    c.next = c.committed;
+                    // Its unacknowledged messages no longer hold publishers back.
+                    if std::mem::take(&mut p.waiting) {
+                        p.room.notify_waiters();
+                    }
                 }
             }
-            drop(state);
-            self.broker.shared.changed.notify_waiters();
         })
     }
 }
 
 struct LogAck {
-    broker: MemoryBroker,
-    topic: TopicName,
-    group: String,
+    topic: Arc<Topic>,
+    group: usize,
     member: u64,
     partition: usize,
     offset: u64,
@@ -495,33 +870,25 @@ struct LogAck {
 
 impl Ack for LogAck {
     fn ack(self: Box<Self>) {
-        let mut state = self.broker.lock();
-        let Some(g) = state
-            .topics
-            .get_mut(&self.topic)
-            .and_then(|t| t.groups.get_mut(&self.group))
-        else {
-            return;
-        };
+        let mut part = lock(&self.topic.partitions[self.partition]);
+        let part = &mut *part;
+        let c = &mut part.cursors[self.group];
         // A member that left no longer acknowledges: its messages went to the next member.
-        if g.member != Some(self.member) {
+        if !c.is_member(self.member) || self.offset < c.committed {
             return;
         }
-        let p = self.partition;
-        if self.offset >= g.committed[p] {
-            g.acked[p].insert(self.offset);
-        }
-        while g.acked[p].remove(&g.committed[p]) {
-            g.committed[p] += 1;
+        let advanced = c.acks.ack(self.offset - c.committed);
+        c.committed += advanced;
+        if advanced > 0 && std::mem::take(&mut part.waiting) {
+            part.room.notify_waiters();
         }
     }
 }
 
 /// A member of a group on an ephemeral topic.
 struct EphemeralSubscription {
-    broker: MemoryBroker,
-    closed: Arc<AtomicBool>,
-    topic: TopicName,
+    topic: Arc<Topic>,
+    closed: Stop,
     group: String,
     member: u64,
     rx: mpsc::Receiver<Message>,
@@ -530,35 +897,178 @@ struct EphemeralSubscription {
 impl Subscription for EphemeralSubscription {
     fn next(&mut self) -> BoxFuture<'_, Option<Delivery>> {
         Box::pin(async move {
-            let shared = self.broker.shared.clone();
-            loop {
-                let notified = shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.closed.load(Ordering::SeqCst) {
-                    return None;
-                }
-                tokio::select! {
-                    m = self.rx.recv() => {
-                        return m.map(|message| Delivery { message, ack: Box::new(NoAck) });
-                    }
-                    _ = &mut notified => {}
-                }
+            if self.closed.is_set() {
+                return None;
+            }
+            tokio::select! {
+                m = self.rx.recv() => m.map(|message| Delivery { message, ack: Box::new(NoAck) }),
+                _ = self.closed.wait() => None,
             }
         })
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let mut state = self.broker.lock();
-            if let Some(t) = state.topics.get_mut(&self.topic) {
-                if t.live
-                    .get(&self.group)
-                    .is_some_and(|(m, _)| *m == self.member)
-                {
-                    t.live.remove(&self.group);
-                }
+            let mut live = lock(&self.topic.live);
+            if live
+                .get(&self.group)
+                .is_some_and(|(m, _)| *m == self.member)
+            {
+                live.remove(&self.group);
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[leakcheck::leak_test]
+    fn the_ack_window_advances_over_acknowledged_offsets_only() {
+        let mut w = AckWindow::default();
+        // 1 and 2 out of order: nothing committed yet.
+        assert_eq!(w.ack(1), 0);
+        assert_eq!(w.ack(2), 0);
+        assert_eq!(w.count, 2);
+        assert!(w.is_acked(1) && !w.is_acked(0) && !w.is_acked(7));
+        // 0 closes the gap: 0, 1 and 2 are committed.
+        assert_eq!(w.ack(0), 3);
+        assert_eq!(w.count, 0);
+        // A second ack of the same offset counts once.
+        assert_eq!(w.ack(1), 0);
+        assert_eq!(w.ack(1), 0);
+        assert_eq!(w.count, 1);
+        // Retention drops offsets 0..3 (1 among them, acknowledged); 3 was acknowledged too,
+        // so `committed` moves one further.
+        w.ack(3);
+        assert_eq!(w.skip(3), 1);
+        assert_eq!(w.count, 0);
+        assert!(w.flags.is_empty());
+        assert_eq!(w.skip(5), 0);
+    }
+
+    #[leakcheck::leak_test]
+    fn the_log_indexes_across_segments_after_pops() {
+        let mut log = Log::default();
+        let n = 3 * SEGMENT + 10;
+        (0..n).for_each(|i| log.push_back(i));
+        assert_eq!((log.len(), log.segments.len()), (n, 4));
+        // Pop into the second segment: the first shrinks, then goes.
+        for expected in 0..SEGMENT + 5 {
+            assert_eq!(log.pop_front(), Some(expected));
+        }
+        assert_eq!(log.segments.len(), 3);
+        assert_eq!(log.len(), n - SEGMENT - 5);
+        for i in 0..log.len() {
+            assert_eq!(log[i], SEGMENT + 5 + i, "index {i}");
+        }
+        assert_eq!(log.get(log.len()), None);
+        assert_eq!(
+            (log.front(), log.back()),
+            (Some(&(SEGMENT + 5)), Some(&(n - 1)))
+        );
+        // Appending fills the last segment before starting another.
+        log.push_back(n);
+        assert_eq!(log.segments.len(), 3);
+        assert_eq!(log[log.len() - 1], n);
+        while log.pop_front().is_some() {}
+        assert_eq!((log.len(), log.segments.len()), (0, 0));
+        assert_eq!(log.front(), None);
+    }
+
+    fn stored() -> Stored {
+        Stored {
+            key: None,
+            headers: SharedHeaders::default(),
+            payload: Bytes::new(),
+            at: None,
+        }
+    }
+
+    #[leakcheck::leak_test]
+    fn a_full_partition_counts_present_members_only() {
+        let topic = Arc::new(Topic::new(TopicConfig::new("t").unwrap()));
+        let mut p = lock(&topic.partitions[0]);
+        p.cursors = vec![Cursor::new(0), Cursor::new(0)];
+        for _ in 0..3 {
+            p.append(stored(), &topic, 0);
+        }
+        // No member: nothing holds publishers back.
+        assert!(!p.full(3));
+        p.cursors[1].member = Some((1, Arc::new(Notify::new())));
+        assert!(p.full(3));
+        assert!(!p.full(4));
+        p.cursors[1].committed = 1;
+        assert!(!p.full(3));
+    }
+
+    /// Takes what it has room for, records the payloads in order and keeps the acks (called
+    /// later: an offer runs under the partition's lock, as a worker's ack never does).
+    #[derive(Default)]
+    struct Queue {
+        room: Mutex<usize>,
+        got: Mutex<Vec<Bytes>>,
+        acks: Mutex<Vec<Box<dyn Ack>>>,
+    }
+
+    impl Inbox for Queue {
+        fn offer(&self, d: Delivery) -> Result<(), Delivery> {
+            let mut room = lock(&self.room);
+            if *room == 0 {
+                return Err(d);
+            }
+            *room -= 1;
+            lock(&self.got).push(d.message.payload.clone());
+            lock(&self.acks).push(d.ack);
+            Ok(())
+        }
+    }
+
+    #[leakcheck::leak_test]
+    async fn hand_offs_keep_the_partition_order() {
+        let broker = MemoryBroker::new();
+        let backend = MemoryBackend::new(&broker);
+        let t = TopicName::new("handoff").unwrap();
+        let config = TopicConfig::new("handoff").unwrap().partitions(1);
+        backend.create_topic(&config).await.unwrap();
+        let mut sub = backend.subscribe(&t, "g").await.unwrap();
+        let queue = Arc::new(Queue::default());
+        *lock(&queue.room) = 2;
+        sub.attach(queue.clone());
+        let publish = |i: u32| {
+            let m = Outbound::new(i.to_string()).key("k");
+            assert!(backend.try_publish(&t, m).is_none(), "message {i}");
+        };
+        let got = || -> Vec<String> {
+            lock(&queue.got)
+                .iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        };
+        // Caught up: the publish hands 0 and 1 over; 2 and 3 find the queue full.
+        (0..4).for_each(publish);
+        assert_eq!(got(), ["0", "1"]);
+        // The supervisor's take returns 2 (it holds it until queued).
+        let held = sub.next().await.unwrap();
+        assert_eq!(held.message.payload(), "2");
+        // With room again, 4 must not overtake 2 and 3: it waits in the log.
+        *lock(&queue.room) = 10;
+        publish(4);
+        assert_eq!(got(), ["0", "1"]);
+        // 2 is queued by the supervisor; its next take queues 3 and 4 and finds nothing else.
+        queue.offer(held).ok().unwrap();
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(20), sub.next()).await;
+        assert!(idle.is_err(), "nothing is left to return");
+        assert_eq!(got(), ["0", "1", "2", "3", "4"]);
+        // Caught up again: straight from the publish.
+        publish(5);
+        assert_eq!(got(), ["0", "1", "2", "3", "4", "5"]);
+        assert_eq!(backend.lag(&t, "g"), Some(6));
+        let acks = std::mem::take(&mut *lock(&queue.acks));
+        acks.into_iter().for_each(|a| a.ack());
+        assert_eq!(backend.lag(&t, "g"), Some(0));
+        sub.close().await;
+        backend.close().await.unwrap();
     }
 }

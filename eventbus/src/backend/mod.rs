@@ -13,6 +13,7 @@ mod offload;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 #[cfg(feature = "kafka")]
 pub(crate) use kafka::KafkaBackend;
@@ -23,7 +24,7 @@ pub use kafka::{
     DEFAULT_KAFKA_SESSION_TIMEOUT, DEFAULT_KAFKA_STATS_INTERVAL,
 };
 pub(crate) use memory::MemoryBackend;
-pub use memory::MemoryBroker;
+pub use memory::{MemoryBroker, DEFAULT_MEMORY_CAPACITY};
 #[cfg(feature = "nats")]
 pub(crate) use nats::NatsBackend;
 #[cfg(feature = "nats")]
@@ -47,6 +48,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Creates the topic, or checks that it exists with a compatible configuration.
     fn create_topic<'a>(&'a self, config: &'a TopicConfig)
         -> BoxFuture<'a, Result<(), TopicError>>;
+
+    /// Hands one message to the broker if that needs no waiting (an in-process broker with
+    /// room); `None` means the broker has it, `Some` hands the message back for
+    /// [`publish`](Self::publish). It saves the bus a boxed future and a timer per message
+    /// where the broker cannot block. The default never takes it.
+    fn try_publish(&self, _topic: &TopicName, message: Outbound) -> Option<Outbound> {
+        Some(message)
+    }
 
     /// Hands one message to the broker; `Ok` means the broker has it (for persistent topics:
     /// stored).
@@ -82,6 +91,22 @@ pub(crate) trait Subscription: Send {
     /// Leaves the group. Deliveries not acknowledged go back to the group: its next member gets
     /// them again.
     fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
+
+    /// Gives the subscription its pool's queues, for a backend that can hand messages over
+    /// itself (see [`Inbox`]). The default ignores them: everything goes through
+    /// [`next`](Self::next).
+    fn attach(&mut self, _inbox: Arc<dyn Inbox>) {}
+}
+
+/// A subscription's worker queues, for a backend that can hand a message straight to them:
+/// the in-process broker does it from the publish and from `next`, which saves the
+/// supervisor's task switch per message. The backend keeps every order the supervisor keeps
+/// (per partition, in offset order, nothing overtaking a delivery `next` returned).
+pub(crate) trait Inbox: Send + Sync {
+    /// Queues `d` if its queue has room now and the subscription still takes work; otherwise
+    /// hands it back. It runs under the backend's lock: it must not block nor call back into
+    /// the backend (acknowledge, publish).
+    fn offer(&self, d: Delivery) -> Result<(), Delivery>;
 }
 
 /// One delivered message and the means to acknowledge it. Dropping it unacknowledged hands the

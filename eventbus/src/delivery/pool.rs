@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 
 use super::{slot, spawn_named, DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy};
-use crate::backend::{Backend, BoxFuture, Delivery, Subscription};
+use crate::backend::{Backend, BoxFuture, Delivery, Inbox, Subscription};
 use crate::error::{EnvelopeError, HandlerError};
 use crate::message::{Message, Outbound};
 use crate::observe::Counters;
+use crate::stop::Stop;
 use crate::topic::TopicName;
 
 /// A subscription's handler, type-erased.
@@ -46,9 +46,9 @@ pub(crate) struct SubscriptionCtx {
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_error: Arc<Mutex<Option<String>>>,
     /// Stop pulling new deliveries (close began).
-    pub(crate) stop_intake: CancellationToken,
+    pub(crate) stop_intake: Stop,
     /// Stop handling (the close deadline passed): hand everything back.
-    pub(crate) stop_now: CancellationToken,
+    pub(crate) stop_now: Stop,
     pub(crate) keyed_workers: usize,
     pub(crate) global_workers: usize,
     pub(crate) queue_capacity: usize,
@@ -66,9 +66,41 @@ impl SubscriptionCtx {
     }
 }
 
+/// The worker queues as a backend sees them ([`Inbox`]). It holds weak senders, so that the
+/// supervisor's drop of its own still closes the queues at close.
+struct Queues {
+    keyed: Vec<mpsc::WeakSender<Delivery>>,
+    global: mpsc::WeakSender<Delivery>,
+    counters: Arc<Counters>,
+    stop_intake: Stop,
+}
+
+impl Inbox for Queues {
+    fn offer(&self, d: Delivery) -> Result<(), Delivery> {
+        if self.stop_intake.is_set() {
+            return Err(d);
+        }
+        let queue = match d.message.key() {
+            Some(k) => &self.keyed[slot(k, self.keyed.len())],
+            None => &self.global,
+        };
+        let Some(queue) = queue.upgrade() else {
+            return Err(d);
+        };
+        match queue.try_send(d) {
+            Ok(()) => {
+                Counters::add(&self.counters.delivered);
+                self.counters.enqueued();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+}
+
 /// Starts the subscription: its workers, then its supervisor, which ends after close once every
 /// worker is joined and the group is left. Everything runs when this returns.
-pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> JoinHandle<()> {
+pub(crate) fn start(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) -> JoinHandle<()> {
     let mut workers = JoinSet::new();
     let keyed: Vec<mpsc::Sender<Delivery>> = (0..ctx.keyed_workers.max(1))
         .map(|i| {
@@ -94,6 +126,12 @@ pub(crate) fn start(ctx: Arc<SubscriptionCtx>, sub: Box<dyn Subscription>) -> Jo
             fut,
         );
     }
+    sub.attach(Arc::new(Queues {
+        keyed: keyed.iter().map(mpsc::Sender::downgrade).collect(),
+        global: global.downgrade(),
+        counters: ctx.counters.clone(),
+        stop_intake: ctx.stop_intake.clone(),
+    }));
     let name = ctx.name("subscription");
     spawn_named(&name, supervise(ctx, sub, workers, keyed, global))
 }
@@ -106,28 +144,43 @@ async fn supervise(
     global: mpsc::Sender<Delivery>,
 ) {
     loop {
+        // Checked first, so that the waits below need to watch for it only while they wait.
+        if ctx.stop_intake.is_set() {
+            break;
+        }
         let delivery = tokio::select! {
             biased;
-            _ = ctx.stop_intake.cancelled() => break,
             d = sub.next() => match d {
                 Some(d) => d,
                 None => break,
             },
+            _ = ctx.stop_intake.wait() => break,
         };
         Counters::add(&ctx.counters.delivered);
         let queue = match delivery.message.key() {
             Some(k) => &keyed[slot(k, keyed.len())],
             None => &global,
         };
-        // A full queue waits here: no more is pulled from the broker meanwhile.
+        let delivery = match queue.try_send(delivery) {
+            Ok(()) => {
+                ctx.counters.enqueued();
+                continue;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(mpsc::error::TrySendError::Full(d)) => d,
+        };
+        // A full queue waits here: no more is pulled from the broker meanwhile. It waits for a
+        // batch of free slots, not one: the pulls that follow fill them in one go instead of
+        // waking this task once per message the worker takes.
         tokio::select! {
-            sent = queue.send(delivery) => {
-                if sent.is_err() {
+            permits = queue.reserve_many(refill_batch(ctx.queue_capacity)) => {
+                let Some(slot) = permits.ok().and_then(|mut p| p.next()) else {
                     break;
-                }
+                };
+                slot.send(delivery);
                 ctx.counters.enqueued();
             }
-            _ = ctx.stop_intake.cancelled() => {
+            _ = ctx.stop_intake.wait() => {
                 // The delivery is dropped unacknowledged: the broker keeps it.
                 Counters::add(&ctx.counters.handed_back);
                 break;
@@ -146,6 +199,12 @@ async fn supervise(
         }
     }
     sub.close().await;
+}
+
+/// How many free slots of a full worker queue the supervisor waits for: an eighth of the queue
+/// (at most 64), so that the worker still has most of its queue to work through meanwhile.
+fn refill_batch(capacity: usize) -> usize {
+    (capacity / 8).clamp(1, 64)
 }
 
 fn spawn_into<F>(set: &mut JoinSet<()>, name: &str, fut: F)
@@ -185,7 +244,7 @@ async fn global_worker(
 /// dropped unacknowledged, which hands it back to the broker.
 async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
     let Delivery { message, ack } = d;
-    if ctx.stop_now.is_cancelled() {
+    if ctx.stop_now.is_set() {
         Counters::add(&ctx.counters.handed_back);
         return;
     }
@@ -194,9 +253,11 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
         let mut m = message.clone();
         m.attempt = attempt;
         let call = AssertUnwindSafe((ctx.handler)(m)).catch_unwind();
+        // The call first: a handler that is done at once never registers for the cancellation.
         let outcome = tokio::select! {
+            biased;
             r = call => r,
-            _ = ctx.stop_now.cancelled() => {
+            _ = ctx.stop_now.wait() => {
                 Counters::add(&ctx.counters.handed_back);
                 return;
             }
@@ -234,7 +295,7 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
         Counters::add(&ctx.counters.redeliveries);
         tokio::select! {
             _ = tokio::time::sleep(ctx.retry.backoff_after(attempt)) => {}
-            _ = ctx.stop_now.cancelled() => {
+            _ = ctx.stop_now.wait() => {
                 Counters::add(&ctx.counters.handed_back);
                 return;
             }
@@ -276,14 +337,11 @@ async fn dead_letter(
                 DeadLetterReason::HandlerFailed { attempts, .. } => *attempts,
                 DeadLetterReason::Undecodable(_) => 0,
             };
-            out.headers
-                .insert("eventbus-dead-letter-reason".into(), reason.to_string());
-            out.headers
-                .insert("eventbus-source-topic".into(), ctx.topic.to_string());
-            out.headers
-                .insert("eventbus-group".into(), ctx.group.clone());
-            out.headers
-                .insert("eventbus-attempts".into(), attempts.to_string());
+            let headers = out.headers.make_mut();
+            headers.insert("eventbus-dead-letter-reason".into(), reason.to_string());
+            headers.insert("eventbus-source-topic".into(), ctx.topic.to_string());
+            headers.insert("eventbus-group".into(), ctx.group.clone());
+            headers.insert("eventbus-attempts".into(), attempts.to_string());
             let dlq = ctx.topic.dead_letter();
             match ctx.backend.publish(&dlq, out).await {
                 Ok(()) => {
@@ -304,4 +362,18 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[leakcheck::leak_test]
+    fn a_refill_batch_fits_in_its_queue() {
+        assert_eq!(refill_batch(1), 1);
+        assert_eq!(refill_batch(4), 1);
+        assert_eq!(refill_batch(256), 32);
+        assert_eq!(refill_batch(100_000), 64);
+        assert!((1..2000).all(|c| (1..=c).contains(&refill_batch(c))));
+    }
 }

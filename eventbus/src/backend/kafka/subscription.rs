@@ -115,7 +115,7 @@ impl KafkaSubscription {
             message: Message {
                 topic: topic.clone(),
                 key: m.key().map(Bytes::copy_from_slice),
-                headers,
+                headers: headers.into(),
                 payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                 attempt: 1,
                 // Kafka does not say whether the group saw a message before.

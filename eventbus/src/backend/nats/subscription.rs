@@ -129,7 +129,7 @@ fn delivery(
         message: Message {
             topic: topic.clone(),
             key,
-            headers,
+            headers: headers.into(),
             payload: m.payload,
             attempt: 1,
             redelivered,
