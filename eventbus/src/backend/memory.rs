@@ -204,13 +204,7 @@ impl AckWindow {
         if !std::mem::replace(&mut self.flags[at], true) {
             self.count += 1;
         }
-        let mut advanced = 0;
-        while self.flags.front() == Some(&true) {
-            self.flags.pop_front();
-            self.count -= 1;
-            advanced += 1;
-        }
-        advanced
+        self.advance()
     }
 
     /// Forgets the first `n` offsets (retention dropped them); returns how much further
@@ -221,6 +215,11 @@ impl AckWindow {
                 self.count -= 1;
             }
         }
+        self.advance()
+    }
+
+    /// Drops the acknowledged offsets at the front; returns how many.
+    fn advance(&mut self) -> u64 {
         let mut advanced = 0;
         while self.flags.front() == Some(&true) {
             self.flags.pop_front();
