@@ -85,6 +85,15 @@ mod imp {
 
     static THREADS: Mutex<Option<FxHashMap<i32, ThreadEntry>>> = Mutex::new(None);
 
+    /// Notes that a hook ran. Read first: a store on every call would bounce the flag's cache
+    /// line between every thread that opens or closes a descriptor.
+    #[inline]
+    fn mark_seen() {
+        if !SEEN.load(Relaxed) {
+            SEEN.store(true, Relaxed);
+        }
+    }
+
     #[inline]
     fn recording() -> bool {
         ACTIVE.load(Relaxed) > 0
@@ -158,7 +167,7 @@ mod imp {
 
     #[inline(never)]
     fn record_fd(fd: c_int) {
-        SEEN.store(true, Relaxed);
+        mark_seen();
         if fd < 0 || !recording() || QUIET.try_with(|q| q.get()).unwrap_or(false) {
             return;
         }
@@ -192,7 +201,7 @@ mod imp {
     const SHORT_WALK: usize = 6;
 
     fn forget_fd(fd: c_int) {
-        SEEN.store(true, Relaxed);
+        mark_seen();
         if fd < 0 || !recording() {
             return;
         }
@@ -355,7 +364,7 @@ mod imp {
         start: StartFn,
         arg: *mut c_void,
     ) -> c_int {
-        SEEN.store(true, Relaxed);
+        mark_seen();
         let real = real!("pthread_create"; unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartFn, *mut c_void) -> c_int);
         if !recording() {
             // SAFETY: the caller's arguments, unchanged.
@@ -382,7 +391,7 @@ mod imp {
         start: ThrdStartFn,
         arg: *mut c_void,
     ) -> c_int {
-        SEEN.store(true, Relaxed);
+        mark_seen();
         let real = real!("thrd_create"; unsafe extern "C" fn(*mut libc::pthread_t, ThrdStartFn, *mut c_void) -> c_int);
         if !recording() {
             // SAFETY: the caller's arguments, unchanged.

@@ -123,7 +123,8 @@ pub struct Lingered {
 }
 
 /// How settling went.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct SettleStats {
     /// Time from the start of settling to the verdict.
@@ -140,6 +141,23 @@ pub struct SettleStats {
     /// Threads of other tests running in parallel in this process (`cargo test`), told apart
     /// by their names and not counted.
     pub test_threads: usize,
+}
+
+impl SettleStats {
+    /// `settled in 1.4 ms (2 rounds, deadline 1000 ms)`, and why when the deadline passed.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "settled in {:.1} ms ({} rounds, deadline {:.0} ms){}",
+            self.elapsed_ms,
+            self.rounds,
+            self.deadline_ms,
+            if self.timed_out {
+                ": deadline passed with unknown survivors left"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// Live counts per component at the baseline, at each checkpoint and at the end.

@@ -115,18 +115,7 @@ fn render(r: &Report, style: Style) -> String {
 
     // Settling.
     if style == Style::Human {
-        let _ = writeln!(
-            out,
-            "\nsettled in {:.1} ms ({} rounds, deadline {:.0} ms){}",
-            r.settle.elapsed_ms,
-            r.settle.rounds,
-            r.settle.deadline_ms,
-            if r.settle.timed_out {
-                ": deadline passed with unknown survivors left"
-            } else {
-                ""
-            }
-        );
+        let _ = writeln!(out, "\n{}", r.settle.line());
         if r.settle.waiting_threads > 0 {
             let _ = writeln!(
                 out,

@@ -20,7 +20,7 @@ pub(crate) struct Run {
     pub(crate) clean: bool,
     #[serde(default)]
     pub(crate) survivors: Vec<Group>,
-    pub(crate) settle: Settle,
+    pub(crate) settle: crate::report::SettleStats,
     #[serde(default)]
     pub(crate) lifecycle: Lifecycle,
     #[serde(default)]
@@ -109,14 +109,6 @@ pub(crate) struct AwaitLeaf {
     pub(crate) resource: Option<String>,
     #[serde(default)]
     pub(crate) frames: Vec<Frame>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct Settle {
-    pub(crate) elapsed_ms: f64,
-    pub(crate) deadline_ms: f64,
-    pub(crate) rounds: u32,
-    pub(crate) timed_out: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -216,18 +216,7 @@ pub(crate) fn listing(run: &Run) -> String {
         };
         let _ = writeln!(out, "    {id_name:<11} {}{more}", g.ids.join(", "));
     }
-    let _ = writeln!(
-        out,
-        "\nsettled in {:.1} ms ({} rounds, deadline {:.0} ms){}",
-        run.settle.elapsed_ms,
-        run.settle.rounds,
-        run.settle.deadline_ms,
-        if run.settle.timed_out {
-            ": deadline passed with unknown survivors left"
-        } else {
-            ""
-        }
-    );
+    let _ = writeln!(out, "\n{}", run.settle.line());
     for n in &run.notes {
         let _ = writeln!(out, "note: {}", n.message);
     }
