@@ -43,7 +43,7 @@ pub(crate) struct Counters {
     pub(crate) handed_back: AtomicU64,
     /// Messages waiting in worker queues, all subscriptions.
     pub(crate) queued: AtomicI64,
-    /// The highest `queued` seen.
+    /// The fullest one worker queue has been.
     pub(crate) queued_peak: AtomicI64,
 }
 
@@ -52,9 +52,13 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn enqueued(&self) {
-        let now = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-        self.queued_peak.fetch_max(now, Ordering::Relaxed);
+    /// One more message waits in a worker queue, which now holds `occupancy` (read from the
+    /// queue itself: the gauge can run one ahead while a worker takes a message but has not
+    /// counted it yet).
+    pub(crate) fn enqueued(&self, occupancy: usize) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued_peak
+            .fetch_max(occupancy as i64, Ordering::Relaxed);
     }
 
     pub(crate) fn dequeued(&self) {
@@ -86,7 +90,7 @@ pub struct Metrics {
     pub handed_back: u64,
     /// Messages waiting in worker queues now.
     pub queued: u64,
-    /// The most messages ever waiting in worker queues at once.
+    /// The most messages ever waiting in one worker queue (at most its capacity).
     pub queued_peak: u64,
     /// The keyed pools' tasks (tokio-metrics).
     pub keyed_pool: PoolMetrics,

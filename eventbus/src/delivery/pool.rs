@@ -90,7 +90,7 @@ impl Inbox for Queues {
         match queue.try_send(d) {
             Ok(()) => {
                 Counters::add(&self.counters.delivered);
-                self.counters.enqueued();
+                self.counters.enqueued(occupancy(&queue));
                 Ok(())
             }
             Err(e) => Err(e.into_inner()),
@@ -163,7 +163,7 @@ async fn supervise(
         };
         let delivery = match queue.try_send(delivery) {
             Ok(()) => {
-                ctx.counters.enqueued();
+                ctx.counters.enqueued(occupancy(queue));
                 continue;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => break,
@@ -178,7 +178,7 @@ async fn supervise(
                     break;
                 };
                 slot.send(delivery);
-                ctx.counters.enqueued();
+                ctx.counters.enqueued(occupancy(queue));
             }
             _ = ctx.stop_intake.wait() => {
                 // The delivery is dropped unacknowledged: the broker keeps it.
@@ -199,6 +199,11 @@ async fn supervise(
         }
     }
     sub.close().await;
+}
+
+/// How many messages a worker queue holds (slots reserved but not yet filled included).
+fn occupancy(queue: &mpsc::Sender<Delivery>) -> usize {
+    queue.max_capacity() - queue.capacity()
 }
 
 /// How many free slots of a full worker queue the supervisor waits for: an eighth of the queue
