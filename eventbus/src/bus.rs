@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::backend::{Backend, MemoryBackend, MemoryBroker};
+use crate::backend::{Acked, Backend, MemoryBackend, MemoryBroker};
 use crate::delivery::{self, DeadLetterPolicy, Handler, RetryPolicy, SubscriptionCtx, Undecodable};
 use crate::envelope::Envelope;
 use crate::error::{CloseError, HandlerError, PublishError, SubscribeError, TopicError};
@@ -200,6 +202,35 @@ struct Inner {
     global_monitor: tokio_metrics::TaskMonitor,
 }
 
+/// The broker's acknowledgement of a message handed over by [`EventBus::enqueue`]: `Ok` once
+/// the broker has it, or the reason it does not (as [`EventBus::publish`] says).
+#[must_use = "an acknowledgement nobody awaits hides a failed publish"]
+pub struct PublishAck {
+    acked: Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>,
+}
+
+impl Future for PublishAck {
+    type Output = Result<(), PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.acked.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for PublishAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishAck").finish_non_exhaustive()
+    }
+}
+
+/// Where an enqueued message's acknowledgement comes from.
+enum Ack {
+    /// The broker took it at once.
+    Now,
+    /// The backend's wait for the broker, for this topic.
+    Later(TopicName, Acked),
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Dropped without close(): stop the tasks (they end on their own; nobody awaits them,
@@ -229,29 +260,94 @@ impl EventBus {
     /// and says why.
     pub async fn publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
         let result = self.try_publish(topic, message).await;
-        match &result {
-            Ok(()) => Counters::add(&self.inner.counters.published),
-            Err(e) => {
-                Counters::add(&self.inner.counters.publish_errors);
-                self.fail(format!("failed to {e}"));
-            }
-        }
+        self.count(&result);
         result
     }
 
-    async fn try_publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
-        if self.is_closed() {
-            return Err(PublishError::Closed);
-        }
-        let topic = self.topic_name(topic)?;
-        let limit = self.inner.config.max_payload_bytes;
-        if message.payload.len() > limit {
-            return Err(PublishError::TooLarge {
+    /// Hands raw bytes to the broker's client and returns once they are queued there, with a
+    /// [`PublishAck`] that resolves when the broker has the message (as [`publish`] returns).
+    /// Messages enqueued one after another keep that order per key, so one task can keep many
+    /// publishes in flight instead of waiting a round trip per message:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventbus::{EventBus, MemoryBroker, Outbound};
+    ///
+    /// let broker = MemoryBroker::new();
+    /// let bus = EventBus::builder().memory(&broker);
+    /// let mut acks = Vec::new();
+    /// for i in 0..100 {
+    ///     let message = Outbound::new(format!("order {i}")).key("customer-7");
+    ///     acks.push(bus.enqueue("orders", message).await?);
+    /// }
+    /// for ack in acks {
+    ///     ack.await?; // every acknowledgement is still checked
+    /// }
+    /// bus.close().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// The publish timeout bounds the enqueue and the acknowledgement together. The bus counts
+    /// a message as published (or failed) when its acknowledgement is awaited; a dropped
+    /// `PublishAck` loses the outcome, not the message. In-process and ephemeral topics
+    /// acknowledge at once.
+    ///
+    /// [`publish`]: Self::publish
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        message: Outbound,
+    ) -> Result<PublishAck, PublishError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.publish_timeout;
+        let acked = match self.try_enqueue(topic, message).await {
+            Ok(acked) => acked,
+            Err(e) => {
+                self.count_failure(&e);
+                return Err(e);
+            }
+        };
+        let bus = self.clone();
+        let timeout = self.inner.config.publish_timeout;
+        let backend = self.inner.backend.name();
+        Ok(PublishAck {
+            acked: Box::pin(async move {
+                let result = match acked {
+                    Ack::Now => Ok(()),
+                    Ack::Later(topic, ack) => match tokio::time::timeout_at(deadline, ack).await {
+                        Ok(r) => r,
+                        Err(_) => Err(PublishError::Timeout {
+                            topic,
+                            backend,
+                            timeout,
+                        }),
+                    },
+                };
+                bus.count(&result);
+                result
+            }),
+        })
+    }
+
+    async fn try_enqueue(&self, topic: &str, message: Outbound) -> Result<Ack, PublishError> {
+        let (topic, message) = self.admit(topic, message)?;
+        let Some(message) = self.inner.backend.try_publish(&topic, message) else {
+            return Ok(Ack::Now);
+        };
+        let timeout = self.inner.config.publish_timeout;
+        match tokio::time::timeout(timeout, self.inner.backend.enqueue(&topic, message)).await {
+            Ok(r) => r.map(|ack| Ack::Later(topic, ack)),
+            Err(_) => Err(PublishError::Timeout {
                 topic,
-                size: message.payload.len(),
-                limit,
-            });
+                backend: self.inner.backend.name(),
+                timeout,
+            }),
         }
+    }
+
+    async fn try_publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
+        let (topic, message) = self.admit(topic, message)?;
         // A broker that takes it at once needs neither the boxed future nor the timer.
         let Some(message) = self.inner.backend.try_publish(&topic, message) else {
             return Ok(());
@@ -267,6 +363,36 @@ impl EventBus {
         }
     }
 
+    /// What every publish checks first: the bus is open, the topic name valid, the payload
+    /// within the limit.
+    fn admit(&self, topic: &str, message: Outbound) -> Result<(TopicName, Outbound), PublishError> {
+        if self.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        let topic = self.topic_name(topic)?;
+        let limit = self.inner.config.max_payload_bytes;
+        if message.payload.len() > limit {
+            return Err(PublishError::TooLarge {
+                topic,
+                size: message.payload.len(),
+                limit,
+            });
+        }
+        Ok((topic, message))
+    }
+
+    fn count(&self, result: &Result<(), PublishError>) {
+        match result {
+            Ok(()) => Counters::add(&self.inner.counters.published),
+            Err(e) => self.count_failure(e),
+        }
+    }
+
+    fn count_failure(&self, e: &PublishError) {
+        Counters::add(&self.inner.counters.publish_errors);
+        self.fail(format!("failed to {e}"));
+    }
+
     /// Publishes an envelope: its aggregate id is the key (so one aggregate's events are
     /// handled in order), the payload is the envelope's wire form (metadata and headers in a
     /// binary prefix, see [`Envelope::to_wire`]); the message has no headers of its own.
@@ -275,6 +401,22 @@ impl EventBus {
         topic: &str,
         envelope: &Envelope,
     ) -> Result<(), PublishError> {
+        let out = self.envelope_message(envelope)?;
+        self.publish(topic, out).await
+    }
+
+    /// [`enqueue`](Self::enqueue) for an envelope, as [`publish_envelope`](Self::publish_envelope)
+    /// sends it.
+    pub async fn enqueue_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+    ) -> Result<PublishAck, PublishError> {
+        let out = self.envelope_message(envelope)?;
+        self.enqueue(topic, out).await
+    }
+
+    fn envelope_message(&self, envelope: &Envelope) -> Result<Outbound, PublishError> {
         if let Err(e) = envelope.validate() {
             Counters::add(&self.inner.counters.publish_errors);
             return Err(e.into());
@@ -282,8 +424,7 @@ impl EventBus {
         // The key is the aggregate id inside the wire form: no copy of its own.
         let (wire, key) = envelope.to_wire_keyed();
         let key = wire.slice(key);
-        let out = Outbound::new(wire).key(key);
-        self.publish(topic, out).await
+        Ok(Outbound::new(wire).key(key))
     }
 
     /// Subscribes `handler` to `topic` as `group`. Each message is handled until the handler

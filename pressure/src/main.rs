@@ -44,6 +44,11 @@ struct Args {
     /// Concurrent publishers (default 50).
     #[arg(long)]
     publishers: Option<u64>,
+    /// Publishes each publisher keeps in flight (default 1: each waits for its
+    /// acknowledgement). Above 1 the bus uses `enqueue`, the raw clients their own pipelined
+    /// publish; every acknowledgement is still checked.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
     /// Messages per second of the paced (latency) phase.
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
@@ -134,6 +139,7 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
                         .unwrap_or((workload.messages / 5).max(100).min(workload.messages))
                         .max(1),
                     stall: Duration::from_secs(args.stall_secs.max(1)),
+                    in_flight: args.in_flight.max(1),
                 };
                 let label = format!("{}/{} {}", endpoint.backend.name(), level, variant.name());
                 let bar = progress(args, &label, workload.messages + spec.paced_messages);
@@ -203,9 +209,13 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
         println!("{json}");
     } else {
         println!("{}", table(&file.rows));
+        let publishers = file.rows.first().map_or(0, |r| r.publishers);
         println!(
-            "{} CPUs; latency at {} msg/s (paced), throughput at full speed",
-            file.cpus, args.rate
+            "{} CPUs; {publishers} publishers with {} publish(es) in flight each; latency at {} \
+             msg/s (paced), throughput at full speed",
+            file.cpus,
+            args.in_flight.max(1),
+            args.rate
         );
         println!("wrote {} and {}", json_path.display(), svg_path.display());
     }

@@ -20,7 +20,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::transport::{
-    Endpoint, Names, Phases, Transport, TransportError, KAFKA_HEARTBEAT_INTERVAL,
+    Acked, Endpoint, Names, Phases, Transport, TransportError, KAFKA_HEARTBEAT_INTERVAL,
     KAFKA_SESSION_TIMEOUT, PUBLISH_TIMEOUT,
 };
 
@@ -166,12 +166,14 @@ impl Transport for RawKafka {
         Ok(())
     }
 
-    fn publish(
+    /// `send_result` queues in librdkafka at once; a full queue is retried after a short
+    /// wait, as `send` does.
+    fn enqueue(
         &self,
         topic: usize,
         key: String,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+    ) -> impl Future<Output = Result<Acked, TransportError>> + Send {
         let producer = self
             .producer
             .lock()
@@ -184,12 +186,31 @@ impl Transport for RawKafka {
                 message,
             };
             let producer = producer.ok_or_else(|| failed("the producer is closed".into()))?;
-            let record = FutureRecord::to(topic).key(&key).payload(&payload[..]);
-            producer
-                .send(record, Timeout::After(PUBLISH_TIMEOUT))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| failed(e.to_string()))
+            let mut record = FutureRecord::to(topic).key(&key).payload(&payload[..]);
+            let delivery = loop {
+                match producer.send_result(record) {
+                    Ok(d) => break d,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(failed(e.to_string())),
+                }
+            };
+            let topic = topic.clone();
+            Ok(Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("the producer went away".to_string()),
+                }
+                .map_err(|message| TransportError::Publish { topic, message })
+            }) as Acked)
         }
     }
 

@@ -11,7 +11,9 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::transport::{Endpoint, Names, Phases, Transport, TransportError, PUBLISH_TIMEOUT};
+use crate::transport::{
+    Acked, Endpoint, Names, Phases, Transport, TransportError, PUBLISH_TIMEOUT,
+};
 
 pub(crate) struct RawNats {
     client: Mutex<Option<(async_nats::Client, jetstream::Context)>>,
@@ -141,25 +143,30 @@ impl Transport for RawNats {
         Ok(())
     }
 
-    fn publish(
+    /// The publish returns once the client has the message; its `PublishAckFuture` is the
+    /// acknowledgement.
+    fn enqueue(
         &self,
         topic: usize,
         _key: String,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+    ) -> impl Future<Output = Result<Acked, TransportError>> + Send {
         let js = self.js();
         let subject = self.subjects[topic].clone();
         async move {
-            let failed = |e: &dyn std::fmt::Display| TransportError::Publish {
-                topic: subject.clone(),
+            let failed = |subject: &str, e: &dyn std::fmt::Display| TransportError::Publish {
+                topic: subject.to_string(),
                 message: e.to_string(),
             };
-            let js = js.ok_or_else(|| failed(&"the client is closed"))?;
+            let js = js.ok_or_else(|| failed(&subject, &"the client is closed"))?;
             let ack = js
                 .publish(subject.clone(), payload)
                 .await
-                .map_err(|e| failed(&e))?;
-            ack.await.map(|_| ()).map_err(|e| failed(&e))
+                .map_err(|e| failed(&subject, &e))?;
+            Ok(
+                Box::pin(async move { ack.await.map(|_| ()).map_err(|e| failed(&subject, &e)) })
+                    as Acked,
+            )
         }
     }
 

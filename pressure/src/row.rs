@@ -47,6 +47,9 @@ pub struct Row {
     pub topics: u64,
     /// Concurrent publishers.
     pub publishers: u64,
+    /// Publishes each publisher keeps in flight (1: each waits for its acknowledgement).
+    #[serde(default = "one")]
+    pub in_flight: u64,
     /// Payload bytes per message.
     pub payload_bytes: usize,
     /// Messages per second, first publish to last message handled, at full speed.
@@ -99,6 +102,10 @@ pub struct Row {
     /// Bus rows: `p99_ms` over the raw row's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub p99_ratio: Option<f64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// The whole file.
@@ -222,6 +229,7 @@ pub(crate) fn sample(variant: Variant) -> Row {
         aggregates: 50,
         topics: 5,
         publishers: 50,
+        in_flight: 1,
         payload_bytes: 256,
         throughput: 1000.0,
         p50_ms: 1.0,

@@ -9,6 +9,7 @@
 //! Brokers are started before the check's baseline, so the check's child processes are the
 //! run's own (none); the clients' threads, sockets and tasks are all inside it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ pub struct Spec {
     pub paced_messages: u64,
     /// A phase fails when nothing new is handled for this long.
     pub stall: Duration,
+    /// Publishes each publisher keeps in flight (1: each waits for its acknowledgement).
+    pub in_flight: usize,
 }
 
 /// A run's outcome: its row, its leak report, and what went wrong if anything did.
@@ -146,6 +149,7 @@ impl Figures {
             aggregates: w.aggregates,
             topics: w.topics,
             publishers: w.publishers,
+            in_flight: spec.in_flight as u64,
             payload_bytes: w.payload_bytes,
             throughput,
             p50_ms: paced.latency.quantile_ms(0.50),
@@ -229,7 +233,7 @@ fn measure<T: Transport>(
     check.block_on(async {
         transport.subscribe(names, phases).await?;
         bar.set_message("warming up");
-        let p = publish(transport, warmup, WARMUP, None).await;
+        let p = publish(transport, warmup, WARMUP, None, 1).await;
         p.error.map_or(Ok(()), Err)?;
         match trackers[0].wait(spec.stall, tick, |_| {}).await {
             true => Ok(()),
@@ -239,7 +243,7 @@ fn measure<T: Transport>(
     check.checkpoint("subscribed");
 
     bar.set_message("full speed");
-    let full = check.block_on(publish(transport, w, FULL, None));
+    let full = check.block_on(publish(transport, w, FULL, None, spec.in_flight));
     figures.full_start_ns = full.start_ns;
     figures.publish = full.calls;
     figures.publish_errors += full.errors;
@@ -253,7 +257,13 @@ fn measure<T: Transport>(
     }
 
     bar.set_message(format!("paced at {} msg/s", spec.paced_rate));
-    let p = check.block_on(publish(transport, paced, PACED, Some(spec.paced_rate)));
+    let p = check.block_on(publish(
+        transport,
+        paced,
+        PACED,
+        Some(spec.paced_rate),
+        spec.in_flight,
+    ));
     figures.publish_errors += p.errors;
     let complete =
         check.block_on(trackers[2].wait(spec.stall, tick, |n| bar.set_position(w.messages + n)));
@@ -282,11 +292,14 @@ struct Published {
 
 /// Publishes `w` with its publishers in parallel, each message stamped right before its
 /// publish call; `rate` paces every message to its slot (`index / rate` after the start).
+/// With `in_flight` above 1 each publisher enqueues and waits for its oldest acknowledgement
+/// only once `in_flight` are pending; a call's latency is then enqueue to acknowledgement.
 async fn publish<T: Transport>(
     transport: &Arc<T>,
     w: Workload,
     phase: u8,
     rate: Option<f64>,
+    in_flight: usize,
 ) -> Published {
     let start_ns = clock();
     let start = tokio::time::Instant::now();
@@ -294,9 +307,8 @@ async fn publish<T: Transport>(
     for p in 0..w.publishers {
         let t = transport.clone();
         tasks.spawn(async move {
-            let mut calls = Latency::default();
-            let mut errors = 0;
-            let mut first = None;
+            let mut calls = Calls::default();
+            let mut pending = VecDeque::new();
             for it in w.items_of(p) {
                 if let Some(rate) = rate {
                     tokio::time::sleep_until(
@@ -313,24 +325,25 @@ async fn publish<T: Transport>(
                     sent_ns,
                 }
                 .encode(w.payload_bytes);
-                let r = tokio::time::timeout(
-                    PUBLISH_TIMEOUT * 2,
-                    t.publish(it.topic as usize, it.aggregate_id(), payload),
-                )
-                .await;
-                calls.record(Duration::from_nanos(clock() - sent_ns));
-                let err = match r {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e,
-                    Err(_) => TransportError::Publish {
-                        topic: format!("topic {}", it.topic),
-                        message: format!("no answer within {:?}", PUBLISH_TIMEOUT * 2),
-                    },
-                };
-                errors += 1;
-                first.get_or_insert(err);
+                let (topic, key) = (it.topic as usize, it.aggregate_id());
+                if in_flight <= 1 {
+                    let r = within_timeout(topic, t.publish(topic, key, payload)).await;
+                    calls.record(sent_ns, r);
+                    continue;
+                }
+                match within_timeout(topic, t.enqueue(topic, key, payload)).await {
+                    Ok(ack) => pending.push_back((sent_ns, topic, ack)),
+                    Err(e) => calls.record(sent_ns, Err(e)),
+                }
+                if pending.len() >= in_flight {
+                    let (sent_ns, topic, ack) = pending.pop_front().expect("one is pending");
+                    calls.record(sent_ns, within_timeout(topic, ack).await);
+                }
             }
-            (calls, errors, first)
+            for (sent_ns, topic, ack) in pending {
+                calls.record(sent_ns, within_timeout(topic, ack).await);
+            }
+            calls
         });
     }
     let mut out = Published {
@@ -340,14 +353,47 @@ async fn publish<T: Transport>(
         error: None,
     };
     while let Some(r) = tasks.join_next().await {
-        let (calls, errors, first) = r.expect("a publisher never panics");
-        out.calls.merge(&calls);
-        out.errors += errors;
+        let calls = r.expect("a publisher never panics");
+        out.calls.merge(&calls.latency);
+        out.errors += calls.errors;
         if out.error.is_none() {
-            out.error = first;
+            out.error = calls.first_error;
         }
     }
     out
+}
+
+/// One publisher's calls: how long each took, and what failed.
+#[derive(Default)]
+struct Calls {
+    latency: Latency,
+    errors: u64,
+    first_error: Option<TransportError>,
+}
+
+impl Calls {
+    fn record(&mut self, sent_ns: u64, result: Result<(), TransportError>) {
+        self.latency
+            .record(Duration::from_nanos(clock().saturating_sub(sent_ns)));
+        if let Err(e) = result {
+            self.errors += 1;
+            self.first_error.get_or_insert(e);
+        }
+    }
+}
+
+/// `call`, failed if it has no answer within twice the publish timeout.
+async fn within_timeout<R>(
+    topic: usize,
+    call: impl std::future::Future<Output = Result<R, TransportError>>,
+) -> Result<R, TransportError> {
+    match tokio::time::timeout(PUBLISH_TIMEOUT * 2, call).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::Publish {
+            topic: format!("topic {topic}"),
+            message: format!("no answer within {:?}", PUBLISH_TIMEOUT * 2),
+        }),
+    }
 }
 
 /// CPU time of the process (user + system), seconds.

@@ -5,6 +5,7 @@
 //! order. Whatever the bus costs on top of its broker shows as the bus/raw ratio.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,16 +146,37 @@ pub(crate) trait Transport: Send + Sync + 'static {
         phases: Arc<Phases>,
     ) -> impl Future<Output = Result<(), TransportError>>;
 
-    /// Publishes one message and returns once the broker has it.
+    /// Publishes one message and returns once the broker has it: by default, an enqueue and
+    /// the wait for its acknowledgement.
     fn publish(
         &self,
         topic: usize,
         key: String,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let queued = self.enqueue(topic, key, payload);
+        async move { queued.await?.await }
+    }
+
+    /// Hands one message to the client and returns once it is queued, with the wait for the
+    /// broker's acknowledgement (for `--in-flight` above 1).
+    fn enqueue(
+        &self,
+        topic: usize,
+        key: String,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Acked, TransportError>> + Send;
 
     /// Stops the subscriptions and disconnects: afterwards nothing of the client is left.
     fn close(&self) -> impl Future<Output = Result<(), TransportError>>;
+}
+
+/// The wait for one enqueued message's acknowledgement.
+pub(crate) type Acked = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>;
+
+/// An acknowledgement that is already there.
+pub(crate) fn acked() -> Acked {
+    Box::pin(std::future::ready(Ok(())))
 }
 
 /// Where a broker runs, for the backends that have one.
@@ -279,6 +301,35 @@ impl Transport for Bus {
         }
     }
 
+    fn enqueue(
+        &self,
+        topic: usize,
+        key: String,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Acked, TransportError>> + Send {
+        let topic = &self.topics[topic];
+        async move {
+            let failed = |e: &dyn std::fmt::Display| TransportError::Publish {
+                topic: topic.clone(),
+                message: e.to_string(),
+            };
+            let envelope =
+                Envelope::new(key, "PressureEvent", 1, payload).map_err(|e| failed(&e))?;
+            let ack = self
+                .bus
+                .enqueue_envelope(topic, &envelope)
+                .await
+                .map_err(|e| failed(&e))?;
+            let topic = topic.clone();
+            Ok(Box::pin(async move {
+                ack.await.map_err(|e| TransportError::Publish {
+                    topic,
+                    message: e.to_string(),
+                })
+            }) as Acked)
+        }
+    }
+
     async fn close(&self) -> Result<(), TransportError> {
         self.bus.close().await.map_err(|e| TransportError::Close {
             backend: "bus",
@@ -355,6 +406,17 @@ impl Transport for RawMemory {
             let worker = key_hash(key.as_bytes()) as usize % per_topic.len();
             per_topic[worker].send(payload).await.map_err(|_| closed())
         }
+    }
+
+    /// A channel send is its own acknowledgement.
+    fn enqueue(
+        &self,
+        topic: usize,
+        key: String,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Acked, TransportError>> + Send {
+        let sent = self.publish(topic, key, payload);
+        async move { sent.await.map(|()| acked()) }
     }
 
     async fn close(&self) -> Result<(), TransportError> {

@@ -9,12 +9,17 @@ use std::process::Command;
 use leakcheck::leak_test;
 use pressure::row::{problems, RunFile, Variant, SCHEMA_VERSION};
 
-/// Runs `pressure --quick --json-only --backend <backend>` and returns what it wrote.
+/// Runs `pressure --quick --json-only --backend <backend> --in-flight <in_flight>` and returns
+/// what it wrote.
 #[track_caller]
-fn quick_run(backend: &str) -> RunFile {
-    let dir = std::env::temp_dir().join(format!("pressure-test-{backend}-{}", std::process::id()));
+fn quick_run(backend: &str, in_flight: u64) -> RunFile {
+    let dir = std::env::temp_dir().join(format!(
+        "pressure-test-{backend}-{in_flight}-{}",
+        std::process::id()
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_pressure"))
-        .args(["--quick", "--json-only", "--backend", backend, "--out"])
+        .args(["--quick", "--json-only", "--backend", backend])
+        .args(["--in-flight", &in_flight.to_string(), "--out"])
         .arg(&dir)
         .output()
         .expect("start the pressure program");
@@ -49,13 +54,14 @@ fn quick_run(backend: &str) -> RunFile {
 }
 
 #[track_caller]
-fn assert_rows(file: &RunFile, backend: &str) {
+fn assert_rows(file: &RunFile, backend: &str, in_flight: u64) {
     assert_eq!(file.schema_version, SCHEMA_VERSION);
     let variants: Vec<Variant> = file.rows.iter().map(|r| r.variant).collect();
     assert_eq!(variants, [Variant::Raw, Variant::Bus]);
     for r in &file.rows {
         assert_eq!((r.backend.as_str(), r.level.as_str()), (backend, "low"));
         assert_eq!((r.messages, r.aggregates, r.topics), (500, 50, 5));
+        assert_eq!(r.in_flight, in_flight);
         assert_eq!(r.delivered, r.messages + r.paced_messages);
         assert_eq!(
             (
@@ -76,19 +82,37 @@ fn assert_rows(file: &RunFile, backend: &str) {
 
 #[leak_test]
 fn memory_smallest_level() {
-    assert_rows(&quick_run("memory"), "memory");
+    assert_rows(&quick_run("memory", 1), "memory", 1);
+}
+
+/// Publishers with many publishes in flight (`enqueue`): the same counts, nothing lost.
+#[leak_test]
+fn memory_smallest_level_pipelined() {
+    assert_rows(&quick_run("memory", 64), "memory", 64);
 }
 
 #[cfg(feature = "kafka")]
 #[leak_test]
 fn kafka_smallest_level() {
-    assert_rows(&quick_run("kafka"), "kafka");
+    assert_rows(&quick_run("kafka", 1), "kafka", 1);
+}
+
+#[cfg(feature = "kafka")]
+#[leak_test]
+fn kafka_smallest_level_pipelined() {
+    assert_rows(&quick_run("kafka", 64), "kafka", 64);
 }
 
 #[cfg(feature = "nats")]
 #[leak_test]
 fn nats_smallest_level() {
-    assert_rows(&quick_run("nats"), "nats");
+    assert_rows(&quick_run("nats", 1), "nats", 1);
+}
+
+#[cfg(feature = "nats")]
+#[leak_test]
+fn nats_smallest_level_pipelined() {
+    assert_rows(&quick_run("nats", 64), "nats", 64);
 }
 
 /// A backend this build leaves out is an error that says how to build it.

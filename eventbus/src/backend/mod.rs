@@ -40,6 +40,9 @@ use crate::topic::{TopicConfig, TopicName};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The broker's acknowledgement of one enqueued message (see [`Backend::enqueue`]).
+pub(crate) type Acked = BoxFuture<'static, Result<(), PublishError>>;
+
 /// A connection to a broker.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// `memory`, `kafka`, `nats`: for messages.
@@ -64,6 +67,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
         topic: &'a TopicName,
         message: Outbound,
     ) -> BoxFuture<'a, Result<(), PublishError>>;
+
+    /// Hands one message to the broker's client and returns once it is queued there, in call
+    /// order, with the wait for the broker's acknowledgement: many messages can be in flight.
+    /// The default publishes and returns an acknowledgement that is already there.
+    fn enqueue<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        message: Outbound,
+    ) -> BoxFuture<'a, Result<Acked, PublishError>> {
+        Box::pin(async move {
+            self.publish(topic, message).await?;
+            Ok(Box::pin(std::future::ready(Ok(()))) as Acked)
+        })
+    }
 
     /// Joins `group` on `topic`.
     fn subscribe<'a>(

@@ -11,6 +11,7 @@ use crate::support::{leaks, topic, Fixture, Real};
 
 suite_on!(Real::kafka().await;
     ordering,
+    pipelined,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

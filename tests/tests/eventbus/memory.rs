@@ -15,6 +15,7 @@ use crate::support::{topic, wait_until, Memory};
 suite_on!(Memory::new();
     restart_mid_stream,
     ordering,
+    pipelined,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

@@ -16,6 +16,7 @@ suite_on!(Real::nats().await;
     rebalance,
     restart_mid_stream,
     ordering,
+    pipelined,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

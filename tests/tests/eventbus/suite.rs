@@ -317,6 +317,66 @@ pub async fn undecodable_envelope(f: &dyn Fixture) {
     assert_eq!((m.undecodable, m.dead_lettered, m.handled), (1, 1, 1));
 }
 
+/// One task keeps many publishes in flight (`enqueue`, then the acknowledgements): every
+/// acknowledgement resolves, nothing is lost, each aggregate is handled in publish order, and
+/// a closed bus refuses an enqueue.
+pub async fn pipelined(f: &dyn Fixture) {
+    const AGGREGATES: usize = 50;
+    const PER_AGGREGATE: u64 = 40;
+    const IN_FLIGHT: usize = 500;
+    let t = topic("pipelined");
+    let bus = f.bus(EventBus::builder()).await;
+    let last: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; AGGREGATES]));
+    let violations = Arc::new(AtomicU64::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    {
+        let (last, violations, handled) = (last.clone(), violations.clone(), handled.clone());
+        bus.subscribe_envelopes(&t, &group(&t, "pipelined"), move |e: Envelope| {
+            let agg: usize = e.aggregate_id()[4..].parse().unwrap();
+            let seq: u64 = std::str::from_utf8(e.payload()).unwrap().parse().unwrap();
+            let mut last = last.lock().unwrap();
+            if seq != last[agg] + 1 {
+                violations.fetch_add(1, Ordering::Relaxed);
+            }
+            last[agg] = seq;
+            handled.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .await
+        .unwrap();
+    }
+    let mut acks = std::collections::VecDeque::new();
+    for seq in 1..=PER_AGGREGATE {
+        for agg in 0..AGGREGATES {
+            let e = Envelope::new(format!("agg-{agg}"), "Counted", 1, seq.to_string()).unwrap();
+            acks.push_back(bus.enqueue_envelope(&t, &e).await.unwrap());
+            if acks.len() == IN_FLIGHT {
+                acks.pop_front().unwrap().await.unwrap();
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let total = AGGREGATES as u64 * PER_AGGREGATE;
+    assert_eq!(
+        bus.metrics().published,
+        total,
+        "every acknowledgement counted"
+    );
+    wait_until(WAIT, "every envelope handled", || {
+        handled.load(Ordering::Relaxed) >= total
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert_eq!(violations.load(Ordering::Relaxed), 0, "ordering violations");
+    assert_eq!(handled.load(Ordering::Relaxed), total);
+    assert!(last.lock().unwrap().iter().all(|l| *l == PER_AGGREGATE));
+    let late = bus.enqueue(&t, Outbound::new("late")).await;
+    assert!(matches!(late, Err(PublishError::Closed)), "{late:?}");
+    assert_eq!(bus.metrics().publish_errors, 1);
+}
+
 /// A slow handler: worker queues stay within their capacity and the rest waits in the broker.
 pub async fn backpressure(f: &dyn Fixture) {
     let t = topic("backpressure");

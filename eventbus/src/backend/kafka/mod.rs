@@ -26,13 +26,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
 
 use self::context::{KafkaContext, Link};
 use self::subscription::KafkaSubscription;
 use super::members::Members;
 use super::offload::off_runtime;
-use super::{Backend, BoxFuture, Subscription};
+use super::{Acked, Backend, BoxFuture, Subscription};
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
 use crate::message::Outbound;
 use crate::observe::ConnectionState;
@@ -364,6 +363,23 @@ impl KafkaBackend {
     }
 }
 
+/// What a failed produce means for the caller: librdkafka's own give-up after
+/// `message.timeout.ms` is the bus's publish timeout.
+fn produce_error(topic: TopicName, timeout: Duration, e: KafkaError) -> PublishError {
+    match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => PublishError::Timeout {
+            topic,
+            backend: "kafka",
+            timeout,
+        },
+        e => PublishError::Backend {
+            topic,
+            backend: "kafka",
+            message: e.to_string(),
+        },
+    }
+}
+
 impl Backend for KafkaBackend {
     fn name(&self) -> &'static str {
         "kafka"
@@ -381,6 +397,14 @@ impl Backend for KafkaBackend {
         topic: &'a TopicName,
         message: Outbound,
     ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move { self.enqueue(topic, message).await?.await })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        message: Outbound,
+    ) -> BoxFuture<'a, Result<Acked, PublishError>> {
         Box::pin(async move {
             self.ensure(topic).await?;
             let guard = self.producer.read().await;
@@ -400,24 +424,37 @@ impl Backend for KafkaBackend {
             if let Some(k) = &message.key {
                 record = record.key(k.as_ref());
             }
-            match producer.send(record, Timeout::Never).await {
-                Ok(_) => {
-                    self.link.up();
-                    Ok(())
+            // A full client queue waits for room (the bus's publish timeout bounds the wait),
+            // briefly at first: librdkafka empties it as fast as the broker acknowledges.
+            let mut wait = Duration::from_millis(1);
+            let delivery = loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(50));
+                    }
+                    Err((e, _)) => {
+                        return Err(produce_error(topic.clone(), self.publish_timeout, e))
+                    }
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)) => {
-                    Err(PublishError::Timeout {
-                        topic: topic.clone(),
-                        backend: "kafka",
-                        timeout: self.publish_timeout,
-                    })
+            };
+            drop(guard);
+            let link = self.link.clone();
+            let topic = topic.clone();
+            let timeout = self.publish_timeout;
+            Ok(Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => {
+                        link.up();
+                        Ok(())
+                    }
+                    Ok(Err((e, _))) => Err(produce_error(topic, timeout, e)),
+                    // The producer went away without reporting (it is flushed at close first).
+                    Err(_) => Err(PublishError::Closed),
                 }
-                Err((e, _)) => Err(PublishError::Backend {
-                    topic: topic.clone(),
-                    backend: "kafka",
-                    message: e.to_string(),
-                }),
-            }
+            }) as Acked)
         })
     }
 

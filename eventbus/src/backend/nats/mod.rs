@@ -31,7 +31,7 @@ use base64::Engine as _;
 
 use self::subscription::NatsSubscription;
 use super::members::Members;
-use super::{Backend, BoxFuture, Subscription};
+use super::{Acked, Backend, BoxFuture, Subscription};
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
 use crate::message::Outbound;
 use crate::observe::ConnectionState;
@@ -296,13 +296,21 @@ impl Backend for NatsBackend {
         topic: &'a TopicName,
         message: Outbound,
     ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move { self.enqueue(topic, message).await?.await })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        message: Outbound,
+    ) -> BoxFuture<'a, Result<Acked, PublishError>> {
         Box::pin(async move {
             self.ensure(topic).await?;
             let guard = self.client.read().await;
             let Some((client, js)) = guard.as_ref() else {
                 return Err(PublishError::Closed);
             };
-            let failed = |message: String| PublishError::Backend {
+            let failed = |topic: &TopicName, message: String| PublishError::Backend {
                 topic: topic.clone(),
                 backend: "nats",
                 message,
@@ -320,26 +328,32 @@ impl Backend for NatsBackend {
             // caller's timeout. The bus's publish timeout bounds this wait.
             self.connected(client).await;
             if self.is_ephemeral(topic) {
-                return client
+                client
                     .publish_with_headers(subject, headers, message.payload)
                     .await
-                    .map_err(|e| failed(e.to_string()));
+                    .map_err(|e| failed(topic, e.to_string()))?;
+                return Ok(Box::pin(std::future::ready(Ok(()))) as Acked);
             }
             let ack = js
                 .publish_with_headers(subject, headers, message.payload)
                 .await
-                .map_err(|e| failed(e.to_string()))?;
-            match ack.await {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
-                    Err(PublishError::Timeout {
-                        topic: topic.clone(),
-                        backend: "nats",
-                        timeout: self.publish_timeout,
-                    })
+                .map_err(|e| failed(topic, e.to_string()))?;
+            drop(guard);
+            let topic = topic.clone();
+            let timeout = self.publish_timeout;
+            Ok(Box::pin(async move {
+                match ack.await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
+                        Err(PublishError::Timeout {
+                            topic,
+                            backend: "nats",
+                            timeout,
+                        })
+                    }
+                    Err(e) => Err(failed(&topic, e.to_string())),
                 }
-                Err(e) => Err(failed(e.to_string())),
-            }
+            }) as Acked)
         })
     }
 
