@@ -16,9 +16,7 @@ impl Fd {
     /// `eventfd`, `epoll`, `timerfd`, `file`...
     pub(crate) fn kind(&self) -> String {
         if let Some(inode) = inode_of(&self.target, "socket:[") {
-            return socket(self.fd, inode)
-                .map_or("socket", |s| s.proto)
-                .to_string();
+            return socket_proto(self.fd, inode).to_string();
         }
         if self.target.starts_with("pipe:") {
             return "pipe".into();
@@ -46,24 +44,33 @@ impl Fd {
 }
 
 pub(crate) fn fds() -> Vec<Fd> {
-    let (Ok(dir), Some(fd_dir)) = (
-        std::fs::read_dir("/proc/self/fd"),
-        super::ProcDir::open("/proc/self/fd"),
-    ) else {
+    let Some(fd_dir) = super::ProcDir::open("/proc/self/fd") else {
         return Vec::new();
     };
     let own_dir = own_fd_dir();
+    let mut targets = TARGETS.lock().unwrap_or_else(|e| e.into_inner());
+    let targets = targets.get_or_insert_with(Default::default);
+    if targets.len() > TARGETS_MAX {
+        targets.clear();
+    }
     let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+    for fd in fd_dir.numbers() {
+        if fd == fd_dir.raw() {
             continue;
-        };
-        let Ok(fd) = name.parse::<i32>() else {
-            continue;
-        };
-        // The descriptors that list the directory close before we return: skip what vanished.
-        let Some(target) = fd_dir.readlink(&name) else {
-            continue;
+        }
+        let key = identity(fd);
+        let target = match key.and_then(|k| targets.get(&k)) {
+            Some(t) => t.clone(),
+            None => {
+                // A descriptor closed since the listing is simply not open.
+                let Some(target) = fd_dir.readlink(&fd.to_string()) else {
+                    continue;
+                };
+                if let Some(k) = key {
+                    targets.insert(k, target.clone());
+                }
+                target
+            }
         };
         if target == "/proc/self/fd"
             || target == own_dir
@@ -76,10 +83,66 @@ pub(crate) fn fds() -> Vec<Fd> {
     out
 }
 
+/// The `readlink` targets of descriptors seen before, by [`identity`]: a `readlink` in `/proc`
+/// costs several times an `fstat`, and most descriptors outlive many checks (stdio, a
+/// harness's pipes).
+static TARGETS: std::sync::Mutex<Option<FdTargets>> = std::sync::Mutex::new(None);
+type FdTargets = rustc_hash::FxHashMap<FdIdentity, String>;
+const TARGETS_MAX: usize = 4096;
+
+/// A descriptor's number, device, inode, type and change time: the same for one open file
+/// from check to check, different when the number was closed and reused (a new pipe or socket
+/// has a new inode; a file's change time is when it was made or last changed). `None` for an
+/// anonymous inode (eventfd, epoll, timerfd): they share one inode, so their target is always
+/// read.
+type FdIdentity = (i32, u64, u64, u32, i64, i64);
+
+#[cfg(target_os = "linux")]
+fn identity(fd: i32) -> Option<FdIdentity> {
+    // SAFETY: fstat writes into `st`; a closed descriptor fails with EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT == 0 {
+        return None;
+    }
+    Some((
+        fd,
+        st.st_dev,
+        st.st_ino,
+        st.st_mode,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn identity(_fd: i32) -> Option<FdIdentity> {
+    None
+}
+
 /// `/proc/<pid>/fd`: the target of the descriptors that list it.
 fn own_fd_dir() -> &'static str {
     static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DIR.get_or_init(|| format!("/proc/{}/fd", std::process::id()))
+}
+
+/// A socket's protocol, remembered per inode: it never changes, and a socket inode is not
+/// reused while the socket is open.
+fn socket_proto(fd: i32, inode: &str) -> &'static str {
+    static PROTOS: std::sync::Mutex<Option<rustc_hash::FxHashMap<String, &'static str>>> =
+        std::sync::Mutex::new(None);
+    let mut protos = PROTOS.lock().unwrap_or_else(|e| e.into_inner());
+    let protos = protos.get_or_insert_with(Default::default);
+    if let Some(p) = protos.get(inode) {
+        return p;
+    }
+    let Some(s) = socket(fd, inode) else {
+        return "socket";
+    };
+    if protos.len() > TARGETS_MAX {
+        protos.clear();
+    }
+    protos.insert(inode.to_string(), s.proto);
+    s.proto
 }
 
 fn inode_of<'a>(target: &'a str, prefix: &str) -> Option<&'a str> {
@@ -273,5 +336,41 @@ mod tests {
         let fd = fds().into_iter().find(|f| f.fd == a.as_raw_fd()).unwrap();
         assert_eq!(fd.kind(), "unix");
         assert_eq!(fd.describe(), "unix (unnamed)");
+    }
+
+    /// A number closed and reused between two scans is read again, not taken from the cache:
+    /// for a new pipe or socket (new inode) and for anonymous inodes (which share one).
+    #[test]
+    fn a_reused_number_is_read_again() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let target_of = |fd: i32| fds().into_iter().find(|f| f.fd == fd).map(|f| f.target);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let n = a.as_raw_fd();
+        let first = target_of(n).unwrap();
+        assert!(first.starts_with("socket:["), "{first}");
+        drop(a);
+        // SAFETY: eventfd and epoll_create1 return new descriptors owned by the OwnedFd.
+        let e = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        // Alone in its process (nextest), this test gets the lowest free number back every
+        // time; among parallel tests another may take it first.
+        let alone = std::env::var_os("NEXTEST").is_some();
+        assert!(!alone || e.as_raw_fd() == n);
+        if e.as_raw_fd() == n {
+            assert_eq!(target_of(n).unwrap(), "anon_inode:[eventfd]");
+            drop(e);
+            let p = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
+            assert_eq!(p.as_raw_fd(), n);
+            assert_eq!(target_of(n).unwrap(), "anon_inode:[eventpoll]");
+            drop(p);
+        } else {
+            drop(e);
+        }
+        let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!alone || c.as_raw_fd() == n);
+        if c.as_raw_fd() == n {
+            let again = target_of(n).unwrap();
+            assert!(again.starts_with("socket:[") && again != first, "{again}");
+        }
+        drop(b);
     }
 }

@@ -90,7 +90,45 @@ impl ProcDir {
         (fd >= 0).then(|| ProcDir(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn raw(&self) -> libc::c_int {
+    /// The numeric entry names (tids, descriptor numbers), read with `getdents64` on this
+    /// directory's own descriptor: no second open for the listing.
+    pub(crate) fn numbers(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: getdents64 writes at most `buf.len()` bytes of records into `buf`.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    self.raw(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            let Ok(n) = usize::try_from(n) else {
+                return out;
+            };
+            if n == 0 {
+                return out;
+            }
+            // Records: d_ino (8), d_off (8), d_reclen (2), d_type (1), NUL-terminated name.
+            let mut at = 0;
+            while at + 19 < n {
+                let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+                if reclen == 0 {
+                    return out;
+                }
+                let name = &buf[at + 19..(at + reclen).min(n)];
+                let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+                if let Some(k) = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok()) {
+                    out.push(k);
+                }
+                at += reclen;
+            }
+        }
+    }
+
+    pub(crate) fn raw(&self) -> libc::c_int {
         use std::os::fd::AsRawFd;
         self.0.as_raw_fd()
     }

@@ -10,17 +10,11 @@ pub(crate) struct Thread {
 }
 
 pub(crate) fn threads() -> Vec<Thread> {
-    let (Ok(dir), Some(task)) = (
-        std::fs::read_dir("/proc/self/task"),
-        super::ProcDir::open("/proc/self/task"),
-    ) else {
+    let Some(task) = super::ProcDir::open("/proc/self/task") else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for tid in task.numbers() {
         // The thread may exit between listing and reading: then it is simply not alive.
         let Some(st) = task.stat(&format!("{tid}/stat")) else {
             continue;

@@ -42,8 +42,13 @@ fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
         .create(true)
         .truncate(false)
         .open(path)?;
+    let before = f.metadata()?.len();
     f.write_all(text.as_bytes())?;
-    f.set_len(text.len() as u64)
+    // Truncating costs a metadata update: only when the last report was longer.
+    if before > text.len() as u64 {
+        f.set_len(text.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// The report directories this process writes to, as given and as the kernel names them.
