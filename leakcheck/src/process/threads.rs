@@ -13,8 +13,30 @@ pub(crate) fn threads() -> Vec<Thread> {
     let Some(task) = super::ProcDir::open("/proc/self/task") else {
         return Vec::new();
     };
+    let (me, main) = (current_tid(), std::process::id() as i32);
     let mut out = Vec::new();
     for tid in task.numbers() {
+        // This thread and the main one are known without a read: their start times never
+        // change, this thread's name comes from the kernel, the main one's is never renamed.
+        if tid == me {
+            if let Some(start) = own_start() {
+                out.push(Thread {
+                    tid,
+                    start,
+                    name: current_thread_name(),
+                });
+                continue;
+            }
+        } else if tid == main {
+            if let Some(start) = main_start() {
+                out.push(Thread {
+                    tid,
+                    start,
+                    name: main_thread_name().to_string(),
+                });
+                continue;
+            }
+        }
         // The thread may exit between listing and reading: then it is simply not alive.
         let Some(st) = task.stat(&format!("{tid}/stat")) else {
             continue;
@@ -26,6 +48,41 @@ pub(crate) fn threads() -> Vec<Thread> {
         });
     }
     out
+}
+
+/// The calling thread's start time, read once per thread (kept with its tid: a forked child's
+/// thread inherits the cell but not the tid).
+fn own_start() -> Option<u64> {
+    thread_local! {
+        static START: std::cell::Cell<Option<(i32, u64)>> = const { std::cell::Cell::new(None) };
+    }
+    let tid = current_tid();
+    START
+        .try_with(|s| match s.get() {
+            Some((t, start)) if t == tid => Some(start),
+            _ => {
+                let start = super::stat(&format!("/proc/self/task/{tid}/stat"))?.start;
+                s.set(Some((tid, start)));
+                Some(start)
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// The main thread's start time: the process's (kept with its pid, for a forked child).
+fn main_start() -> Option<u64> {
+    static START: std::sync::Mutex<Option<(u32, u64)>> = std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let mut cached = START.lock().unwrap_or_else(|e| e.into_inner());
+    match *cached {
+        Some((p, start)) if p == pid => Some(start),
+        _ => {
+            let start = super::stat("/proc/self/stat")?.start;
+            *cached = Some((pid, start));
+            Some(start)
+        }
+    }
 }
 
 pub(crate) fn current_tid() -> i32 {
