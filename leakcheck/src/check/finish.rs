@@ -27,6 +27,9 @@ impl Check {
         // Written after the check ends its turn, while other checks may run: they know the file
         // as leakcheck's own (see `report::is_report_being_written`).
         self._adopt.take();
+        // The recording ends inside the turn: ending it starts a new generation, which must
+        // not happen after the next check's recording began (its origins would look stale).
+        self.origins.take();
         self._turn.take();
         crate::report::write_json(&report, &self.report_dir);
         (report, self.mode)

@@ -57,6 +57,8 @@ mod imp {
     /// The recording generation: an entry of an older one is stale (its descriptor was closed
     /// by a call not hooked here, or its thread started before the check).
     static GEN: AtomicU64 = AtomicU64::new(0);
+    /// Recordings of checks running now (a whole-binary check's not counted).
+    static CHECKS: AtomicUsize = AtomicUsize::new(0);
     /// Whether a hook ever ran: the binary was linked with them.
     static SEEN: AtomicBool = AtomicBool::new(false);
 
@@ -220,8 +222,11 @@ mod imp {
     /// Starts recording; returns this recording's generation. Frees the nodes replaced since
     /// the last start (a whole-binary check records for the life of the process, so this
     /// cannot wait for a moment when nothing records).
-    pub(crate) fn begin() -> u64 {
+    pub(crate) fn begin(whole_binary: bool) -> u64 {
         ACTIVE.fetch_add(1, AcqRel);
+        if !whole_binary {
+            CHECKS.fetch_add(1, AcqRel);
+        }
         {
             let _alone = FREEING.write().unwrap_or_else(|e| e.into_inner());
             let mut p = RETIRED.swap(null_mut(), AcqRel);
@@ -235,11 +240,14 @@ mod imp {
         GEN.fetch_add(1, AcqRel) + 1
     }
 
-    pub(crate) fn end() {
+    pub(crate) fn end(whole_binary: bool) {
         ACTIVE.fetch_sub(1, AcqRel);
-        // What is made after this recording is not its own (a whole-binary check tells them
-        // apart by generation).
-        GEN.fetch_add(1, AcqRel);
+        // What is made after a check's recording is not its own: a whole-binary check tells
+        // them apart by generation. While another check records (it began before this one's
+        // recording was dropped), the generation stays: its records must keep its generation.
+        if whole_binary || CHECKS.fetch_sub(1, AcqRel) == 1 {
+            GEN.fetch_add(1, AcqRel);
+        }
     }
 
     /// Whether the hooks are linked in: a descriptor made now passes through them.
@@ -594,10 +602,10 @@ mod imp {
 mod imp {
     use super::{FdOrigin, ThreadOrigin};
 
-    pub(crate) fn begin() -> u64 {
+    pub(crate) fn begin(_whole_binary: bool) -> u64 {
         0
     }
-    pub(crate) fn end() {}
+    pub(crate) fn end(_whole_binary: bool) {}
     pub(crate) fn interposed() -> bool {
         false
     }
@@ -628,7 +636,7 @@ pub(crate) struct Recording {
 impl Recording {
     pub(crate) fn start() -> Self {
         Recording {
-            gen: imp::begin(),
+            gen: imp::begin(false),
             later: false,
         }
     }
@@ -636,7 +644,7 @@ impl Recording {
     /// A recording for the life of the process: every later generation is its own as well.
     pub(crate) fn start_whole_binary() -> Self {
         Recording {
-            gen: imp::begin(),
+            gen: imp::begin(true),
             later: true,
         }
     }
@@ -665,7 +673,7 @@ impl Recording {
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        imp::end();
+        imp::end(self.later);
     }
 }
 
@@ -685,6 +693,23 @@ mod tests {
             f.function
                 .contains("records_where_threads_and_descriptors_are_made")
         })
+    }
+
+    /// A check's recording dropped after the next check's began (the turn passed on before the
+    /// drop) leaves the next one's origins its own.
+    #[test]
+    fn a_recording_ended_late_keeps_the_next_ones_origins() {
+        let first = Recording::start();
+        let second = Recording::start();
+        drop(first);
+        // SAFETY: a fresh eventfd, closed at once.
+        let found = unsafe {
+            let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
+            let found = second.fd(fd).is_some();
+            libc::close(fd);
+            found
+        };
+        assert!(found, "the eventfd's origin was lost");
     }
 
     #[test]
