@@ -288,16 +288,11 @@ impl Transport for Bus {
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
         let topic = &self.topics[topic];
         async move {
-            let failed = |e: &dyn std::fmt::Display| TransportError::Publish {
-                topic: topic.clone(),
-                message: e.to_string(),
-            };
-            let envelope =
-                Envelope::new(key, "PressureEvent", 1, payload).map_err(|e| failed(&e))?;
+            let envelope = envelope(topic, key, payload)?;
             self.bus
                 .publish_envelope(topic, &envelope)
                 .await
-                .map_err(|e| failed(&e))
+                .map_err(|e| publish_failed(topic, &e))
         }
     }
 
@@ -309,24 +304,14 @@ impl Transport for Bus {
     ) -> impl Future<Output = Result<Acked, TransportError>> + Send {
         let topic = &self.topics[topic];
         async move {
-            let failed = |e: &dyn std::fmt::Display| TransportError::Publish {
-                topic: topic.clone(),
-                message: e.to_string(),
-            };
-            let envelope =
-                Envelope::new(key, "PressureEvent", 1, payload).map_err(|e| failed(&e))?;
+            let envelope = envelope(topic, key, payload)?;
             let ack = self
                 .bus
                 .enqueue_envelope(topic, &envelope)
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| publish_failed(topic, &e))?;
             let topic = topic.clone();
-            Ok(Box::pin(async move {
-                ack.await.map_err(|e| TransportError::Publish {
-                    topic,
-                    message: e.to_string(),
-                })
-            }) as Acked)
+            Ok(Box::pin(async move { ack.await.map_err(|e| publish_failed(&topic, &e)) }) as Acked)
         }
     }
 
@@ -335,6 +320,18 @@ impl Transport for Bus {
             backend: "bus",
             message: e.to_string(),
         })
+    }
+}
+
+/// The run's event: its aggregate is the key.
+fn envelope(topic: &str, key: String, payload: Bytes) -> Result<Envelope, TransportError> {
+    Envelope::new(key, "PressureEvent", 1, payload).map_err(|e| publish_failed(topic, &e))
+}
+
+fn publish_failed(topic: &str, e: &dyn std::fmt::Display) -> TransportError {
+    TransportError::Publish {
+        topic: topic.to_string(),
+        message: e.to_string(),
     }
 }
 

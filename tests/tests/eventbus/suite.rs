@@ -109,21 +109,27 @@ pub async fn lifecycle(f: &dyn Fixture) {
     leakcheck::checkpoint("closed");
 }
 
-/// 100k envelopes over 1k aggregates, published by 40 tasks at once (each owns 25 aggregates
-/// and publishes their events in turn, each publish awaited): every aggregate's events are
-/// handled once each, in publish order.
-pub async fn ordering(f: &dyn Fixture) {
-    const AGGREGATES: usize = 1000;
-    const PER_AGGREGATE: u64 = 100;
-    const PUBLISHERS: usize = 40;
-    let t = topic("ordering");
-    let bus = f.bus(EventBus::builder()).await;
-    let last: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; AGGREGATES]));
-    let violations = Arc::new(AtomicU64::new(0));
-    let handled = Arc::new(AtomicU64::new(0));
-    {
-        let (last, violations, handled) = (last.clone(), violations.clone(), handled.clone());
-        bus.subscribe_envelopes(&t, &group(&t, "ordering"), move |e: Envelope| {
+/// What an envelope subscription saw of aggregates `agg-<n>` whose payloads count 1, 2, 3...:
+/// the last number per aggregate, the numbers out of order, and how many were handled.
+struct Sequences {
+    last: Arc<Mutex<Vec<u64>>>,
+    violations: Arc<AtomicU64>,
+    handled: Arc<AtomicU64>,
+}
+
+impl Sequences {
+    async fn subscribe(bus: &EventBus, t: &str, name: &str, aggregates: usize) -> Self {
+        let seen = Sequences {
+            last: Arc::new(Mutex::new(vec![0; aggregates])),
+            violations: Arc::new(AtomicU64::new(0)),
+            handled: Arc::new(AtomicU64::new(0)),
+        };
+        let (last, violations, handled) = (
+            seen.last.clone(),
+            seen.violations.clone(),
+            seen.handled.clone(),
+        );
+        bus.subscribe_envelopes(t, &group(t, name), move |e: Envelope| {
             let agg: usize = e.aggregate_id()[4..].parse().unwrap();
             let seq: u64 = std::str::from_utf8(e.payload()).unwrap().parse().unwrap();
             let mut last = last.lock().unwrap();
@@ -136,7 +142,43 @@ pub async fn ordering(f: &dyn Fixture) {
         })
         .await
         .unwrap();
+        seen
     }
+
+    async fn wait_for(&self, total: u64) {
+        wait_until(WAIT, "every envelope handled", || {
+            self.handled.load(Ordering::Relaxed) >= total
+        })
+        .await;
+    }
+
+    /// Each aggregate's numbers were handled once each, in order, up to `per_aggregate`.
+    fn assert_in_order(&self, total: u64, per_aggregate: u64) {
+        assert_eq!(
+            self.violations.load(Ordering::Relaxed),
+            0,
+            "ordering violations"
+        );
+        assert_eq!(self.handled.load(Ordering::Relaxed), total);
+        assert!(self
+            .last
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| *l == per_aggregate));
+    }
+}
+
+/// 100k envelopes over 1k aggregates, published by 40 tasks at once (each owns 25 aggregates
+/// and publishes their events in turn, each publish awaited): every aggregate's events are
+/// handled once each, in publish order.
+pub async fn ordering(f: &dyn Fixture) {
+    const AGGREGATES: usize = 1000;
+    const PER_AGGREGATE: u64 = 100;
+    const PUBLISHERS: usize = 40;
+    let t = topic("ordering");
+    let bus = f.bus(EventBus::builder()).await;
+    let seen = Sequences::subscribe(&bus, &t, "ordering", AGGREGATES).await;
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let (bus, t) = (bus.clone(), t.clone());
@@ -155,14 +197,9 @@ pub async fn ordering(f: &dyn Fixture) {
         p.await.unwrap();
     }
     let total = AGGREGATES as u64 * PER_AGGREGATE;
-    wait_until(WAIT, "100k envelopes handled", || {
-        handled.load(Ordering::Relaxed) >= total
-    })
-    .await;
+    seen.wait_for(total).await;
     bus.close().await.unwrap();
-    assert_eq!(violations.load(Ordering::Relaxed), 0, "ordering violations");
-    assert_eq!(handled.load(Ordering::Relaxed), total);
-    assert!(last.lock().unwrap().iter().all(|l| *l == PER_AGGREGATE));
+    seen.assert_in_order(total, PER_AGGREGATE);
     let m = bus.metrics();
     assert_eq!(m.handled, total);
     assert_eq!(m.published, total);
@@ -326,25 +363,7 @@ pub async fn pipelined(f: &dyn Fixture) {
     const IN_FLIGHT: usize = 500;
     let t = topic("pipelined");
     let bus = f.bus(EventBus::builder()).await;
-    let last: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; AGGREGATES]));
-    let violations = Arc::new(AtomicU64::new(0));
-    let handled = Arc::new(AtomicU64::new(0));
-    {
-        let (last, violations, handled) = (last.clone(), violations.clone(), handled.clone());
-        bus.subscribe_envelopes(&t, &group(&t, "pipelined"), move |e: Envelope| {
-            let agg: usize = e.aggregate_id()[4..].parse().unwrap();
-            let seq: u64 = std::str::from_utf8(e.payload()).unwrap().parse().unwrap();
-            let mut last = last.lock().unwrap();
-            if seq != last[agg] + 1 {
-                violations.fetch_add(1, Ordering::Relaxed);
-            }
-            last[agg] = seq;
-            handled.fetch_add(1, Ordering::Relaxed);
-            async { Ok::<_, std::io::Error>(()) }
-        })
-        .await
-        .unwrap();
-    }
+    let seen = Sequences::subscribe(&bus, &t, "pipelined", AGGREGATES).await;
     let mut acks = std::collections::VecDeque::new();
     for seq in 1..=PER_AGGREGATE {
         for agg in 0..AGGREGATES {
@@ -364,14 +383,9 @@ pub async fn pipelined(f: &dyn Fixture) {
         total,
         "every acknowledgement counted"
     );
-    wait_until(WAIT, "every envelope handled", || {
-        handled.load(Ordering::Relaxed) >= total
-    })
-    .await;
+    seen.wait_for(total).await;
     bus.close().await.unwrap();
-    assert_eq!(violations.load(Ordering::Relaxed), 0, "ordering violations");
-    assert_eq!(handled.load(Ordering::Relaxed), total);
-    assert!(last.lock().unwrap().iter().all(|l| *l == PER_AGGREGATE));
+    seen.assert_in_order(total, PER_AGGREGATE);
     let late = bus.enqueue(&t, Outbound::new("late")).await;
     assert!(matches!(late, Err(PublishError::Closed)), "{late:?}");
     assert_eq!(bus.metrics().publish_errors, 1);
