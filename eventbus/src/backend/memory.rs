@@ -24,7 +24,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use super::{Ack, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
+use super::{acked, Ack, Acked, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
@@ -622,14 +622,15 @@ impl Backend for MemoryBackend {
         self.store_now(topic, message).err()
     }
 
-    fn publish<'a>(
+    /// The broker has the message once it is stored: its acknowledgement is there at once.
+    fn enqueue<'a>(
         &'a self,
         topic: &'a TopicName,
         message: Outbound,
-    ) -> BoxFuture<'a, Result<(), PublishError>> {
+    ) -> BoxFuture<'a, Result<Acked, PublishError>> {
         Box::pin(async move {
             match self.store_waiting(topic, message).await {
-                true => Ok(()),
+                true => Ok(acked()),
                 false => Err(PublishError::Closed),
             }
         })

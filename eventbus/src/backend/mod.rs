@@ -43,6 +43,11 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The broker's acknowledgement of one enqueued message (see [`Backend::enqueue`]).
 pub(crate) type Acked = BoxFuture<'static, Result<(), PublishError>>;
 
+/// An acknowledgement that is already there: the broker answered as it took the message.
+pub(crate) fn acked() -> Acked {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// A connection to a broker.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// `memory`, `kafka`, `nats`: for messages.
@@ -61,26 +66,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
 
     /// Hands one message to the broker; `Ok` means the broker has it (for persistent topics:
-    /// stored).
+    /// stored): an enqueue and the wait for its acknowledgement.
     fn publish<'a>(
         &'a self,
         topic: &'a TopicName,
         message: Outbound,
-    ) -> BoxFuture<'a, Result<(), PublishError>>;
+    ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move { self.enqueue(topic, message).await?.await })
+    }
 
     /// Hands one message to the broker's client and returns once it is queued there, in call
     /// order, with the wait for the broker's acknowledgement: many messages can be in flight.
-    /// The default publishes and returns an acknowledgement that is already there.
     fn enqueue<'a>(
         &'a self,
         topic: &'a TopicName,
         message: Outbound,
-    ) -> BoxFuture<'a, Result<Acked, PublishError>> {
-        Box::pin(async move {
-            self.publish(topic, message).await?;
-            Ok(Box::pin(std::future::ready(Ok(()))) as Acked)
-        })
-    }
+    ) -> BoxFuture<'a, Result<Acked, PublishError>>;
 
     /// Joins `group` on `topic`.
     fn subscribe<'a>(

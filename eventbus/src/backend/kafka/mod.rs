@@ -392,14 +392,6 @@ impl Backend for KafkaBackend {
         Box::pin(self.create(config))
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a TopicName,
-        message: Outbound,
-    ) -> BoxFuture<'a, Result<(), PublishError>> {
-        Box::pin(async move { self.enqueue(topic, message).await?.await })
-    }
-
     fn enqueue<'a>(
         &'a self,
         topic: &'a TopicName,

@@ -31,7 +31,7 @@ use base64::Engine as _;
 
 use self::subscription::NatsSubscription;
 use super::members::Members;
-use super::{Acked, Backend, BoxFuture, Subscription};
+use super::{acked, Acked, Backend, BoxFuture, Subscription};
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
 use crate::message::Outbound;
 use crate::observe::ConnectionState;
@@ -291,14 +291,6 @@ impl Backend for NatsBackend {
         Box::pin(self.create(config))
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a TopicName,
-        message: Outbound,
-    ) -> BoxFuture<'a, Result<(), PublishError>> {
-        Box::pin(async move { self.enqueue(topic, message).await?.await })
-    }
-
     fn enqueue<'a>(
         &'a self,
         topic: &'a TopicName,
@@ -332,7 +324,7 @@ impl Backend for NatsBackend {
                     .publish_with_headers(subject, headers, message.payload)
                     .await
                     .map_err(|e| failed(topic, e.to_string()))?;
-                return Ok(Box::pin(std::future::ready(Ok(()))) as Acked);
+                return Ok(acked());
             }
             let ack = js
                 .publish_with_headers(subject, headers, message.payload)
