@@ -1,5 +1,9 @@
 //! Settling: waiting, event-driven with a bounded backoff, until nothing unknown is left or the
 //! deadline passes.
+//!
+//! A failing check pays one deadline: while it waits, the survivors' spawn stacks are resolved
+//! on a thread of leakcheck's own, since the first resolution of a process loads debug info and
+//! would otherwise come after the wait.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -62,6 +66,9 @@ impl Check {
         let await_rules = self.rules.uses_await_point();
         let mut traces: FxHashMap<Id, AwaitTrace> = FxHashMap::default();
         let mut dumps_work = true;
+        // Survivors' symbols, resolved while waiting (see `prefetch_after`).
+        let mut prefetch = None;
+        let mut prefetched = false;
         let survivors = loop {
             stats.rounds += 1;
             let seen = reg.terminations();
@@ -72,10 +79,6 @@ impl Check {
                 // its end back until the runtime shuts down: dump once the workers are idle.
                 wait_for_parked_workers(rt, DUMP_WAITS_FOR_WORKERS);
                 (live, unknown) = self.task_round(reg, &traces);
-            }
-            if unknown {
-                // Their report will need symbols: load them while waiting for the deadline.
-                tasks::warm_up_symbols();
             }
             if unknown && await_rules && dumps_work {
                 let missing: FxHashSet<Id> = live
@@ -109,8 +112,23 @@ impl Check {
                 stats.timed_out = unknown;
                 break live;
             }
+            // Not while dumps are taken for rules: they would wait for its lock on the unwinder
+            // (and their own symbols load the debug info anyway).
+            let prefetch_at = (unknown && !prefetched && !(await_rules && dumps_work))
+                .then(|| start + prefetch_after(self.settle));
+            if prefetch_at.is_some_and(|at| now >= at) {
+                prefetched = true;
+                prefetch = tasks::prefetch_symbols(
+                    live.iter().filter_map(|(_, r)| r.frames.clone()).collect(),
+                );
+            }
+            // The wait ends at the deadline, or when the prefetch is due.
+            let until = prefetch_at
+                .filter(|at| *at > now)
+                .unwrap_or(deadline)
+                .min(deadline);
             if drive {
-                let step = backoff.min(deadline - now);
+                let step = backoff.min(until - now);
                 rt.block_on(async {
                     for _ in 0..8 {
                         tokio::task::yield_now().await;
@@ -122,7 +140,7 @@ impl Check {
                 backoff = (backoff * 2).min(BACKOFF_CAP);
             } else {
                 // Event-driven: the terminate hook wakes us.
-                reg.wait_for_termination(seen, deadline - now);
+                reg.wait_for_termination(seen, until - now);
             }
         };
         for (id, rec) in first.unwrap_or_default() {
@@ -142,6 +160,9 @@ impl Check {
                 });
             }
         }
+        // Stopped before the dump (a dump's workers would wait for its lock on the unwinder):
+        // the report resolves what it did not get to.
+        drop(prefetch);
         if survivors.is_empty() {
             return Vec::new();
         }
@@ -370,6 +391,14 @@ impl Check {
         stats.test_threads = test_threads;
         (survivors.into_iter().map(|(_, s)| s).collect(), state)
     }
+}
+
+/// How long survivors must have lasted before their symbols are resolved while waiting. Tasks
+/// merely ending (aborted, shutting down) are mostly gone by then, so a check that ends clean
+/// rarely waits for the resolving thread (stopping it waits for the address in hand, and the
+/// first one loads debug info). A tenth of the deadline leaves the rest for the resolution.
+fn prefetch_after(settle: Duration) -> Duration {
+    settle / 10
 }
 
 /// Polls `done` with the settle backoff (50 µs doubling to 5 ms) until it holds or `limit`

@@ -123,7 +123,8 @@ pub(crate) fn main_thread_name() -> &'static str {
     })
 }
 
-/// Threads leakcheck itself started (its dump helper), as (tid, start time): never a survivor.
+/// Threads leakcheck itself started (its dump and symbol helpers), as (tid, start time): never a
+/// survivor.
 static OWN: std::sync::Mutex<Vec<(i32, u64)>> = std::sync::Mutex::new(Vec::new());
 
 /// Spawns a thread of leakcheck's own: it is recorded before it runs `f`, so no check ever
@@ -166,5 +167,5 @@ pub(crate) fn is_own(t: &Thread) -> bool {
 
 /// The name of the thread that takes task dumps.
 pub(crate) const DUMP_THREAD_NAME: &str = "leakcheck-dump";
-/// The name of the thread that loads debug info for symbols.
+/// The name of the thread that resolves survivors' symbols while a check waits.
 pub(crate) const SYMBOLS_THREAD_NAME: &str = "leakcheck-symbols";

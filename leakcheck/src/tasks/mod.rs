@@ -15,7 +15,7 @@ pub use symbols::Frame;
 pub(crate) use dump::{dump, DumpOutcome};
 pub(crate) use registry::{with_name, Registry, TaskRecord};
 pub(crate) use symbols::{
-    resolve as resolve_frames, user_and_via, warm_up as warm_up_symbols, workspace_root, Origin,
+    prefetch as prefetch_symbols, resolve as resolve_frames, user_and_via, workspace_root, Origin,
 };
 
 /// Installs the spawn and terminate hooks of `registry` on `builder`.

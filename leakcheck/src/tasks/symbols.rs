@@ -217,17 +217,56 @@ pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
     out
 }
 
-/// Loads the debug info symbol resolution needs (tens of milliseconds in a release build, up to
-/// a second in a debug build) on a thread of leakcheck's own, once per process, so that a check
-/// that found a survivor does it while it waits for the deadline rather than after.
-pub(crate) fn warm_up() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ip = warm_up as fn() as usize;
-        let _ = crate::process::spawn_own(crate::process::SYMBOLS_THREAD_NAME, move || {
-            let _ = resolve(&[ip + 1]);
-        });
-    });
+/// Resolves survivors' frames into the cache on a thread of leakcheck's own while the check
+/// waits for its deadline. The first resolution of a process loads debug info (the binary's, and
+/// libc's detached, compressed one when installed): hundreds of milliseconds in a debug build,
+/// which would otherwise come after the wait. Dropping it stops and joins the thread: it never
+/// outlives its check's settling, and is waited for at most while it resolves one address.
+pub(crate) struct Prefetch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts resolving the addresses of `stacks` (each address once; cached ones cost a lookup).
+pub(crate) fn prefetch(stacks: Vec<std::sync::Arc<[usize]>>) -> Option<Prefetch> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if stacks.is_empty() {
+        return None;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = crate::process::spawn_own(crate::process::SYMBOLS_THREAD_NAME, move || {
+        // What loading opens (the binary, /proc/self/maps, debug files) is leakcheck's own.
+        crate::process::unrecorded(|| {
+            let mut seen = rustc_hash::FxHashSet::default();
+            for ip in stacks.iter().flat_map(|s| s.iter().copied()) {
+                if stopped.load(Relaxed) {
+                    return;
+                }
+                if seen.insert(ip) {
+                    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+                    cache
+                        .get_or_insert_with(FxHashMap::default)
+                        .entry(ip)
+                        .or_insert_with(|| resolve_one(ip));
+                }
+            }
+        })
+    })
+    .ok()?;
+    Some(Prefetch {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn resolve_one(ip: usize) -> Vec<Frame> {
@@ -263,6 +302,34 @@ mod tests {
             file: file.map(str::to_string),
             line: Some(1),
         }
+    }
+
+    #[inline(never)]
+    fn here() -> Vec<usize> {
+        let frames = crate::tasks::capture_raw();
+        std::hint::black_box(&frames);
+        frames
+    }
+
+    #[test]
+    fn a_prefetch_fills_the_cache_and_stops_when_dropped() {
+        let ips = here();
+        let p = prefetch(vec![ips.clone().into()]).expect("a helper thread");
+        let cached = || {
+            let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .as_ref()
+                .is_some_and(|c| ips.iter().all(|ip| c.contains_key(ip)))
+        };
+        let t = std::time::Instant::now();
+        while !cached() && t.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(cached(), "not resolved after {:?}", t.elapsed());
+        // Joined: nothing of it runs after this.
+        drop(p);
+        // Resolved as it would have been here.
+        assert!(resolve(&ips).iter().any(|f| f.function.ends_with("::here")));
     }
 
     #[test]

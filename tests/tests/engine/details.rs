@@ -194,6 +194,44 @@ fn a_blocked_worker_degrades_the_dump_with_a_note_instead_of_hanging() {
 }
 
 #[test]
+fn symbols_resolved_while_a_check_waits_leave_nothing_of_their_own() {
+    // Survivors that outlast a tenth of the deadline have their symbols resolved on a thread of
+    // leakcheck's (loading debug info, the first time in a process): neither that thread nor
+    // what it opened is a survivor or lingers.
+    let check = Check::builder()
+        .label("symbols while waiting")
+        .settle_deadline(Duration::from_millis(300))
+        .start_multi_thread(1)
+        .unwrap();
+    check.handle().spawn(std::future::pending::<()>());
+    let r = check.finish();
+    let text = r.to_text();
+    let task = r
+        .unknown()
+        .find(|s| s.kind == Kind::Task)
+        .expect("the pending task");
+    assert!(task.user_frame.is_some(), "{text}");
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    for s in &r.survivors {
+        assert!(!s.description.contains("leakcheck-symbols"), "{text}");
+        if s.kind == Kind::Fd {
+            assert!(
+                !s.description.contains(&exe)
+                    && !s.description.contains("/usr/lib/debug/")
+                    && !s.description.ends_with("/maps"),
+                "{text}"
+            );
+        }
+    }
+    assert!(
+        r.lingered
+            .iter()
+            .all(|l| !l.description.contains("leakcheck-symbols")),
+        "{text}"
+    );
+}
+
+#[test]
 fn json_carries_the_schema_version_and_the_classification() {
     let r = run("known_singleton", true);
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
