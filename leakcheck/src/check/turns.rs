@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
 
 use super::start::lock;
 use crate::process;
@@ -12,6 +13,8 @@ use crate::process;
 /// blamed on the running check.
 pub(super) struct Turn {
     exclusive: bool,
+    /// The thread that took it: a check may be finished (and its turn dropped) on another.
+    owner: ThreadId,
 }
 
 #[derive(Default)]
@@ -32,9 +35,22 @@ static TURNS: (Mutex<Turns>, Condvar) = (
 );
 static WAITING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
-thread_local! {
-    /// The turns this thread holds: (exclusive, shared).
-    static HELD: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+/// The turns each thread took and has not given back: (exclusive, shared).
+static HELD: Mutex<Vec<(ThreadId, (u32, u32))>> = Mutex::new(Vec::new());
+
+fn held(thread: ThreadId) -> (u32, u32) {
+    lock(&HELD)
+        .iter()
+        .find(|(t, _)| *t == thread)
+        .map_or((0, 0), |(_, h)| *h)
+}
+
+fn set_held(thread: ThreadId, h: (u32, u32)) {
+    let mut all = lock(&HELD);
+    all.retain(|(t, _)| *t != thread);
+    if h != (0, 0) {
+        all.push((thread, h));
+    }
 }
 
 impl Turn {
@@ -42,7 +58,8 @@ impl Turn {
     /// run side by side (each has its own runtime); any other combination would wait for itself,
     /// and panics instead.
     pub(super) fn acquire(exclusive: bool) -> Turn {
-        let (held_exclusive, held_shared) = HELD.get();
+        let owner = std::thread::current().id();
+        let (held_exclusive, held_shared) = held(owner);
         assert!(
             held_exclusive == 0 && (held_shared == 0 || !exclusive),
             "a leak check is already running on this thread and this one would wait for it to end: finish it before starting another (checks of tasks only may run side by side; a check of threads, descriptors or children runs alone, and a #[leak_test] function cannot be called from inside another leak check)"
@@ -50,8 +67,8 @@ impl Turn {
         if held_shared > 0 {
             // Not behind waiting exclusive checks: they wait for this thread's turn to end.
             lock(&TURNS.0).shared += 1;
-            HELD.set((0, held_shared + 1));
-            return Turn { exclusive };
+            set_held(owner, (0, held_shared + 1));
+            return Turn { exclusive, owner };
         }
         let tid = process::current_tid();
         lock(&WAITING).push(tid);
@@ -71,8 +88,8 @@ impl Turn {
         }
         drop(t);
         lock(&WAITING).retain(|w| *w != tid);
-        HELD.set(if exclusive { (1, 0) } else { (0, 1) });
-        Turn { exclusive }
+        set_held(owner, if exclusive { (1, 0) } else { (0, 1) });
+        Turn { exclusive, owner }
     }
 
     pub(super) fn waiting() -> HashSet<i32> {
@@ -82,12 +99,15 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let (e, s) = HELD.get();
-        HELD.set(if self.exclusive {
-            (e.saturating_sub(1), s)
-        } else {
-            (e, s.saturating_sub(1))
-        });
+        let (e, s) = held(self.owner);
+        set_held(
+            self.owner,
+            if self.exclusive {
+                (e.saturating_sub(1), s)
+            } else {
+                (e, s.saturating_sub(1))
+            },
+        );
         let mut t = lock(&TURNS.0);
         if self.exclusive {
             t.exclusive = false;
@@ -109,7 +129,7 @@ mod tests {
         let b = Turn::acquire(false);
         drop(a);
         drop(b);
-        assert_eq!(HELD.get(), (0, 0));
+        assert_eq!(held(std::thread::current().id()), (0, 0));
     }
 
     #[test]
@@ -123,7 +143,7 @@ mod tests {
         let first = Turn::acquire(true);
         assert!(std::panic::catch_unwind(|| Turn::acquire(false)).is_err());
         drop(first);
-        assert_eq!(HELD.get(), (0, 0));
+        assert_eq!(held(std::thread::current().id()), (0, 0));
         // The turns were given back: another thread gets one.
         std::thread::spawn(|| drop(Turn::acquire(true)))
             .join()

@@ -5,6 +5,7 @@
 pub(crate) struct Thread {
     pub(crate) tid: i32,
     /// Start time in clock ticks since boot: with the tid, an identity that survives tid reuse.
+    /// 0 for the thread that listed it (it runs the check, so it predates it).
     pub(crate) start: u64,
     pub(crate) name: String,
 }
@@ -16,17 +17,16 @@ pub(crate) fn threads() -> Vec<Thread> {
     let (me, main) = (current_tid(), std::process::id() as i32);
     let mut out = Vec::new();
     for tid in task.numbers() {
-        // This thread and the main one are known without a read: their start times never
-        // change, this thread's name comes from the kernel, the main one's is never renamed.
+        // This thread and the main one are known without a read. This one is running the
+        // check, so it is never new: start time 0 (before any baseline); its name comes from
+        // the kernel. The main one's start time never changes, and its name is never changed.
         if tid == me {
-            if let Some(start) = own_start() {
-                out.push(Thread {
-                    tid,
-                    start,
-                    name: current_thread_name(),
-                });
-                continue;
-            }
+            out.push(Thread {
+                tid,
+                start: 0,
+                name: current_thread_name(),
+            });
+            continue;
         } else if tid == main {
             if let Some(start) = main_start() {
                 out.push(Thread {
@@ -48,26 +48,6 @@ pub(crate) fn threads() -> Vec<Thread> {
         });
     }
     out
-}
-
-/// The calling thread's start time, read once per thread (kept with its tid: a forked child's
-/// thread inherits the cell but not the tid).
-fn own_start() -> Option<u64> {
-    thread_local! {
-        static START: std::cell::Cell<Option<(i32, u64)>> = const { std::cell::Cell::new(None) };
-    }
-    let tid = current_tid();
-    START
-        .try_with(|s| match s.get() {
-            Some((t, start)) if t == tid => Some(start),
-            _ => {
-                let start = super::stat(&format!("/proc/self/task/{tid}/stat"))?.start;
-                s.set(Some((tid, start)));
-                Some(start)
-            }
-        })
-        .ok()
-        .flatten()
 }
 
 /// The main thread's start time: the process's (kept with its pid, for a forked child).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leakcheck::{Check, Kind, Status};
+use leakcheck::{Check, Kind, Kinds, Status};
 
 use crate::support::run;
 
@@ -273,4 +273,42 @@ fn a_shared_executor_pool_reports_the_same_on_every_run() {
         assert_eq!(again, text, "run {i} differs");
     }
     insta::assert_snapshot!("shared_executor_pool", text);
+}
+
+/// A check may be finished on another thread than the one that started it: neither thread is
+/// the test's leak (the finishing one was made during the check, but it is the one running it).
+#[test]
+fn a_check_finished_on_another_thread_blames_neither_thread() {
+    let check = Check::builder()
+        .label("finished elsewhere")
+        .kinds(Kinds::parse("threads,fds").unwrap())
+        .start()
+        .unwrap();
+    let r = std::thread::spawn(move || check.finish()).join().unwrap();
+    assert!(r.is_clean(), "{}", r.to_text());
+    let leaked = std::thread::Builder::new()
+        .name("made-in-check".into())
+        .spawn(|| {})
+        .unwrap();
+    let check = Check::builder()
+        .label("a thread really left")
+        .kinds(Kinds::parse("threads").unwrap())
+        .settle_deadline(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let (stop, wait) = std::sync::mpsc::channel::<()>();
+    let left = std::thread::Builder::new()
+        .name("left-running".into())
+        .spawn(move || wait.recv())
+        .unwrap();
+    let r = std::thread::spawn(move || check.finish()).join().unwrap();
+    assert!(
+        r.unknown()
+            .any(|s| s.kind == Kind::Thread && s.name.as_deref() == Some("left-running")),
+        "{}",
+        r.to_text()
+    );
+    drop(stop);
+    left.join().unwrap().unwrap_err();
+    leaked.join().unwrap();
 }
