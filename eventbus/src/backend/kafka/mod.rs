@@ -403,16 +403,19 @@ impl Backend for KafkaBackend {
             let Some(producer) = guard.as_ref() else {
                 return Err(PublishError::Closed);
             };
-            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-            for (k, v) in &message.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_str()),
-                });
+            let mut record =
+                FutureRecord::<[u8], [u8]>::to(topic.as_str()).payload(message.payload.as_ref());
+            // An envelope carries its metadata in its payload: no header list to allocate.
+            if !message.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+                for (k, v) in &message.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v.as_str()),
+                    });
+                }
+                record = record.headers(headers);
             }
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic.as_str())
-                .payload(message.payload.as_ref())
-                .headers(headers);
             if let Some(k) = &message.key {
                 record = record.key(k.as_ref());
             }

@@ -129,24 +129,28 @@ impl KafkaSubscription {
         }
     }
 
-    /// Marks a message handled and stores the partition's new commit position, if it moved.
-    fn handled(
+    /// Marks a message handled.
+    fn handled(partitions: &mut HashMap<i32, Partition>, h: Handled) {
+        if let Some(p) = partitions.get_mut(&h.partition) {
+            p.in_progress.remove(&h.offset);
+        }
+    }
+
+    /// Stores each partition's new commit position, where it moved: once for every message
+    /// handled since, not once per message.
+    fn store(
         consumer: &StreamConsumer<KafkaContext>,
         topic: &TopicName,
         partitions: &mut HashMap<i32, Partition>,
-        h: Handled,
     ) {
-        let Some(p) = partitions.get_mut(&h.partition) else {
-            return;
-        };
-        p.in_progress.remove(&h.offset);
-        let position = p.in_progress.first().copied().unwrap_or(p.next);
-        if position > p.stored {
+        for (partition, p) in partitions.iter_mut() {
+            let position = p.in_progress.first().copied().unwrap_or(p.next);
             // librdkafka stores `offset + 1`: the next message to read. A partition that was
             // revoked meanwhile refuses it; its next owner reads the message again.
-            if consumer
-                .store_offset(topic.as_str(), h.partition, position - 1)
-                .is_ok()
+            if position > p.stored
+                && consumer
+                    .store_offset(topic.as_str(), *partition, position - 1)
+                    .is_ok()
             {
                 p.stored = position;
             }
@@ -170,7 +174,11 @@ impl Subscription for KafkaSubscription {
                 tokio::select! {
                     biased;
                     Some(h) = handled_rx.recv() => {
-                        Self::handled(consumer, topic, partitions, h);
+                        Self::handled(partitions, h);
+                        while let Ok(h) = handled_rx.try_recv() {
+                            Self::handled(partitions, h);
+                        }
+                        Self::store(consumer, topic, partitions);
                     }
                     // Errors are transient (a broker restarting, a rebalance): librdkafka
                     // retries by itself, and health shows an outage.
@@ -187,8 +195,9 @@ impl Subscription for KafkaSubscription {
         Box::pin(async move {
             let mut me = *self;
             while let Ok(h) = me.handled_rx.try_recv() {
-                Self::handled(&me.consumer, &me.topic, &mut me.partitions, h);
+                Self::handled(&mut me.partitions, h);
             }
+            Self::store(&me.consumer, &me.topic, &mut me.partitions);
             drop(me.member);
             let consumer = me.consumer;
             // Dropping the consumer commits the stored offsets, leaves the group and stops
