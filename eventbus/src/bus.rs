@@ -206,14 +206,18 @@ struct Inner {
 /// the broker has it, or the reason it does not (as [`EventBus::publish`] says).
 #[must_use = "an acknowledgement nobody awaits hides a failed publish"]
 pub struct PublishAck {
-    acked: Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>,
+    /// `None` when the broker took the message at once (already counted).
+    acked: Option<Acked>,
 }
 
 impl Future for PublishAck {
     type Output = Result<(), PublishError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.acked.as_mut().poll(cx)
+        match self.acked.as_mut() {
+            Some(acked) => acked.as_mut().poll(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -290,9 +294,9 @@ impl EventBus {
     /// ```
     ///
     /// The publish timeout bounds the enqueue and the acknowledgement together. The bus counts
-    /// a message as published (or failed) when its acknowledgement is awaited; a dropped
-    /// `PublishAck` loses the outcome, not the message. In-process and ephemeral topics
-    /// acknowledge at once.
+    /// a message as published (or failed) once the broker's answer is known: at once where the
+    /// broker takes it at once (the in-process broker with room), else when its acknowledgement
+    /// is awaited; a dropped `PublishAck` loses the outcome, not the message.
     ///
     /// [`publish`]: Self::publish
     pub async fn enqueue(
@@ -308,25 +312,30 @@ impl EventBus {
                 return Err(e);
             }
         };
+        let (topic, ack) = match acked {
+            Ack::Now => {
+                // No allocation for an in-process broker's answer.
+                self.count(&Ok(()));
+                return Ok(PublishAck { acked: None });
+            }
+            Ack::Later(topic, ack) => (topic, ack),
+        };
         let bus = self.clone();
         let timeout = self.inner.config.publish_timeout;
         let backend = self.inner.backend.name();
         Ok(PublishAck {
-            acked: Box::pin(async move {
-                let result = match acked {
-                    Ack::Now => Ok(()),
-                    Ack::Later(topic, ack) => match tokio::time::timeout_at(deadline, ack).await {
-                        Ok(r) => r,
-                        Err(_) => Err(PublishError::Timeout {
-                            topic,
-                            backend,
-                            timeout,
-                        }),
-                    },
+            acked: Some(Box::pin(async move {
+                let result = match tokio::time::timeout_at(deadline, ack).await {
+                    Ok(r) => r,
+                    Err(_) => Err(PublishError::Timeout {
+                        topic,
+                        backend,
+                        timeout,
+                    }),
                 };
                 bus.count(&result);
                 result
-            }),
+            })),
         })
     }
 
