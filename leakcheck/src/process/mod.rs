@@ -12,7 +12,7 @@ mod threads;
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, Fd};
 pub(crate) use libtest::{list_tests, sibling_test_names, truncate};
-pub(crate) use origins::{unrecorded, Recording};
+pub(crate) use origins::{renames, unrecorded, Recording};
 pub(crate) use threads::{
     current_thread_name, current_tid, is_own, main_thread_name, mark_own, spawn_own, threads,
     Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
@@ -93,6 +93,12 @@ impl ProcDir {
     /// The numeric entry names (tids, descriptor numbers), read with `getdents64` on this
     /// directory's own descriptor: no second open for the listing.
     pub(crate) fn numbers(&self) -> Vec<i32> {
+        self.entries().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// The numeric entries with their inode numbers. In `/proc/self/task` a thread's inode
+    /// stays while it lives and is new for a new thread, even one that reuses a tid.
+    pub(crate) fn entries(&self) -> Vec<(i32, u64)> {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -118,10 +124,11 @@ impl ProcDir {
                 if reclen == 0 {
                     return out;
                 }
+                let ino = u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
                 let name = &buf[at + 19..(at + reclen).min(n)];
                 let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
                 if let Some(k) = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok()) {
-                    out.push(k);
+                    out.push((k, ino));
                 }
                 at += reclen;
             }

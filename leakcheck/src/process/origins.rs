@@ -454,7 +454,28 @@ mod imp {
             }
         }
         // SAFETY: the caller's arguments, unchanged.
-        unsafe { real(thread, name) }
+        let rc = unsafe { real(thread, name) };
+        // Counted after the rename: a scan that read the count before it reads the new name
+        // only under a newer count.
+        // SAFETY: pthread_self has no preconditions.
+        if thread == unsafe { libc::pthread_self() } {
+            RENAMES[tid() as usize % RENAME_SLOTS].fetch_add(1, AcqRel);
+        } else {
+            OTHER_RENAMES.fetch_add(1, AcqRel);
+        }
+        rc
+    }
+
+    /// Renames through the hook, per slot of the renamed thread's tid; renames of another
+    /// thread (whose tid the hook does not know) in one count for all.
+    const RENAME_SLOTS: usize = 1024;
+    static RENAMES: [AtomicU64; RENAME_SLOTS] = [const { AtomicU64::new(0) }; RENAME_SLOTS];
+    static OTHER_RENAMES: AtomicU64 = AtomicU64::new(0);
+
+    /// A count that changes whenever thread `tid` may have been renamed through
+    /// `pthread_setname_np` (it also changes on some renames of other threads).
+    pub(crate) fn renames(tid: i32) -> u64 {
+        RENAMES[tid as usize % RENAME_SLOTS].load(Acquire) + OTHER_RENAMES.load(Acquire)
     }
 
     /// Defines hooks that call the real function and record the descriptor it returns.
@@ -612,12 +633,21 @@ mod imp {
     pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
     }
+    pub(crate) fn renames(_tid: i32) -> u64 {
+        0
+    }
     pub(crate) fn thread(_tid: i32) -> Option<ThreadOrigin> {
         None
     }
     pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
+}
+
+/// A count that changes whenever thread `tid` may have been renamed, or `None` where renames
+/// are not seen (the hooks are not in the binary): then a name must be read every time.
+pub(crate) fn renames(tid: i32) -> Option<u64> {
+    imp::interposed().then(|| imp::renames(tid))
 }
 
 /// Runs `f` (leakcheck reading `/proc`) without recording the descriptors it opens.

@@ -15,8 +15,13 @@ pub(crate) fn threads() -> Vec<Thread> {
         return Vec::new();
     };
     let (me, main) = (current_tid(), std::process::id() as i32);
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let known = known.get_or_insert_with(Default::default);
+    if known.len() > KNOWN_MAX {
+        known.clear();
+    }
     let mut out = Vec::new();
-    for tid in task.numbers() {
+    for (tid, ino) in task.entries() {
         // This thread and the main one are known without a read. This one is running the
         // check, so it is never new: start time 0 (before any baseline); its name comes from
         // the kernel. The main one's start time never changes, and its name is never changed.
@@ -37,10 +42,26 @@ pub(crate) fn threads() -> Vec<Thread> {
                 continue;
             }
         }
+        // Read before the name: a rename after this is seen at the next scan.
+        let renames = super::renames(tid);
+        if let Some((start, name, _)) = known
+            .get(&(tid, ino))
+            .filter(|(_, _, r)| renames.is_some_and(|now| now == *r))
+        {
+            out.push(Thread {
+                tid,
+                start: *start,
+                name: name.clone(),
+            });
+            continue;
+        }
         // The thread may exit between listing and reading: then it is simply not alive.
         let Some(st) = task.stat(&format!("{tid}/stat")) else {
             continue;
         };
+        if let Some(r) = renames {
+            known.insert((tid, ino), (st.start, st.comm.clone(), r));
+        }
         out.push(Thread {
             tid,
             start: st.start,
@@ -49,6 +70,15 @@ pub(crate) fn threads() -> Vec<Thread> {
     }
     out
 }
+
+/// Threads seen before, by tid and inode in `/proc/self/task`: their start time, and their
+/// name as of a count of renames (see [`super::renames`]). A thread's `stat` file is the
+/// costliest read of a scan, and most threads outlive many checks (a harness's test threads,
+/// a client's workers). Renames through `prctl` are not counted: such a name is seen once the
+/// entry is read again.
+static KNOWN: std::sync::Mutex<Option<KnownThreads>> = std::sync::Mutex::new(None);
+type KnownThreads = rustc_hash::FxHashMap<(i32, u64), (u64, String, u64)>;
+const KNOWN_MAX: usize = 4096;
 
 /// The main thread's start time: the process's (kept with its pid, for a forked child).
 fn main_start() -> Option<u64> {
@@ -149,3 +179,35 @@ pub(crate) fn is_own(t: &Thread) -> bool {
 pub(crate) const DUMP_THREAD_NAME: &str = "leakcheck-dump";
 /// The name of the thread that resolves survivors' symbols while a check waits.
 pub(crate) const SYMBOLS_THREAD_NAME: &str = "leakcheck-symbols";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread seen by one scan and renamed before the next is listed under its new name.
+    #[test]
+    fn a_renamed_thread_is_read_again() {
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel::<i32>();
+        let t = std::thread::Builder::new()
+            .name("before-rename".into())
+            .spawn(move || {
+                tell.send(current_tid()).unwrap();
+                asked.recv().unwrap();
+                // SAFETY: a NUL-terminated name of at most 15 bytes, for this thread.
+                unsafe { libc::pthread_setname_np(libc::pthread_self(), c"after-rename".as_ptr()) };
+                tell.send(0).unwrap();
+                asked.recv().unwrap();
+            })
+            .unwrap();
+        let tid = told.recv().unwrap();
+        let name = |tid| threads().into_iter().find(|t| t.tid == tid).map(|t| t.name);
+        assert_eq!(name(tid).as_deref(), Some("before-rename"));
+        assert_eq!(name(tid).as_deref(), Some("before-rename"));
+        ask.send(()).unwrap();
+        told.recv().unwrap();
+        assert_eq!(name(tid).as_deref(), Some("after-rename"));
+        ask.send(()).unwrap();
+        t.join().unwrap();
+    }
+}
