@@ -44,9 +44,14 @@ impl Fd {
 }
 
 pub(crate) fn fds() -> Vec<Fd> {
-    let Some(fd_dir) = super::ProcDir::open("/proc/self/fd") else {
-        return Vec::new();
-    };
+    let task_dir = super::TASK_DIR.fd();
+    super::FD_DIR
+        .scan(|fd_dir| scan_fds(fd_dir, task_dir))
+        .unwrap_or_default()
+}
+
+/// The descriptors listed in `fd_dir`, but for it and the kept `task_dir`.
+fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
     let own_dir = own_fd_dir();
     let mut targets = TARGETS.lock().unwrap_or_else(|e| e.into_inner());
     let targets = targets.get_or_insert_with(Default::default);
@@ -55,7 +60,7 @@ pub(crate) fn fds() -> Vec<Fd> {
     }
     let mut out = Vec::new();
     for fd in fd_dir.numbers() {
-        if fd == fd_dir.raw() {
+        if fd == fd_dir.raw() || Some(fd) == task_dir {
             continue;
         }
         let key = identity(fd);

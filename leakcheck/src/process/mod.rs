@@ -71,25 +71,78 @@ pub(crate) fn stat(path: &str) -> Option<Stat> {
     parse_stat(&buf[..n])
 }
 
-/// A `/proc` directory opened once for a scan: its entries are read relative to it (`openat`,
-/// `readlinkat`), which spares the kernel a walk of the whole path per entry.
-pub(crate) struct ProcDir(std::os::fd::OwnedFd);
+/// A `/proc` directory open for a scan: its entries are read relative to it (`openat`,
+/// `readlinkat`), which spares the kernel a walk of the whole path per entry. Borrowed from a
+/// [`KeptDir`].
+pub(crate) struct ProcDir(libc::c_int);
 
-impl ProcDir {
-    pub(crate) fn open(path: &str) -> Option<Self> {
-        use std::os::fd::FromRawFd;
-        let path = std::ffi::CString::new(path).ok()?;
-        // SAFETY: a NUL-terminated path; the descriptor is owned from here on.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: `fd` was just opened and nothing else owns it.
-        (fd >= 0).then(|| ProcDir(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+/// A directory of `/proc/self` kept open from scan to scan, rewound before each: opening one
+/// costs more than listing it. Its descriptor is leakcheck's own ([`KeptDir::fd`]): scans of
+/// descriptors leave it out.
+pub(crate) struct KeptDir {
+    path: &'static std::ffi::CStr,
+    /// (pid, descriptor, device, inode): the descriptor is used only while this process
+    /// (not a forked child) has it open on this directory.
+    open: std::sync::Mutex<Option<(u32, libc::c_int, u64, u64)>>,
+}
+
+pub(crate) static TASK_DIR: KeptDir = KeptDir::new(c"/proc/self/task");
+pub(crate) static FD_DIR: KeptDir = KeptDir::new(c"/proc/self/fd");
+
+impl KeptDir {
+    const fn new(path: &'static std::ffi::CStr) -> Self {
+        KeptDir {
+            path,
+            open: std::sync::Mutex::new(None),
+        }
     }
 
+    /// Runs `f` on the directory, rewound; `None` when it cannot be opened.
+    pub(crate) fn scan<R>(&self, f: impl FnOnce(&ProcDir) -> R) -> Option<R> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        let still =
+            open.is_some_and(|(p, fd, dev, ino)| p == pid && identity(fd) == Some((dev, ino)));
+        if !still {
+            // A descriptor of the parent (in a forked child), or one the program closed: it is
+            // not closed here, the number may be someone else's now.
+            // SAFETY: a NUL-terminated path; the descriptor is kept for the process's life.
+            let fd = unsafe {
+                libc::open(
+                    self.path.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            let (dev, ino) = identity(fd)?;
+            *open = Some((pid, fd, dev, ino));
+        }
+        let (_, fd, _, _) = (*open)?;
+        // SAFETY: rewinds a directory descriptor this process holds.
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } != 0 {
+            return None;
+        }
+        Some(f(&ProcDir(fd)))
+    }
+
+    /// The kept descriptor, if open.
+    pub(crate) fn fd(&self) -> Option<libc::c_int> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.filter(|(p, ..)| *p == std::process::id())
+            .map(|(_, fd, ..)| fd)
+    }
+}
+
+/// A descriptor's device and inode.
+fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fstat writes into `st`; a closed descriptor fails with EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+impl ProcDir {
     /// The numeric entry names (tids, descriptor numbers), read with `getdents64` on this
     /// directory's own descriptor: no second open for the listing.
     pub(crate) fn numbers(&self) -> Vec<i32> {
@@ -136,8 +189,7 @@ impl ProcDir {
     }
 
     pub(crate) fn raw(&self) -> libc::c_int {
-        use std::os::fd::AsRawFd;
-        self.0.as_raw_fd()
+        self.0
     }
 
     /// The `stat` file at `rel` (`"<tid>/stat"`), parsed.
@@ -229,6 +281,33 @@ mod tests {
         .join()
         .unwrap();
         assert!(t >= before, "{t} < {before}");
+    }
+
+    /// A program that closes the kept directory's descriptor and reuses its number: scans go
+    /// on (the directory is opened again) and never touch the program's new descriptor.
+    #[test]
+    fn a_kept_directory_closed_by_the_program_is_opened_again() {
+        assert!(threads().iter().any(|t| t.tid == current_tid()));
+        let kept = TASK_DIR.fd().expect("kept open");
+        let file = {
+            // No scan of a test running beside this one uses it meanwhile.
+            let _scans = TASK_DIR.open.lock().unwrap();
+            // SAFETY: closes the kept descriptor behind leakcheck's back, as a program might.
+            unsafe { libc::close(kept) };
+            std::fs::File::open("/proc/self/stat").unwrap()
+        };
+        use std::os::fd::AsRawFd;
+        let reused = file.as_raw_fd() == kept;
+        assert!(threads().iter().any(|t| t.tid == current_tid()));
+        assert_ne!(TASK_DIR.fd(), Some(file.as_raw_fd()));
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat of the program's own open file.
+        assert_eq!(
+            unsafe { libc::fstat(file.as_raw_fd(), &mut st) },
+            0,
+            "reused: {reused}"
+        );
+        assert!(fds().iter().all(|f| Some(f.fd) != TASK_DIR.fd()));
     }
 
     #[test]

@@ -11,9 +11,10 @@ pub(crate) struct Thread {
 }
 
 pub(crate) fn threads() -> Vec<Thread> {
-    let Some(task) = super::ProcDir::open("/proc/self/task") else {
-        return Vec::new();
-    };
+    super::TASK_DIR.scan(scan_threads).unwrap_or_default()
+}
+
+fn scan_threads(task: &super::ProcDir) -> Vec<Thread> {
     let (me, main) = (current_tid(), std::process::id() as i32);
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let known = known.get_or_insert_with(Default::default);
