@@ -58,8 +58,9 @@ struct Args {
     /// Messages of the paced phase (default a fifth of the messages, at least 100).
     #[arg(long)]
     paced_messages: Option<u64>,
-    /// A phase fails when nothing new is handled for this many seconds.
-    #[arg(long, default_value_t = 30)]
+    /// A phase fails when nothing new is handled for this many seconds (Tansu has been seen to
+    /// answer nothing for up to 30 s, a consumer group's join included).
+    #[arg(long, default_value_t = 90)]
     stall_secs: u64,
     /// Print only the JSON (for CI); no progress bars, no table.
     #[arg(long)]
