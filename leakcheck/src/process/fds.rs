@@ -52,7 +52,6 @@ pub(crate) fn fds() -> Vec<Fd> {
 
 /// The descriptors listed in `fd_dir`, but for it and the kept `task_dir`.
 fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
-    let own_dir = own_fd_dir();
     let mut targets = TARGETS.lock().unwrap_or_else(|e| e.into_inner());
     let targets = targets.get_or_insert_with(Default::default);
     if targets.len() > TARGETS_MAX {
@@ -77,10 +76,7 @@ fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
                 target
             }
         };
-        if target == "/proc/self/fd"
-            || target == own_dir
-            || crate::report::is_report_being_written(&target)
-        {
+        if crate::report::is_report_being_written(&target) {
             continue;
         }
         out.push(Fd { fd, target });
@@ -122,12 +118,6 @@ fn identity(fd: i32) -> Option<FdIdentity> {
 #[cfg(not(target_os = "linux"))]
 fn identity(_fd: i32) -> Option<FdIdentity> {
     None
-}
-
-/// `/proc/<pid>/fd`: the target of the descriptors that list it.
-fn own_fd_dir() -> &'static str {
-    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| format!("/proc/{}/fd", std::process::id()))
 }
 
 /// A socket's protocol, remembered per inode: it never changes, and a socket inode is not
