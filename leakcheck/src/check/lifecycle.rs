@@ -34,7 +34,10 @@ impl Check {
                 wait_for_parked_workers(rt, CHECKPOINT_SETTLE);
             }
         }
-        let read = || self.counts_with(&ProcessState::read(&self.kinds));
+        let read = || {
+            let waiting = Turn::waiting();
+            self.counts_with(&ProcessState::read(&self.kinds, self.unread(&waiting)))
+        };
         let mut counts = read();
         let deadline = Instant::now() + CHECKPOINT_STABLE_LIMIT;
         while Instant::now() < deadline {

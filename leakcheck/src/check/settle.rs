@@ -336,7 +336,7 @@ impl Check {
             test_threads = 0;
             let waiting = Turn::waiting();
             let read_at = Instant::now();
-            let state = ProcessState::read(&self.kinds);
+            let state = ProcessState::read(&self.kinds, self.unread(&waiting));
             let now_list =
                 self.process_survivors(&state, &waiting, &mut excluded, &mut test_threads);
             let alive: HashSet<&String> = now_list.iter().map(|(k, _)| k).collect();

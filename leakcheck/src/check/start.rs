@@ -74,10 +74,12 @@ pub(super) struct ProcessState {
 }
 
 impl ProcessState {
-    pub(super) fn read(kinds: &Kinds) -> Self {
+    /// `unread`: threads waiting for a turn while the reading check holds its own (see
+    /// [`Check::unread`]): listed, not read.
+    pub(super) fn read(kinds: &Kinds, unread: Option<&HashSet<i32>>) -> Self {
         process::unrecorded(|| Self {
             threads: if kinds.threads {
-                process::threads()
+                process::threads_but(unread.unwrap_or(&HashSet::new()))
             } else {
                 Vec::new()
             },
@@ -211,7 +213,8 @@ impl Check {
         // The baseline comes before the runtime exists, so its threads and descriptors are
         // checked too: they must be gone once it shuts down.
         let ticks = process::boot_ticks();
-        let state = ProcessState::read(&kinds);
+        let waiting = Turn::waiting();
+        let state = ProcessState::read(&kinds, unread(turn.as_ref(), &waiting));
         let nested = (!cfg.whole_binary && kinds.any_process())
             .then(|| {
                 super::binary::Nested::start(
@@ -344,6 +347,12 @@ impl Check {
         self.runtime().block_on(future)
     }
 
+    /// Threads of `waiting` whose `/proc` entries a reading may skip: while this check holds a
+    /// turn of its own they wait until it ends, and no check counts them.
+    pub(super) fn unread<'a>(&self, waiting: &'a HashSet<i32>) -> Option<&'a HashSet<i32>> {
+        unread(self._turn.as_ref(), waiting)
+    }
+
     pub(crate) fn runtime_ref(&self) -> &tokio::runtime::Runtime {
         self.runtime()
     }
@@ -353,6 +362,10 @@ impl Check {
             .as_ref()
             .expect("this check has no runtime: start it with start_current_thread, start_multi_thread or start_with")
     }
+}
+
+fn unread<'a>(turn: Option<&Turn>, waiting: &'a HashSet<i32>) -> Option<&'a HashSet<i32>> {
+    turn.filter(|t| t.is_exclusive()).map(|_| waiting)
 }
 
 /// `file:line:column` of a task's spawn.

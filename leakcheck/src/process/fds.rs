@@ -63,6 +63,9 @@ fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
             continue;
         }
         let key = identity(fd);
+        if key.is_some_and(|k| is_own_fd(k.0, k.1, k.2)) {
+            continue;
+        }
         let target = match key.and_then(|k| targets.get(&k)) {
             Some(t) => t.clone(),
             None => {
@@ -76,12 +79,70 @@ fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
                 target
             }
         };
-        if crate::report::is_report_being_written(&target) {
+        if crate::report::is_report_being_written(&target) || is_own_file(&target) {
             continue;
         }
         out.push(Fd { fd, target });
     }
     out
+}
+
+/// Descriptors leakcheck has open while other checks may run (a report being written), as
+/// (number, device, inode): a scan leaves them out without reading their target.
+static OWN_FDS: std::sync::Mutex<Vec<(i32, u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks an open descriptor as leakcheck's own until dropped (drop it after closing the file).
+pub(crate) struct OwnFd((i32, u64, u64));
+
+impl OwnFd {
+    pub(crate) fn new(file: &std::fs::File, meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        let key = (file.as_raw_fd(), meta.dev(), meta.ino());
+        OWN_FDS.lock().unwrap_or_else(|e| e.into_inner()).push(key);
+        OwnFd(key)
+    }
+}
+
+impl Drop for OwnFd {
+    fn drop(&mut self) {
+        OWN_FDS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| *k != self.0);
+    }
+}
+
+fn is_own_fd(fd: i32, dev: u64, ino: u64) -> bool {
+    OWN_FDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&(fd, dev, ino))
+}
+
+/// Files leakcheck itself reads while other checks may run (configuration files): a check
+/// never counts another's read of one.
+static OWN_FILES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `path` as a file leakcheck reads (by the path `/proc` shows for it).
+pub(crate) fn note_own_file(path: &std::path::Path) {
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return;
+    };
+    let real = real.to_string_lossy().into_owned();
+    let mut own = OWN_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    if !own.contains(&real) {
+        own.push(real);
+    }
+}
+
+fn is_own_file(target: &str) -> bool {
+    target.starts_with('/')
+        && OWN_FILES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|f| f == target)
 }
 
 /// The `readlink` targets of descriptors seen before, by [`identity`]: a `readlink` in `/proc`

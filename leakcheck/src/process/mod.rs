@@ -10,17 +10,20 @@ mod origins;
 mod threads;
 
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
-pub(crate) use fds::{fds, Fd};
+pub(crate) use fds::{fds, note_own_file, Fd, OwnFd};
 pub(crate) use libtest::{list_tests, sibling_test_names, truncate};
 pub(crate) use origins::{renames, unrecorded, Recording};
 pub(crate) use threads::{
     current_thread_name, current_tid, is_own, main_thread_name, mark_own, spawn_own, threads,
-    Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
+    threads_but, Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,
 };
 
 /// Whether `/proc` can be read on this platform.
 pub(crate) fn supported() -> bool {
-    cfg!(target_os = "linux") && std::path::Path::new("/proc/self/task").exists()
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        cfg!(target_os = "linux") && std::path::Path::new("/proc/self/task").exists()
+    })
 }
 
 /// Now, in the clock ticks since boot that `/proc` start times use. A thread or process whose

@@ -1,5 +1,7 @@
 //! OS threads of this process from `/proc/self/task`.
 
+use std::collections::HashSet;
+
 /// One live thread.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Thread {
@@ -11,10 +13,18 @@ pub(crate) struct Thread {
 }
 
 pub(crate) fn threads() -> Vec<Thread> {
-    super::TASK_DIR.scan(scan_threads).unwrap_or_default()
+    threads_but(&HashSet::new())
 }
 
-fn scan_threads(task: &super::ProcDir) -> Vec<Thread> {
+/// The live threads; those in `unread` (threads waiting for a leak check's turn, which no check
+/// counts) are listed without reading their `stat` file: start time 0, no name.
+pub(crate) fn threads_but(unread: &HashSet<i32>) -> Vec<Thread> {
+    super::TASK_DIR
+        .scan(|task| scan_threads(task, unread))
+        .unwrap_or_default()
+}
+
+fn scan_threads(task: &super::ProcDir, unread: &HashSet<i32>) -> Vec<Thread> {
     let (me, main) = (current_tid(), std::process::id() as i32);
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let known = known.get_or_insert_with(Default::default);
@@ -42,6 +52,14 @@ fn scan_threads(task: &super::ProcDir) -> Vec<Thread> {
                 });
                 continue;
             }
+        }
+        if unread.contains(&tid) {
+            out.push(Thread {
+                tid,
+                start: 0,
+                name: String::new(),
+            });
+            continue;
         }
         // Read before the name: a rename after this is seen at the next scan.
         let renames = super::renames(tid);

@@ -42,7 +42,11 @@ fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    let before = f.metadata()?.len();
+    let meta = f.metadata()?;
+    // Declared after `f`, dropped before it: marked only while open. (A scan in between
+    // reads the target, and knows the report by its path.)
+    let _own = crate::process::OwnFd::new(&f, &meta);
+    let before = meta.len();
     f.write_all(text.as_bytes())?;
     // Truncating costs a metadata update: only when the last report was longer.
     if before > text.len() as u64 {
