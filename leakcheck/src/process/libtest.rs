@@ -40,24 +40,60 @@ pub(crate) fn list_tests() -> Vec<String> {
     else {
         return Vec::new();
     };
-    // A test binary lists its tests in milliseconds; never hang a test on it.
+    // A test binary lists its tests in milliseconds (it runs inside the first check's turn);
+    // never hang a test on it. The list is read as it comes, until the child closes its end.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let complete = child
+        .stdout
+        .take()
+        .is_some_and(|stdout| read_until_closed(stdout, deadline, &mut out));
+    if !complete {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    if !complete {
+        return Vec::new();
+    }
+    parse_list(&String::from_utf8_lossy(&out))
+}
+
+/// Reads `pipe` into `out` until the writer closes it (`true`) or `deadline` passes.
+fn read_until_closed(
+    mut pipe: std::process::ChildStdout,
+    deadline: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8192];
     loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Vec::new();
-            }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut p, 1, ms) } < 0
+            && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            return false;
+        }
+        if p.revents == 0 {
+            continue;
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-    }
-    parse_list(&out)
 }
 
 /// The `name: test` lines of `--list --format terse`.
