@@ -11,7 +11,7 @@ use clap::Parser;
 use comfy_table::{presets, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use pressure::row::{fill_ratios, problems, Row, RunFile, Variant, SCHEMA_VERSION};
+use pressure::row::{fill_ratios, merge, problems, Row, RunFile, Variant, SCHEMA_VERSION};
 use pressure::run::{run, Spec};
 use pressure::transport::{Backend, Endpoint, TransportError};
 use pressure::workload::{aggregates_for, Level, Workload};
@@ -62,6 +62,10 @@ struct Args {
     /// answer nothing for up to 30 s, a consumer group's join included).
     #[arg(long, default_value_t = 90)]
     stall_secs: u64,
+    /// Runs of each backend, level and variant, raw and bus taking turns: each row then holds
+    /// the medians of its timing figures and the worst of its counts (see the README).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Print only the JSON (for CI); no progress bars, no table.
     #[arg(long)]
     json_only: bool,
@@ -128,48 +132,57 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
     let mut shown = BTreeSet::new();
     for endpoint in &endpoints {
         for (level, workload) in &levels {
-            for variant in [Variant::Raw, Variant::Bus] {
-                let spec = Spec {
-                    endpoint: endpoint.clone(),
-                    level: level.clone(),
-                    workload: *workload,
-                    variant,
-                    paced_rate: args.rate,
-                    paced_messages: args
-                        .paced_messages
-                        .unwrap_or((workload.messages / 5).max(100).min(workload.messages))
-                        .max(1),
-                    stall: Duration::from_secs(args.stall_secs.max(1)),
-                    in_flight: args.in_flight.max(1),
-                };
-                let label = format!("{}/{} {}", endpoint.backend.name(), level, variant.name());
-                let bar = progress(args, &label, workload.messages + spec.paced_messages);
-                let outcome = run(&spec, &bar).map_err(|e| format!("start a leak check: {e}"))?;
-                bar.finish_and_clear();
-                let clean = outcome.report.is_clean();
-                if !args.json_only {
-                    eprintln!(
-                        "{label:<22} {:>10.0} msg/s  p99 {:>8.2} ms  lost {}  leaks {}",
-                        outcome.row.throughput,
-                        outcome.row.p99_ms,
-                        outcome.row.lost,
-                        outcome.row.unknown_survivors
-                    );
-                    // The lifecycle table of the first bus run per backend: what the bus
-                    // starts and what is gone after close.
-                    if variant == Variant::Bus && shown.insert(endpoint.backend) && clean {
+            let mut runs: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
+            for repeat in 1..=args.repeat.max(1) {
+                for (i, variant) in [Variant::Raw, Variant::Bus].into_iter().enumerate() {
+                    let spec = Spec {
+                        endpoint: endpoint.clone(),
+                        level: level.clone(),
+                        workload: *workload,
+                        variant,
+                        paced_rate: args.rate,
+                        paced_messages: args
+                            .paced_messages
+                            .unwrap_or((workload.messages / 5).max(100).min(workload.messages))
+                            .max(1),
+                        stall: Duration::from_secs(args.stall_secs.max(1)),
+                        in_flight: args.in_flight.max(1),
+                    };
+                    let mut label =
+                        format!("{}/{} {}", endpoint.backend.name(), level, variant.name());
+                    if args.repeat > 1 {
+                        label.push_str(&format!(" #{repeat}"));
+                    }
+                    let bar = progress(args, &label, workload.messages + spec.paced_messages);
+                    let outcome =
+                        run(&spec, &bar).map_err(|e| format!("start a leak check: {e}"))?;
+                    bar.finish_and_clear();
+                    let clean = outcome.report.is_clean();
+                    if !args.json_only {
+                        eprintln!(
+                            "{label:<25} {:>10.0} msg/s  p99 {:>8.2} ms  lost {}  leaks {}",
+                            outcome.row.throughput,
+                            outcome.row.p99_ms,
+                            outcome.row.lost,
+                            outcome.row.unknown_survivors
+                        );
+                        // The lifecycle table of the first bus run per backend: what the bus
+                        // starts and what is gone after close.
+                        if variant == Variant::Bus && shown.insert(endpoint.backend) && clean {
+                            eprintln!("{}", outcome.report.to_text());
+                        }
+                    }
+                    if !clean {
                         eprintln!("{}", outcome.report.to_text());
                     }
+                    if let Some(e) = outcome.error {
+                        eprintln!("{label}: {e}");
+                        failures.push(format!("{label}: {e}"));
+                    }
+                    runs[i].push(outcome.row);
                 }
-                if !clean {
-                    eprintln!("{}", outcome.report.to_text());
-                }
-                if let Some(e) = outcome.error {
-                    eprintln!("{label}: {e}");
-                    failures.push(format!("{label}: {e}"));
-                }
-                rows.push(outcome.row);
             }
+            rows.extend(runs.iter().filter_map(|r| merge(r)));
         }
     }
     drop(brokers);
@@ -211,9 +224,13 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
     } else {
         println!("{}", table(&file.rows));
         let publishers = file.rows.first().map_or(0, |r| r.publishers);
+        let repeats = match args.repeat {
+            0 | 1 => String::new(),
+            n => format!("; medians of {n} runs (counts and RSS: the worst run)"),
+        };
         println!(
             "{} CPUs; {publishers} publishers with {} publish(es) in flight each; latency at {} \
-             msg/s (paced), throughput at full speed",
+             msg/s (paced), throughput at full speed{repeats}",
             file.cpus,
             args.in_flight.max(1),
             args.rate

@@ -96,6 +96,10 @@ pub struct Row {
     pub cpu_s: f64,
     /// `cpu_s` per message handled, microseconds.
     pub cpu_us_per_msg: f64,
+    /// Runs this row stands for (`--repeat`): its timing figures are their medians, its counts
+    /// and peak RSS their worst.
+    #[serde(default = "one")]
+    pub repeats: u64,
     /// Bus rows: throughput over the raw row's of the same backend and level.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub throughput_ratio: Option<f64>,
@@ -119,6 +123,52 @@ pub struct RunFile {
     pub cpus: usize,
     /// One row per backend, level and variant.
     pub rows: Vec<Row>,
+}
+
+/// One row for several runs of the same backend, level and variant: the median of each timing
+/// figure (throughput, latencies, close, CPU), the worst of each count (lost, duplicates, order
+/// violations, publish errors, unknown survivors) and of the peak RSS. A median of each
+/// percentile keeps them in order. `None` for no runs.
+pub fn merge(runs: &[Row]) -> Option<Row> {
+    let first = runs.first()?;
+    let median = |f: fn(&Row) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let worst = |f: fn(&Row) -> u64| runs.iter().map(f).max().unwrap_or(0);
+    let lost = worst(|r| r.lost);
+    Some(Row {
+        throughput: median(|r| r.throughput),
+        p50_ms: median(|r| r.p50_ms),
+        p95_ms: median(|r| r.p95_ms),
+        p99_ms: median(|r| r.p99_ms),
+        max_ms: median(|r| r.max_ms),
+        full_p50_ms: median(|r| r.full_p50_ms),
+        full_p99_ms: median(|r| r.full_p99_ms),
+        full_max_ms: median(|r| r.full_max_ms),
+        publish_p50_ms: median(|r| r.publish_p50_ms),
+        publish_p99_ms: median(|r| r.publish_p99_ms),
+        delivered: (first.messages + first.paced_messages).saturating_sub(lost),
+        lost,
+        duplicates: worst(|r| r.duplicates),
+        order_violations: worst(|r| r.order_violations),
+        publish_errors: worst(|r| r.publish_errors),
+        unknown_survivors: worst(|r| r.unknown_survivors),
+        close_ms: median(|r| r.close_ms),
+        rss_peak_mb: runs.iter().map(|r| r.rss_peak_mb).fold(0.0, f64::max),
+        cpu_s: median(|r| r.cpu_s),
+        cpu_us_per_msg: median(|r| r.cpu_us_per_msg),
+        repeats: runs.iter().map(|r| r.repeats).sum(),
+        throughput_ratio: None,
+        p99_ratio: None,
+        ..first.clone()
+    })
 }
 
 /// Sets each bus row's ratios against the raw row of its backend and level.
@@ -253,6 +303,7 @@ pub(crate) fn sample(variant: Variant) -> Row {
         rss_peak_mb: 10.0,
         cpu_s: 0.1,
         cpu_us_per_msg: 166.0,
+        repeats: 1,
         throughput_ratio: None,
         p99_ratio: None,
     }
@@ -310,6 +361,39 @@ mod tests {
         assert!(raw.get("throughput_ratio").is_none());
         let back: Row = serde_json::from_value(v).unwrap();
         assert_eq!(back, rows[1]);
+    }
+
+    #[test]
+    fn repeated_runs_merge_to_medians_and_worst_counts() {
+        let run = |throughput: f64, p99: f64, lost: u64, rss: f64| {
+            let mut r = sample(Variant::Bus);
+            r.throughput = throughput;
+            r.p99_ms = p99;
+            r.max_ms = p99 + 1.0;
+            r.lost = lost;
+            r.delivered -= lost;
+            r.rss_peak_mb = rss;
+            r
+        };
+        let runs = [
+            run(900.0, 3.5, 0, 12.0),
+            run(1200.0, 2.5, 2, 10.0),
+            run(1000.0, 9.0, 0, 11.0),
+        ];
+        let m = merge(&runs).unwrap();
+        assert_eq!(m.throughput, 1000.0);
+        assert_eq!(m.p99_ms, 3.5);
+        assert_eq!(m.max_ms, 4.5);
+        assert_eq!(m.p50_ms, 1.0);
+        // A loss in any run is the row's.
+        assert_eq!((m.lost, m.delivered), (2, 598));
+        assert_eq!(m.rss_peak_mb, 12.0);
+        assert_eq!(m.repeats, 3);
+        assert!(problems(&m).iter().any(|p| p.starts_with("lost")));
+        // An even count takes the mean of the middle two.
+        assert_eq!(merge(&runs[..2]).unwrap().throughput, 1050.0);
+        assert_eq!(merge(&runs[..1]).unwrap(), runs[0]);
+        assert!(merge(&[]).is_none());
     }
 
     #[test]

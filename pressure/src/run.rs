@@ -176,6 +176,7 @@ impl Figures {
                 0 => 0.0,
                 n => cpu_s * 1e6 / n as f64,
             },
+            repeats: 1,
             throughput_ratio: None,
             p99_ratio: None,
         }
