@@ -366,6 +366,34 @@ mod tests {
             .expect("socket fd")
     }
 
+    /// A report being written and a configuration file being read are leakcheck's: scans leave
+    /// them out while they are open (other checks run meanwhile).
+    #[test]
+    fn leakcheck_s_own_files_are_left_out_of_scans() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("leakcheck-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listed = |fd: i32| fds().iter().any(|f| f.fd == fd);
+
+        let report = std::fs::File::create(dir.join("report.json")).unwrap();
+        let fd = report.as_raw_fd();
+        assert!(listed(fd));
+        let own = OwnFd::new(&report, &report.metadata().unwrap());
+        assert!(!listed(fd), "a marked descriptor is listed");
+        drop(own);
+        assert!(listed(fd), "a descriptor no longer marked is left out");
+        drop(report);
+
+        let config = dir.join("leakcheck.toml");
+        std::fs::write(&config, "").unwrap();
+        let open = std::fs::File::open(&config).unwrap();
+        assert!(listed(open.as_raw_fd()));
+        note_own_file(&config);
+        assert!(!listed(open.as_raw_fd()), "a configuration file is listed");
+        drop(open);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn describes_listening_and_connected_tcp_sockets() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -203,6 +203,30 @@ pub(crate) const SYMBOLS_THREAD_NAME: &str = "leakcheck-symbols";
 mod tests {
     use super::*;
 
+    /// A thread named in `unread` (one waiting for a turn) is listed without a read: start time
+    /// 0, no name; other scans read it.
+    #[test]
+    fn unread_threads_are_listed_without_their_stat() {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel::<i32>();
+        let t = std::thread::Builder::new()
+            .name("waits-a-turn".into())
+            .spawn(move || {
+                tell.send(current_tid()).unwrap();
+                let _ = stopped.recv();
+            })
+            .unwrap();
+        let tid = told.recv().unwrap();
+        let find = |list: Vec<Thread>| list.into_iter().find(|t| t.tid == tid).unwrap();
+        let unread = find(threads_but(&HashSet::from([tid])));
+        assert_eq!((unread.start, unread.name.as_str()), (0, ""));
+        let read = find(threads());
+        assert!(read.start > 0);
+        assert_eq!(read.name, "waits-a-turn");
+        drop(stop);
+        t.join().unwrap();
+    }
+
     /// A thread seen by one scan and renamed before the next is listed under its new name.
     #[test]
     fn a_renamed_thread_is_read_again() {
