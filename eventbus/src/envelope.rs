@@ -236,6 +236,26 @@ impl Envelope {
         (w.freeze(), key)
     }
 
+    /// The aggregate id of a binary wire form, as a slice of `bytes` (no copy): what the bus
+    /// publishes an envelope under as its key. `None` for anything else (JSON, or not an
+    /// envelope). A backend whose messages carry the key apart (NATS headers) leaves it out
+    /// when the payload holds it, and takes it back from here on receipt.
+    pub(crate) fn wire_key(bytes: &Bytes) -> Option<Bytes> {
+        let mut r = Reader { bytes, at: 0 };
+        let [magic, version] = r.array().ok()?;
+        if magic != MAGIC || u32::from(version) != WIRE_FORMAT_VERSION {
+            return None;
+        }
+        // Timestamp, event version, flags, then the event id.
+        r.take(FIXED - 2).ok()?;
+        let skip = u32::from_le_bytes(r.array().ok()?) as usize;
+        r.take(skip).ok()?;
+        let len = u32::from_le_bytes(r.array().ok()?) as usize;
+        let start = r.at;
+        r.take(len).ok()?;
+        Some(bytes.slice(start..start + len))
+    }
+
     /// Decodes and validates the wire form (version 2, or version 1's JSON).
     pub fn from_wire(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         match bytes.first() {
@@ -448,6 +468,25 @@ mod tests {
             .with_trace_id("t-1")
             .with_correlation_id("c-1")
             .with_header("tenant", "acme")
+    }
+
+    #[leakcheck::leak_test]
+    fn the_wire_key_is_the_aggregate_id_of_a_binary_wire_form_only() {
+        let wire = sample().to_wire();
+        assert_eq!(Envelope::wire_key(&wire).as_deref(), Some(&b"order-42"[..]));
+        let (wire, key) = sample().to_wire_keyed();
+        assert_eq!(Envelope::wire_key(&wire), Some(wire.slice(key.clone())));
+        let json = Bytes::from(serde_json::to_vec(&json_v1(&sample())).unwrap());
+        assert_eq!(Envelope::wire_key(&json), None);
+        let mut future = wire.to_vec();
+        future[1] = 3;
+        assert_eq!(Envelope::wire_key(&Bytes::from(future)), None);
+        // Cut inside the aggregate id, in its length, or in the event id before it.
+        for cut in [key.start + 3, key.start - 2, FIXED + 6] {
+            assert_eq!(Envelope::wire_key(&wire.slice(..cut)), None, "{cut} bytes");
+        }
+        assert!(Envelope::wire_key(&wire.slice(..key.end)).is_some());
+        assert_eq!(Envelope::wire_key(&Bytes::from_static(b"\xebplain")), None);
     }
 
     #[leakcheck::leak_test]

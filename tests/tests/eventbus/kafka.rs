@@ -12,6 +12,7 @@ use crate::support::{leaks, topic, Fixture, Real};
 suite_on!(Real::kafka().await;
     ordering,
     pipelined,
+    keys,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

@@ -16,6 +16,7 @@ suite_on!(Memory::new();
     restart_mid_stream,
     ordering,
     pipelined,
+    keys,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

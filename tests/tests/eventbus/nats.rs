@@ -17,6 +17,7 @@ suite_on!(Real::nats().await;
     restart_mid_stream,
     ordering,
     pipelined,
+    keys,
     redelivery,
     dead_letter_topic,
     undecodable_envelope,

@@ -354,6 +354,55 @@ pub async fn undecodable_envelope(f: &dyn Fixture) {
     assert_eq!((m.undecodable, m.dead_lettered, m.handled), (1, 1, 1));
 }
 
+/// A subscriber sees each message's key: an envelope's is its aggregate id (on NATS it travels
+/// in the envelope only, not in a header of its own), a raw message keeps the key it was
+/// published with, even when its payload is another envelope's wire form.
+pub async fn keys(f: &dyn Fixture) {
+    let t = topic("keys");
+    let bus = f.bus(EventBus::builder()).await;
+    // (payload, key) per message handled.
+    type Seen = Vec<(String, Option<Vec<u8>>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let record = seen.clone();
+    bus.subscribe(&t, &group(&t, "keys"), move |m| {
+        let tag = match Envelope::from_wire(m.payload()) {
+            Ok(e) => String::from_utf8_lossy(e.payload()).into_owned(),
+            Err(_) => String::from_utf8_lossy(m.payload()).into_owned(),
+        };
+        record
+            .lock()
+            .unwrap()
+            .push((tag, m.key().map(<[u8]>::to_vec)));
+        std::future::ready(Ok::<_, std::io::Error>(()))
+    })
+    .await
+    .unwrap();
+    let e = Envelope::new("order-7", "Placed", 1, "enveloped").unwrap();
+    bus.publish_envelope(&t, &e).await.unwrap();
+    let other = Envelope::new("order-8", "Placed", 1, "raw wire, own key").unwrap();
+    bus.publish(&t, Outbound::new(other.to_wire()).key("k-raw"))
+        .await
+        .unwrap();
+    bus.publish(&t, Outbound::new("plain").key("k-plain"))
+        .await
+        .unwrap();
+    wait_until(WAIT, "three messages handled", || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    bus.close().await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("enveloped".to_string(), Some(b"order-7".to_vec())),
+            ("plain".to_string(), Some(b"k-plain".to_vec())),
+            ("raw wire, own key".to_string(), Some(b"k-raw".to_vec())),
+        ]
+    );
+}
+
 /// One task keeps many publishes in flight (`enqueue`, then the acknowledgements): every
 /// acknowledgement resolves, nothing is lost, each aggregate is handled in publish order, and
 /// a closed bus refuses an enqueue.

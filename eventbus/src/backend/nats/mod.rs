@@ -9,8 +9,11 @@
 //!   and redelivered by the server after the ack wait if the process dies.
 //! - An ephemeral topic is a core NATS subject with a queue group per bus group: at most once,
 //!   to the subscribers present.
-//! - The key (an envelope's aggregate id) travels in the `Eventbus-Key` header. A stream keeps
-//!   one order for all its messages, so each key's messages arrive in publish order.
+//! - An envelope's key is its aggregate id, which its binary wire form holds: it travels as a
+//!   plain message without headers, and the subscription takes the key from the payload
+//!   (`Envelope::wire_key`). Any other key travels base64 in the `Eventbus-Key` header, which
+//!   wins over the payload. A stream keeps one order for all its messages, so each key's
+//!   messages arrive in publish order.
 //! - While the client is disconnected, a publish waits for the connection (up to the publish
 //!   timeout) instead of letting the client buffer it. A publish handed to the client just
 //!   before it noticed an outage can still be stored after its timeout: as with any timeout,
@@ -32,6 +35,7 @@ use base64::Engine as _;
 use self::subscription::NatsSubscription;
 use super::members::Members;
 use super::{acked, Acked, Backend, BoxFuture, Subscription};
+use crate::envelope::Envelope;
 use crate::error::{CloseError, ConnectError, PublishError, SubscribeError, TopicError};
 use crate::message::Outbound;
 use crate::observe::ConnectionState;
@@ -311,7 +315,10 @@ impl Backend for NatsBackend {
             for (k, v) in &message.headers {
                 headers.insert(k.as_str(), v.as_str());
             }
-            if let Some(k) = &message.key {
+            // An envelope's key is its aggregate id, in the payload already: no header (the
+            // subscription takes it from there, see `Envelope::wire_key`).
+            let in_payload = || Envelope::wire_key(&message.payload) == message.key;
+            if let Some(k) = message.key.as_ref().filter(|_| !in_payload()) {
                 let key = base64::engine::general_purpose::STANDARD.encode(k);
                 headers.insert(KEY_HEADER, key.as_str());
             }
@@ -319,17 +326,24 @@ impl Backend for NatsBackend {
             // Never hand a message to a disconnected client: it would send it after the
             // caller's timeout. The bus's publish timeout bounds this wait.
             self.connected(client).await;
+            // Without headers the message goes as a plain PUB, which the server and the
+            // subscriber parse for less.
+            let payload = message.payload;
             if self.is_ephemeral(topic) {
-                client
-                    .publish_with_headers(subject, headers, message.payload)
-                    .await
-                    .map_err(|e| failed(topic, e.to_string()))?;
+                let sent = if headers.is_empty() {
+                    client.publish(subject, payload).await
+                } else {
+                    client.publish_with_headers(subject, headers, payload).await
+                };
+                sent.map_err(|e| failed(topic, e.to_string()))?;
                 return Ok(acked());
             }
-            let ack = js
-                .publish_with_headers(subject, headers, message.payload)
-                .await
-                .map_err(|e| failed(topic, e.to_string()))?;
+            let sent = if headers.is_empty() {
+                js.publish(subject, payload).await
+            } else {
+                js.publish_with_headers(subject, headers, payload).await
+            };
+            let ack = sent.map_err(|e| failed(topic, e.to_string()))?;
             drop(guard);
             let topic = topic.clone();
             let timeout = self.publish_timeout;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::{escape, NatsConfig, KEY_HEADER};
 use crate::backend::members::{Member, Members};
 use crate::backend::{Ack, BoxFuture, Delivery, NoAck, Subscription};
+use crate::envelope::Envelope;
 use crate::error::SubscribeError;
 use crate::message::{Headers, Message};
 use crate::topic::TopicName;
@@ -125,6 +126,8 @@ fn delivery(
     ack: Box<dyn Ack>,
 ) -> Delivery {
     let (headers, key) = split_headers(m.headers.as_ref());
+    // An envelope travels without a key header: its key is its aggregate id.
+    let key = key.or_else(|| Envelope::wire_key(&m.payload));
     Delivery {
         message: Message {
             topic: topic.clone(),
