@@ -24,7 +24,7 @@
 
 mod subscription;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +158,13 @@ impl NatsConfig {
     }
 }
 
+/// A topic known to exist.
+#[derive(Clone)]
+struct Known {
+    subject: async_nats::Subject,
+    ephemeral: bool,
+}
+
 pub(super) fn escape(name: &str) -> String {
     name.replace('_', "__").replace('.', "_d")
 }
@@ -167,9 +174,9 @@ pub(crate) struct NatsBackend {
     config: NatsConfig,
     /// Taken at close: a publish holds it for reading, so close waits for publishes in flight.
     client: tokio::sync::RwLock<Option<(Client, jetstream::Context)>>,
-    /// Persistent topics whose stream exists; ephemeral topics.
-    streams: Mutex<HashSet<TopicName>>,
-    ephemeral: Mutex<HashSet<TopicName>>,
+    /// The topics known to exist (a persistent topic's stream was created), with their subject:
+    /// one lookup per publish, no subject built each time.
+    topics: Mutex<HashMap<TopicName, Known>>,
     members: Members<subscription::Lag>,
     publish_timeout: Duration,
     /// Notified when the client's connection has closed (after the drain at close): its tasks
@@ -212,22 +219,25 @@ impl NatsBackend {
         Ok(NatsBackend {
             config,
             client: tokio::sync::RwLock::new(Some((client, js))),
-            streams: Mutex::default(),
-            ephemeral: Mutex::default(),
+            topics: Mutex::default(),
             members: Members::default(),
             publish_timeout,
             closed,
         })
     }
 
-    fn is_ephemeral(&self, topic: &TopicName) -> bool {
-        lock(&self.ephemeral).contains(topic)
+    fn known(&self, topic: &TopicName, ephemeral: bool) {
+        let k = Known {
+            subject: self.config.subject(topic).into(),
+            ephemeral,
+        };
+        lock(&self.topics).insert(topic.clone(), k);
     }
 
     async fn create(&self, config: &TopicConfig) -> Result<(), TopicError> {
         let topic = &config.name;
         if config.durability == Durability::Ephemeral {
-            lock(&self.ephemeral).insert(topic.clone());
+            self.known(topic, true);
             return Ok(());
         }
         let guard = self.client.read().await;
@@ -256,17 +266,21 @@ impl NatsBackend {
                 backend: "nats",
                 message: e.to_string(),
             })?;
-        lock(&self.streams).insert(topic.clone());
+        self.known(topic, false);
         Ok(())
     }
 
     /// Creates the stream of `topic` with the defaults unless it exists or the topic is
-    /// ephemeral.
-    async fn ensure(&self, topic: &TopicName) -> Result<(), TopicError> {
-        if self.is_ephemeral(topic) || lock(&self.streams).contains(topic) {
-            return Ok(());
+    /// ephemeral; returns what the topic is.
+    async fn ensure(&self, topic: &TopicName) -> Result<Known, TopicError> {
+        if let Some(k) = lock(&self.topics).get(topic) {
+            return Ok(k.clone());
         }
-        self.create(&TopicConfig::new(topic.as_str())?).await
+        self.create(&TopicConfig::new(topic.as_str())?).await?;
+        lock(&self.topics)
+            .get(topic)
+            .cloned()
+            .ok_or(TopicError::Closed)
     }
 
     /// Waits until the client is connected, polling with a doubling backoff (1 to 20 ms).
@@ -301,7 +315,7 @@ impl Backend for NatsBackend {
         message: Outbound,
     ) -> BoxFuture<'a, Result<Acked, PublishError>> {
         Box::pin(async move {
-            self.ensure(topic).await?;
+            let known = self.ensure(topic).await?;
             let guard = self.client.read().await;
             let Some((client, js)) = guard.as_ref() else {
                 return Err(PublishError::Closed);
@@ -322,14 +336,14 @@ impl Backend for NatsBackend {
                 let key = base64::engine::general_purpose::STANDARD.encode(k);
                 headers.insert(KEY_HEADER, key.as_str());
             }
-            let subject = self.config.subject(topic);
+            let subject = known.subject;
             // Never hand a message to a disconnected client: it would send it after the
             // caller's timeout. The bus's publish timeout bounds this wait.
             self.connected(client).await;
             // Without headers the message goes as a plain PUB, which the server and the
             // subscriber parse for less.
             let payload = message.payload;
-            if self.is_ephemeral(topic) {
+            if known.ephemeral {
                 let sent = if headers.is_empty() {
                     client.publish(subject, payload).await
                 } else {
@@ -369,7 +383,7 @@ impl Backend for NatsBackend {
         group: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, SubscribeError>> {
         Box::pin(async move {
-            self.ensure(topic).await?;
+            let known = self.ensure(topic).await?;
             let guard = self.client.read().await;
             let Some((client, js)) = guard.as_ref() else {
                 return Err(SubscribeError::Closed);
@@ -377,7 +391,7 @@ impl Backend for NatsBackend {
             let sub = NatsSubscription::start(
                 &self.config,
                 client,
-                (!self.is_ephemeral(topic)).then_some(js),
+                (!known.ephemeral).then_some(js),
                 topic,
                 group,
                 &self.members,
@@ -432,6 +446,7 @@ impl Backend for NatsBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn stream_names_hold_no_dot_and_never_collide() {
