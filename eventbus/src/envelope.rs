@@ -240,6 +240,7 @@ impl Envelope {
     /// publishes an envelope under as its key. `None` for anything else (JSON, or not an
     /// envelope). A backend whose messages carry the key apart (NATS headers) leaves it out
     /// when the payload holds it, and takes it back from here on receipt.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn wire_key(bytes: &Bytes) -> Option<Bytes> {
         let mut r = Reader { bytes, at: 0 };
         let [magic, version] = r.array().ok()?;
