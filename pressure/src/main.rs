@@ -64,8 +64,8 @@ struct Args {
     stall_secs: u64,
     /// Runs of each backend, level and variant, raw and bus taking turns: each row then holds
     /// the medians of its timing figures and the worst of its counts (see the README).
-    #[arg(long, default_value_t = 1)]
-    repeat: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
     /// Print only the JSON (for CI); no progress bars, no table.
     #[arg(long)]
     json_only: bool,
@@ -133,7 +133,7 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
     for endpoint in &endpoints {
         for (level, workload) in &levels {
             let mut runs: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
-            for repeat in 1..=args.repeat.max(1) {
+            for repeat in 1..=args.repeat {
                 for (i, variant) in [Variant::Raw, Variant::Bus].into_iter().enumerate() {
                     let spec = Spec {
                         endpoint: endpoint.clone(),
@@ -225,7 +225,7 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
         println!("{}", table(&file.rows));
         let publishers = file.rows.first().map_or(0, |r| r.publishers);
         let repeats = match args.repeat {
-            0 | 1 => String::new(),
+            1 => String::new(),
             n => format!("; medians of {n} runs (counts and RSS: the worst run)"),
         };
         println!(

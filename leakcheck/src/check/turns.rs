@@ -85,7 +85,8 @@ impl Turn {
             set_held(owner, (0, held_shared + 1));
             return Turn { exclusive, owner };
         }
-        let waiting = Waiting::new();
+        let tid = process::current_tid();
+        lock(&WAITING).push(tid);
         let mut t = lock(&TURNS.0);
         let mut spin_until = None;
         if exclusive {
@@ -103,7 +104,7 @@ impl Turn {
         }
         BUSY.store(true, Ordering::Release);
         drop(t);
-        drop(waiting);
+        lock(&WAITING).retain(|w| *w != tid);
         set_held(owner, if exclusive { (1, 0) } else { (0, 1) });
         Turn { exclusive, owner }
     }
@@ -114,23 +115,6 @@ impl Turn {
 
     pub(super) fn waiting() -> HashSet<i32> {
         lock(&WAITING).iter().copied().collect()
-    }
-}
-
-/// This thread, listed as waiting for a turn while alive.
-struct Waiting(i32);
-
-impl Waiting {
-    fn new() -> Self {
-        let tid = process::current_tid();
-        lock(&WAITING).push(tid);
-        Waiting(tid)
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        lock(&WAITING).retain(|w| *w != self.0);
     }
 }
 

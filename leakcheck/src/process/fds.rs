@@ -161,11 +161,7 @@ type FdIdentity = (i32, u64, u64, u32, i64, i64);
 
 #[cfg(target_os = "linux")]
 fn identity(fd: i32) -> Option<FdIdentity> {
-    // SAFETY: fstat writes into `st`; a closed descriptor fails with EBADF.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT == 0 {
-        return None;
-    }
+    let st = super::fstat(fd).filter(|st| st.st_mode & libc::S_IFMT != 0)?;
     Some((
         fd,
         st.st_dev,

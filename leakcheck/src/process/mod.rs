@@ -137,12 +137,17 @@ impl KeptDir {
 
 /// A descriptor's device and inode.
 fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    fstat(fd).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// `fstat` of an open descriptor; `None` for one that is not (or a negative number).
+pub(crate) fn fstat(fd: libc::c_int) -> Option<libc::stat> {
     if fd < 0 {
         return None;
     }
     // SAFETY: fstat writes into `st`; a closed descriptor fails with EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
 }
 
 impl ProcDir {

@@ -226,19 +226,19 @@ impl NatsBackend {
         })
     }
 
-    fn known(&self, topic: &TopicName, ephemeral: bool) {
+    fn known(&self, topic: &TopicName, ephemeral: bool) -> Known {
         let k = Known {
             subject: self.config.subject(topic).into(),
             ephemeral,
         };
-        lock(&self.topics).insert(topic.clone(), k);
+        lock(&self.topics).insert(topic.clone(), k.clone());
+        k
     }
 
-    async fn create(&self, config: &TopicConfig) -> Result<(), TopicError> {
+    async fn create(&self, config: &TopicConfig) -> Result<Known, TopicError> {
         let topic = &config.name;
         if config.durability == Durability::Ephemeral {
-            self.known(topic, true);
-            return Ok(());
+            return Ok(self.known(topic, true));
         }
         let guard = self.client.read().await;
         let Some((_, js)) = guard.as_ref() else {
@@ -266,8 +266,7 @@ impl NatsBackend {
                 backend: "nats",
                 message: e.to_string(),
             })?;
-        self.known(topic, false);
-        Ok(())
+        Ok(self.known(topic, false))
     }
 
     /// Creates the stream of `topic` with the defaults unless it exists or the topic is
@@ -276,11 +275,7 @@ impl NatsBackend {
         if let Some(k) = lock(&self.topics).get(topic) {
             return Ok(k.clone());
         }
-        self.create(&TopicConfig::new(topic.as_str())?).await?;
-        lock(&self.topics)
-            .get(topic)
-            .cloned()
-            .ok_or(TopicError::Closed)
+        self.create(&TopicConfig::new(topic.as_str())?).await
     }
 
     /// Waits until the client is connected, polling with a doubling backoff (1 to 20 ms).
@@ -306,7 +301,7 @@ impl Backend for NatsBackend {
         &'a self,
         config: &'a TopicConfig,
     ) -> BoxFuture<'a, Result<(), TopicError>> {
-        Box::pin(self.create(config))
+        Box::pin(async move { self.create(config).await.map(drop) })
     }
 
     fn enqueue<'a>(
