@@ -56,6 +56,7 @@ impl Check {
             threads,
             fds,
             children,
+            ..
         } = state;
         let mut c = Counts::new();
         if self.kinds.tasks {

@@ -71,12 +71,18 @@ pub(super) struct ProcessState {
     pub(super) threads: Vec<process::Thread>,
     pub(super) fds: Vec<process::Fd>,
     pub(super) children: Vec<process::Child>,
+    /// `process::boot_ticks()` just before the reading.
+    pub(super) ticks: u64,
+    /// `process::made()` just before the reading.
+    pub(super) made: Option<process::Made>,
 }
 
 impl ProcessState {
     /// `unread`: threads waiting for a turn while the reading check holds its own (see
     /// [`Check::unread`]): listed, not read.
     pub(super) fn read(kinds: &Kinds, unread: Option<&HashSet<i32>>) -> Self {
+        let ticks = process::boot_ticks();
+        let made = process::made();
         process::unrecorded(|| Self {
             threads: if kinds.threads {
                 process::threads_but(unread.unwrap_or(&HashSet::new()))
@@ -93,7 +99,40 @@ impl ProcessState {
             } else {
                 Vec::new()
             },
+            ticks,
+            made,
         })
+    }
+
+    /// This reading of `kept` kinds, with the other kinds of `kinds` read now (`unread` as in
+    /// [`ProcessState::read`]).
+    pub(super) fn renewed(
+        mut self,
+        kinds: &Kinds,
+        kept: &Kinds,
+        unread: Option<&HashSet<i32>>,
+    ) -> Self {
+        let fresh = Kinds {
+            tasks: false,
+            threads: kinds.threads && !kept.threads,
+            fds: kinds.fds && !kept.fds,
+            children: kinds.children && !kept.children,
+        };
+        let mut now = if fresh.any_process() {
+            Self::read(&fresh, unread)
+        } else {
+            Self::default()
+        };
+        if !kept.threads {
+            self.threads = std::mem::take(&mut now.threads);
+        }
+        if !kept.fds {
+            self.fds = std::mem::take(&mut now.fds);
+        }
+        if !kept.children {
+            self.children = std::mem::take(&mut now.children);
+        }
+        self
     }
 }
 
@@ -211,10 +250,17 @@ impl Check {
             }
         });
         // The baseline comes before the runtime exists, so its threads and descriptors are
-        // checked too: they must be gone once it shuts down.
-        let ticks = process::boot_ticks();
-        let waiting = Turn::waiting();
-        let state = ProcessState::read(&kinds, unread(turn.as_ref(), &waiting));
+        // checked too: they must be gone once it shuts down. The end state of the check whose
+        // turn this one took over is the same reading (see `Turn::take_over`).
+        let runner = test_names.is_some_and(|n| n.contains(&process::current_thread_name()));
+        let state = turn
+            .as_ref()
+            .and_then(|t| t.take_over(&kinds, runner))
+            .unwrap_or_else(|| {
+                let waiting = Turn::waiting();
+                ProcessState::read(&kinds, unread(turn.as_ref(), &waiting))
+            });
+        let ticks = state.ticks;
         let nested = (!cfg.whole_binary && kinds.any_process())
             .then(|| {
                 super::binary::Nested::start(

@@ -12,7 +12,7 @@ mod threads;
 pub(crate) use children::{adopt_orphans, children, AdoptOrphans, Child};
 pub(crate) use fds::{fds, note_own_file, Fd, OwnFd};
 pub(crate) use libtest::{list_tests, sibling_test_names, truncate};
-pub(crate) use origins::{renames, unrecorded, Recording};
+pub(crate) use origins::{made, renames, unrecorded, Made, Recording};
 pub(crate) use threads::{
     current_thread_name, current_tid, is_own, main_thread_name, mark_own, spawn_own, threads,
     threads_but, Thread, DUMP_THREAD_NAME, SYMBOLS_THREAD_NAME,

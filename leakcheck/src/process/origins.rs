@@ -61,6 +61,30 @@ mod imp {
     static CHECKS: AtomicUsize = AtomicUsize::new(0);
     /// Whether a hook ever ran: the binary was linked with them.
     static SEEN: AtomicBool = AtomicBool::new(false);
+    /// Descriptors made or closed through the hooks so far, recorded or not, but for
+    /// leakcheck's own. Counted after the call, as threads are: a reading of `/proc` taken
+    /// after a count saw what it counts.
+    static FD_CHANGES: AtomicU64 = AtomicU64::new(0);
+    /// Threads started through the hooks so far: by the main thread, and by the others.
+    static MAIN_THREADS_MADE: AtomicU64 = AtomicU64::new(0);
+    static THREADS_MADE: AtomicU64 = AtomicU64::new(0);
+
+    /// Counts a descriptor closed (or replaced), after the call.
+    fn count_closed(fd: c_int) {
+        if fd >= 0 && !QUIET.try_with(|q| q.get()).unwrap_or(false) {
+            FD_CHANGES.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a thread started, after the call.
+    fn count_thread() {
+        // SAFETY: getpid has no preconditions.
+        if tid() == unsafe { libc::getpid() } {
+            MAIN_THREADS_MADE.fetch_add(1, Relaxed);
+        } else {
+            THREADS_MADE.fetch_add(1, Relaxed);
+        }
+    }
 
     /// Descriptors below this number have a slot; higher ones have no origin.
     const FD_SLOTS: usize = 1 << 16;
@@ -170,7 +194,11 @@ mod imp {
     #[inline(never)]
     fn record_fd(fd: c_int) {
         mark_seen();
-        if fd < 0 || !recording() || QUIET.try_with(|q| q.get()).unwrap_or(false) {
+        if fd < 0 || QUIET.try_with(|q| q.get()).unwrap_or(false) {
+            return;
+        }
+        FD_CHANGES.fetch_add(1, Relaxed);
+        if !recording() {
             return;
         }
         let Some(slot) = FDS.get(fd as usize) else {
@@ -218,6 +246,14 @@ mod imp {
     /// reader holds is never freed under it. Hooks never take it (they may run in a forked
     /// child, or while any lock is held).
     static FREEING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    pub(crate) fn made() -> super::Made {
+        super::Made {
+            fds: FD_CHANGES.load(Acquire),
+            threads: THREADS_MADE.load(Acquire),
+            threads_by_main: MAIN_THREADS_MADE.load(Acquire),
+        }
+    }
 
     /// Starts recording; returns this recording's generation. Frees the nodes replaced since
     /// the last start (a whole-binary check records for the life of the process, so this
@@ -376,11 +412,14 @@ mod imp {
         let real = real!("pthread_create"; unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartFn, *mut c_void) -> c_int);
         if !recording() {
             // SAFETY: the caller's arguments, unchanged.
-            return unsafe { real(thread, attr, start, arg) };
+            let rc = unsafe { real(thread, attr, start, arg) };
+            count_thread();
+            return rc;
         }
         let s = Start::boxed(start, arg);
         // SAFETY: the trampoline takes `s` back and calls `start(arg)`.
         let rc = unsafe { real(thread, attr, trampoline, s.cast()) };
+        count_thread();
         if rc != 0 {
             // SAFETY: no thread started: `s` is still ours.
             drop(unsafe { Box::from_raw(s) });
@@ -403,11 +442,14 @@ mod imp {
         let real = real!("thrd_create"; unsafe extern "C" fn(*mut libc::pthread_t, ThrdStartFn, *mut c_void) -> c_int);
         if !recording() {
             // SAFETY: the caller's arguments, unchanged.
-            return unsafe { real(thread, start, arg) };
+            let rc = unsafe { real(thread, start, arg) };
+            count_thread();
+            return rc;
         }
         let s = Start::boxed(start, arg);
         // SAFETY: the trampoline takes `s` back and calls `start(arg)`.
         let rc = unsafe { real(thread, thrd_trampoline, s.cast()) };
+        count_thread();
         // thrd_success is 0.
         if rc != 0 {
             // SAFETY: no thread started: `s` is still ours.
@@ -589,7 +631,9 @@ mod imp {
         let real = real!("close"; unsafe extern "C" fn(c_int) -> c_int);
         forget_fd(fd);
         // SAFETY: the caller's argument.
-        unsafe { real(fd) }
+        let rc = unsafe { real(fd) };
+        count_closed(fd);
+        rc
     }
 
     /// # Safety
@@ -600,7 +644,9 @@ mod imp {
         // In a forked child this runs between fork and exec: forget only, allocate nothing.
         forget_fd(new);
         // SAFETY: the caller's arguments.
-        unsafe { real(old, new) }
+        let rc = unsafe { real(old, new) };
+        count_closed(new);
+        rc
     }
 
     /// # Safety
@@ -610,7 +656,9 @@ mod imp {
         let real = real!("dup3"; unsafe extern "C" fn(c_int, c_int, c_int) -> c_int);
         forget_fd(new);
         // SAFETY: the caller's arguments.
-        unsafe { real(old, new, flags) }
+        let rc = unsafe { real(old, new, flags) };
+        count_closed(new);
+        rc
     }
 }
 
@@ -629,6 +677,9 @@ mod imp {
     pub(crate) fn end(_whole_binary: bool) {}
     pub(crate) fn interposed() -> bool {
         false
+    }
+    pub(crate) fn made() -> super::Made {
+        super::Made::default()
     }
     pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
@@ -650,7 +701,26 @@ pub(crate) fn renames(tid: i32) -> Option<u64> {
     imp::interposed().then(|| imp::renames(tid))
 }
 
-/// Runs `f` (leakcheck reading `/proc`) without recording the descriptors it opens.
+/// What the hooks saw made so far; `None` where they are not in the binary. Unchanged between
+/// two moments: nothing was made or closed meanwhile but by calls not hooked (see the module
+/// docs).
+pub(crate) fn made() -> Option<Made> {
+    imp::interposed().then(imp::made)
+}
+
+/// Counts of what the hooks saw made, from the start of the process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Made {
+    /// Descriptors made or closed, leakcheck's own left out.
+    pub(crate) fds: u64,
+    /// Threads started by threads other than the main one.
+    pub(crate) threads: u64,
+    /// Threads started by the main thread (libtest's, starting tests).
+    pub(crate) threads_by_main: u64,
+}
+
+/// Runs `f` (leakcheck reading `/proc`, or its own files) without recording or counting the
+/// descriptors it opens.
 pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
     imp::unrecorded(f)
 }

@@ -21,6 +21,7 @@ pub(crate) fn capture() -> Vec<usize> {
 /// Captures the caller's stack with the DWARF unwinder: slower than the frame-pointer walk, but
 /// it goes through C code built without frame pointers (librdkafka starting its threads).
 #[inline(never)]
+#[cfg_attr(not(feature = "origins"), allow(dead_code))]
 pub(crate) fn capture_unwound() -> Vec<usize> {
     let mut buf = [0usize; MAX_FRAMES];
     let n = walk_unwinder(&mut buf);

@@ -6,6 +6,8 @@ mod local;
 mod registry;
 mod symbols;
 
+// Used by the hooks of `process::origins`.
+#[cfg_attr(not(feature = "origins"), allow(unused_imports))]
 pub(crate) use capture::{capture as capture_raw, capture_unwound};
 pub use dump::{AwaitLeaf, AwaitTrace};
 pub(crate) use local::{local_ids, local_tasks};
