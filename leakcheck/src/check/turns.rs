@@ -367,7 +367,10 @@ mod tests {
         });
         // Without the hooks nothing tells that nothing changed: every check reads the process.
         let hooks = process::made().is_some();
-        assert_eq!(taken, hooks, "the next turn took the state over (hooks: {hooks})");
+        assert_eq!(
+            taken, hooks,
+            "the next turn took the state over (hooks: {hooks})"
+        );
 
         let first = Turn::acquire(true);
         first.hand_over(ALL, unchanged());

@@ -7,7 +7,8 @@
 //! linked into it (std, tokio, mio, librdkafka's C code); each hook calls the real function found
 //! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
 //! caller's stack as raw addresses (the frame-pointer walk of spawn backtraces) and the calling
-//! thread; symbols are resolved only for survivors. Outside checks a hook costs one atomic load.
+//! thread; symbols are resolved only for survivors. Outside checks a hook costs an atomic load
+//! and an increment: it counts what it made or closed (see [`made`]), recorded or not.
 //!
 //! Not seen: calls made from inside shared libraries (they bind to libc's functions directly),
 //! and descriptors made by calls not hooked here (`memfd_create`, `signalfd`, `recvmsg` with `SCM_RIGHTS`, ...). Such a
