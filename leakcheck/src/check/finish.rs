@@ -152,7 +152,7 @@ impl Check {
         }
         // Only a check that found nothing hands its end state to the next: a survivor, even
         // an allowed one, may be released right after it ends.
-        if survivors.is_empty() && self.kinds.any_process() {
+        if survivors.is_empty() {
             if let Some(turn) = &self._turn {
                 turn.hand_over(self.kinds, last_state);
             }

@@ -79,12 +79,25 @@ mod imp {
 
     /// Counts a thread started, after the call.
     fn count_thread() {
-        // SAFETY: getpid has no preconditions.
-        if tid() == unsafe { libc::getpid() } {
+        if on_main_thread() {
             MAIN_THREADS_MADE.fetch_add(1, Relaxed);
         } else {
             THREADS_MADE.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Whether this is the process's main thread, asked of the kernel once per thread.
+    fn on_main_thread() -> bool {
+        use std::cell::Cell;
+        thread_local! { static MAIN: Cell<Option<bool>> = const { Cell::new(None) } }
+        // SAFETY: getpid has no preconditions.
+        let ask = || tid() == unsafe { libc::getpid() };
+        MAIN.try_with(|m| {
+            let main = m.get().unwrap_or_else(ask);
+            m.set(Some(main));
+            main
+        })
+        .unwrap_or_else(|_| ask())
     }
 
     /// Descriptors below this number have a slot; higher ones have no origin.
