@@ -2,7 +2,7 @@
 //!
 //! tokio says where each task was spawned; for a thread or a descriptor the OS keeps only a
 //! 15-byte name or a number. So leakcheck defines the C functions that create them
-//! (`pthread_create`, `pthread_setname_np`, `socket`, `open`, `pipe2`, `eventfd`, ...) in the
+//! (`pthread_create`, `pthread_setname_np`, `socket`, `open`, `opendir`, `pipe2`, `eventfd`, ...) in the
 //! binary it is linked into. A definition in the executable wins over libc's for every caller
 //! linked into it (std, tokio, mio, librdkafka's C code); each hook calls the real function found
 //! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
@@ -637,6 +637,35 @@ mod imp {
     }
 
     fcntl_hooks!(fcntl, fcntl64);
+
+    /// # Safety
+    /// As libc's `opendir`. std's `read_dir` calls it, and libc opens the directory's
+    /// descriptor inside itself, where the `open` hooks do not see it.
+    #[no_mangle]
+    pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
+        let real = real!("opendir"; unsafe extern "C" fn(*const c_char) -> *mut libc::DIR);
+        // SAFETY: the caller's argument.
+        let dir = unsafe { real(path) };
+        if !dir.is_null() {
+            // SAFETY: a directory stream libc just opened.
+            record_fd(unsafe { libc::dirfd(dir) });
+        }
+        dir
+    }
+
+    /// # Safety
+    /// As libc's `closedir` (it closes the descriptor inside libc: see [`opendir`]).
+    #[no_mangle]
+    pub unsafe extern "C" fn closedir(dir: *mut libc::DIR) -> c_int {
+        let real = real!("closedir"; unsafe extern "C" fn(*mut libc::DIR) -> c_int);
+        // SAFETY: the caller's stream, open until the real call.
+        let fd = unsafe { libc::dirfd(dir) };
+        forget_fd(fd);
+        // SAFETY: the caller's argument.
+        let rc = unsafe { real(dir) };
+        count_closed(fd);
+        rc
+    }
 
     /// # Safety
     /// As libc's `close`.
