@@ -61,17 +61,70 @@ const FIXED: usize = 15;
 pub const MAX_AGGREGATE_ID: usize = 256;
 
 /// An event: which aggregate it belongs to (the ordering key), what it is, when it happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Envelope {
-    event_id: String,
-    aggregate_id: String,
-    event_type: String,
+    event_id: Text,
+    aggregate_id: Text,
+    event_type: Text,
     event_version: u32,
-    timestamp: SystemTime,
-    trace_id: Option<String>,
-    correlation_id: Option<String>,
+    /// Milliseconds since the Unix epoch, as on the wire.
+    timestamp_ms: u64,
+    trace_id: Option<Text>,
+    correlation_id: Option<Text>,
     headers: Headers,
     payload: Bytes,
+    /// What a decoded envelope's [`Text::Wire`] strings lie in; empty otherwise.
+    wire: Bytes,
+}
+
+/// A string of an envelope. A decoded one is a range of the received bytes (checked as UTF-8
+/// when decoded), so that decoding allocates and copies nothing; a new event id is written in
+/// place.
+#[derive(Clone)]
+enum Text {
+    Owned(String),
+    /// A hyphenated UUID.
+    Id([u8; 36]),
+    /// `wire[start..end]`.
+    Wire(u32, u32),
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text::Owned(s)
+    }
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id() == other.event_id()
+            && self.aggregate_id() == other.aggregate_id()
+            && self.event_type() == other.event_type()
+            && self.event_version == other.event_version
+            && self.timestamp_ms == other.timestamp_ms
+            && self.trace_id() == other.trace_id()
+            && self.correlation_id() == other.correlation_id()
+            && self.headers == other.headers
+            && self.payload == other.payload
+    }
+}
+
+impl Eq for Envelope {}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("event_id", &self.event_id())
+            .field("aggregate_id", &self.aggregate_id())
+            .field("event_type", &self.event_type())
+            .field("event_version", &self.event_version)
+            .field("timestamp", &self.timestamp())
+            .field("trace_id", &self.trace_id())
+            .field("correlation_id", &self.correlation_id())
+            .field("headers", &self.headers)
+            .field("payload", &self.payload)
+            .finish()
+    }
 }
 
 impl Envelope {
@@ -83,17 +136,20 @@ impl Envelope {
         event_version: u32,
         payload: impl Into<Bytes>,
     ) -> Result<Self, EnvelopeError> {
+        let mut id = [0; 36];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
         let e = Envelope {
-            event_id: uuid::Uuid::new_v4().to_string(),
-            aggregate_id: aggregate_id.into(),
-            event_type: event_type.into(),
+            event_id: Text::Id(id),
+            aggregate_id: Text::Owned(aggregate_id.into()),
+            event_type: Text::Owned(event_type.into()),
             event_version,
             // Millisecond precision, as on the wire: a round trip gives the same envelope.
-            timestamp: to_millis(SystemTime::now()),
+            timestamp_ms: millis(SystemTime::now()),
             trace_id: None,
             correlation_id: None,
             headers: Headers::new(),
             payload: payload.into(),
+            wire: Bytes::new(),
         };
         e.validate()?;
         Ok(e)
@@ -101,13 +157,13 @@ impl Envelope {
 
     /// Sets the trace id.
     pub fn with_trace_id(mut self, id: impl Into<String>) -> Self {
-        self.trace_id = Some(id.into());
+        self.trace_id = Some(Text::Owned(id.into()));
         self
     }
 
     /// Sets the correlation id.
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.correlation_id = Some(id.into());
+        self.correlation_id = Some(Text::Owned(id.into()));
         self
     }
 
@@ -119,23 +175,23 @@ impl Envelope {
 
     /// Sets the event id (for example to re-publish an event under its own identity).
     pub fn with_event_id(mut self, id: impl Into<String>) -> Self {
-        self.event_id = id.into();
+        self.event_id = Text::Owned(id.into());
         self
     }
 
     /// The unique id of this event.
     pub fn event_id(&self) -> &str {
-        &self.event_id
+        self.text(&self.event_id)
     }
 
     /// The aggregate it belongs to: events of one aggregate are handled in publish order.
     pub fn aggregate_id(&self) -> &str {
-        &self.aggregate_id
+        self.text(&self.aggregate_id)
     }
 
     /// What happened.
     pub fn event_type(&self) -> &str {
-        &self.event_type
+        self.text(&self.event_type)
     }
 
     /// The version of the event type's schema.
@@ -145,17 +201,17 @@ impl Envelope {
 
     /// When it happened (millisecond precision on the wire).
     pub fn timestamp(&self) -> SystemTime {
-        self.timestamp
+        UNIX_EPOCH + Duration::from_millis(self.timestamp_ms)
     }
 
     /// The trace id, if any.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+        self.trace_id.as_ref().map(|t| self.text(t))
     }
 
     /// The correlation id, if any.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        self.correlation_id.as_ref().map(|t| self.text(t))
     }
 
     /// The headers.
@@ -168,15 +224,33 @@ impl Envelope {
         &self.payload
     }
 
+    /// A string's bytes, unchecked (for the wire: every `Text` is UTF-8 when made).
+    fn raw<'a>(&'a self, t: &'a Text) -> &'a [u8] {
+        match t {
+            Text::Owned(s) => s.as_bytes(),
+            Text::Id(id) => id,
+            Text::Wire(start, end) => self
+                .wire
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        // Checked when made: the fallbacks are never taken.
+        match t {
+            Text::Owned(s) => s,
+            Text::Id(id) => std::str::from_utf8(id).unwrap_or_default(),
+            Text::Wire(start, end) => self
+                .wire
+                .get(*start as usize..*end as usize)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .unwrap_or_default(),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), EnvelopeError> {
-        validate_aggregate_id(&self.aggregate_id)?;
-        if self.event_version == 0 {
-            return Err(EnvelopeError::Version);
-        }
-        if self.event_type.trim().is_empty() {
-            return Err(EnvelopeError::EventType);
-        }
-        Ok(())
+        check(self.aggregate_id(), self.event_version, self.event_type())
     }
 
     /// The wire form (version [`WIRE_FORMAT_VERSION`], see the [module docs](self)).
@@ -188,11 +262,11 @@ impl Envelope {
     /// slice, so it costs no copy).
     pub(crate) fn to_wire_keyed(&self) -> (Bytes, Range<usize>) {
         let strings = [
-            Some(&self.event_id),
-            Some(&self.aggregate_id),
-            Some(&self.event_type),
-            self.trace_id.as_ref(),
-            self.correlation_id.as_ref(),
+            Some(self.raw(&self.event_id)),
+            Some(self.raw(&self.aggregate_id)),
+            Some(self.raw(&self.event_type)),
+            self.trace_id.as_ref().map(|t| self.raw(t)),
+            self.correlation_id.as_ref().map(|t| self.raw(t)),
         ];
         let headers: usize = self
             .headers
@@ -207,7 +281,7 @@ impl Envelope {
         let mut w = BytesMut::with_capacity(len);
         w.put_u8(MAGIC);
         w.put_u8(WIRE_FORMAT_VERSION as u8);
-        w.put_u64_le(millis(self.timestamp));
+        w.put_u64_le(self.timestamp_ms);
         w.put_u32_le(self.event_version);
         let mut flags = 0;
         if self.trace_id.is_some() {
@@ -228,8 +302,8 @@ impl Envelope {
         }
         w.put_u32_le(self.headers.len() as u32);
         for (k, v) in &self.headers {
-            put_str(&mut w, k);
-            put_str(&mut w, v);
+            put_str(&mut w, k.as_bytes());
+            put_str(&mut w, v.as_bytes());
         }
         w.put_slice(&self.payload);
         debug_assert_eq!(w.len(), len);
@@ -286,37 +360,37 @@ impl Envelope {
         if flags & !(FLAG_TRACE | FLAG_CORRELATION) != 0 {
             return Err(decode(format!("unknown flags {flags:#04x}")));
         }
-        let event_id = r.string("event_id")?;
-        let aggregate_id = r.string("aggregate_id")?;
-        let event_type = r.string("event_type")?;
+        let (event_id, _) = r.text("event_id")?;
+        let (aggregate_id, id) = r.text("aggregate_id")?;
+        let (event_type, kind) = r.text("event_type")?;
+        check(id, event_version, kind)?;
         let trace_id = match flags & FLAG_TRACE {
             0 => None,
-            _ => Some(r.string("trace_id")?),
+            _ => Some(r.text("trace_id")?.0),
         };
         let correlation_id = match flags & FLAG_CORRELATION {
             0 => None,
-            _ => Some(r.string("correlation_id")?),
+            _ => Some(r.text("correlation_id")?.0),
         };
         let count = u32::from_le_bytes(r.array()?);
         let mut headers = Headers::new();
         for _ in 0..count {
-            let name = r.string("a header name")?;
-            let value = r.string("a header value")?;
+            let name = r.string("a header name")?.to_owned();
+            let value = r.string("a header value")?.to_owned();
             headers.insert(name, value);
         }
-        let e = Envelope {
+        Ok(Envelope {
             event_id,
             aggregate_id,
             event_type,
             event_version,
-            timestamp: UNIX_EPOCH + Duration::from_millis(timestamp_ms),
+            timestamp_ms,
             trace_id,
             correlation_id,
             headers,
             payload: bytes.slice(r.at..),
-        };
-        e.validate()?;
-        Ok(e)
+            wire: bytes.clone(),
+        })
     }
 
     fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
@@ -334,15 +408,16 @@ impl Envelope {
             .decode(&wire.payload)
             .map_err(|e| decode(format!("payload is not base64: {e}")))?;
         let e = Envelope {
-            event_id: wire.event_id,
-            aggregate_id: wire.aggregate_id,
-            event_type: wire.event_type,
+            event_id: wire.event_id.into(),
+            aggregate_id: wire.aggregate_id.into(),
+            event_type: wire.event_type.into(),
             event_version: wire.event_version,
-            timestamp: UNIX_EPOCH + Duration::from_millis(wire.timestamp_ms),
-            trace_id: wire.trace_id,
-            correlation_id: wire.correlation_id,
+            timestamp_ms: wire.timestamp_ms,
+            trace_id: wire.trace_id.map(Text::Owned),
+            correlation_id: wire.correlation_id.map(Text::Owned),
             headers: wire.headers,
             payload: payload.into(),
+            wire: Bytes::new(),
         };
         e.validate()?;
         Ok(e)
@@ -362,14 +437,14 @@ fn unsupported(v: u32) -> EnvelopeError {
     ))
 }
 
-fn put_str(w: &mut BytesMut, s: &str) {
+fn put_str(w: &mut BytesMut, s: &[u8]) {
     w.put_u32_le(s.len() as u32);
-    w.put_slice(s.as_bytes());
+    w.put_slice(s);
 }
 
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
 }
 
 /// Reads the binary form front to back; running out of bytes is a decode error.
@@ -378,14 +453,15 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EnvelopeError> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
         let end = self
             .at
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len())
             .ok_or_else(|| decode(format!("truncated at byte {}", self.at)))?;
-        let s = &self.bytes[self.at..end];
+        let bytes: &'a Bytes = self.bytes;
+        let s = &bytes[self.at..end];
         self.at = end;
         Ok(s)
     }
@@ -394,17 +470,31 @@ impl Reader<'_> {
         Ok(self.take(N)?.try_into().expect("take returns N bytes"))
     }
 
-    fn string(&mut self, what: &str) -> Result<String, EnvelopeError> {
+    fn string(&mut self, what: &str) -> Result<&'a str, EnvelopeError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         let s = self.take(len)?;
-        std::str::from_utf8(s)
-            .map(str::to_owned)
-            .map_err(|e| decode(format!("{what} is not UTF-8: {e}")))
+        std::str::from_utf8(s).map_err(|e| decode(format!("{what} is not UTF-8: {e}")))
+    }
+
+    /// A string, and the same as a range of the bytes (what the envelope keeps).
+    fn text(&mut self, what: &str) -> Result<(Text, &'a str), EnvelopeError> {
+        let s = self.string(what)?;
+        let end =
+            u32::try_from(self.at).map_err(|_| decode(format!("{what} ends beyond 4 GiB")))?;
+        Ok((Text::Wire(end - s.len() as u32, end), s))
     }
 }
 
-fn to_millis(t: SystemTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(millis(t))
+/// What every envelope must be: an aggregate id, a version of at least 1, an event type.
+fn check(aggregate_id: &str, event_version: u32, event_type: &str) -> Result<(), EnvelopeError> {
+    validate_aggregate_id(aggregate_id)?;
+    if event_version == 0 {
+        return Err(EnvelopeError::Version);
+    }
+    if event_type.trim().is_empty() {
+        return Err(EnvelopeError::EventType);
+    }
+    Ok(())
 }
 
 /// Checks an aggregate id: 1 to [`MAX_AGGREGATE_ID`] bytes of `[A-Za-z0-9._:-]`.
@@ -424,10 +514,12 @@ pub fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
             id.len()
         ));
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
+    // Bytes first (the usual case, no UTF-8 decoding); the character only to name it.
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+    if id.bytes().all(allowed) {
+        return Ok(());
+    }
+    if let Some(c) = id.chars().find(|c| !c.is_ascii() || !allowed(*c as u8)) {
         return bad(format!(
             "{c:?} is not allowed: use letters, digits, `.`, `_`, `:` and `-`"
         ));
@@ -505,13 +597,13 @@ mod tests {
     fn json_v1(e: &Envelope) -> serde_json::Value {
         let wire = Wire {
             v: 1,
-            event_id: e.event_id.clone(),
-            aggregate_id: e.aggregate_id.clone(),
-            event_type: e.event_type.clone(),
+            event_id: e.event_id().into(),
+            aggregate_id: e.aggregate_id().into(),
+            event_type: e.event_type().into(),
             event_version: e.event_version,
-            timestamp_ms: millis(e.timestamp),
-            trace_id: e.trace_id.clone(),
-            correlation_id: e.correlation_id.clone(),
+            timestamp_ms: e.timestamp_ms,
+            trace_id: e.trace_id().map(Into::into),
+            correlation_id: e.correlation_id().map(Into::into),
             headers: e.headers.clone(),
             payload: base64::engine::general_purpose::STANDARD.encode(&e.payload),
         };
@@ -617,5 +709,48 @@ mod tests {
             Envelope::from_wire(&wire).unwrap_err(),
             EnvelopeError::Version
         );
+        // In the binary form: the aggregate id is checked byte by byte, a character outside
+        // the set (ASCII or not) named; a string that is not UTF-8 is a decode error.
+        let (wire, key) = sample().to_wire_keyed();
+        for (bad, named) in [(&b"/"[..], "'/'"), ("é".as_bytes(), "'é'")] {
+            let mut w = wire.to_vec();
+            w.splice(
+                key.start + 1..key.start + 1 + bad.len(),
+                bad.iter().copied(),
+            );
+            let e = Envelope::from_wire(&w).unwrap_err();
+            assert!(
+                matches!(&e, EnvelopeError::AggregateId { reason, .. } if reason.contains(named)),
+                "{named}: {e}"
+            );
+        }
+        let mut w = wire.to_vec();
+        w[FIXED + 4] = 0xff;
+        let e = Envelope::from_wire(&w).unwrap_err();
+        assert!(e.to_string().contains("event_id is not UTF-8"), "{e}");
+        let e = validate_aggregate_id("caf\u{e9}").unwrap_err();
+        assert!(e.to_string().contains("'é' is not allowed"), "{e}");
+    }
+
+    #[leakcheck::leak_test]
+    fn a_decoded_envelope_reads_like_the_one_sent() {
+        let sent = sample();
+        let got = Envelope::from_wire_bytes(&sent.to_wire()).unwrap();
+        for e in [&sent, &got, &got.clone()] {
+            assert_eq!(e.event_id(), sent.event_id());
+            assert_eq!(e.event_id().len(), 36, "a hyphenated UUID");
+            assert_eq!(e.aggregate_id(), "order-42");
+            assert_eq!(e.event_type(), "OrderPlaced");
+            assert_eq!(e.trace_id(), Some("t-1"));
+            assert_eq!(e.correlation_id(), Some("c-1"));
+            assert_eq!(e.timestamp(), sent.timestamp());
+            let debug = format!("{e:?}");
+            assert!(debug.contains("aggregate_id: \"order-42\""), "{debug}");
+        }
+        // Re-sent as it came: the same wire form.
+        assert_eq!(got.to_wire(), sent.to_wire());
+        let renamed = got.with_event_id("e-1");
+        assert_eq!(renamed.event_id(), "e-1");
+        assert_ne!(renamed, sent);
     }
 }

@@ -24,7 +24,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use super::{acked, Ack, Acked, Backend, BoxFuture, Delivery, Inbox, NoAck, Subscription};
+use super::{acked, Acked, Backend, BoxFuture, Delivery, DeliveryAck, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
 use crate::message::{Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
@@ -53,7 +53,7 @@ impl Default for MemoryBroker {
 }
 
 struct Shared {
-    topics: RwLock<HashMap<TopicName, Arc<Topic>>>,
+    topics: RwLock<rustc_hash::FxHashMap<TopicName, Arc<Topic>>>,
     /// A simulated outage: publishes wait, subscriptions deliver nothing.
     paused: AtomicBool,
     /// Woken when an outage ends.
@@ -335,7 +335,7 @@ fn delivery(
             attempt: 1,
             redelivered,
         },
-        ack: Box::new(LogAck {
+        ack: DeliveryAck::Memory(LogAck {
             topic: topic.clone(),
             group,
             member,
@@ -860,7 +860,7 @@ impl Subscription for LogSubscription {
     }
 }
 
-struct LogAck {
+pub(crate) struct LogAck {
     topic: Arc<Topic>,
     group: usize,
     member: u64,
@@ -868,8 +868,8 @@ struct LogAck {
     offset: u64,
 }
 
-impl Ack for LogAck {
-    fn ack(self: Box<Self>) {
+impl LogAck {
+    pub(super) fn ack(self) {
         let mut part = lock(&self.topic.partitions[self.partition]);
         let part = &mut *part;
         let c = &mut part.cursors[self.group];
@@ -901,7 +901,7 @@ impl Subscription for EphemeralSubscription {
                 return None;
             }
             tokio::select! {
-                m = self.rx.recv() => m.map(|message| Delivery { message, ack: Box::new(NoAck) }),
+                m = self.rx.recv() => m.map(|message| Delivery { message, ack: DeliveryAck::Boxed(Box::new(NoAck)) }),
                 _ = self.closed.wait() => None,
             }
         })
@@ -1009,7 +1009,7 @@ mod tests {
     struct Queue {
         room: Mutex<usize>,
         got: Mutex<Vec<Bytes>>,
-        acks: Mutex<Vec<Box<dyn Ack>>>,
+        acks: Mutex<Vec<DeliveryAck>>,
     }
 
     impl Inbox for Queue {

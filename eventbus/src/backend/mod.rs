@@ -124,6 +124,9 @@ pub(crate) trait Inbox: Send + Sync {
     /// Queues `d` if its queue has room now and the subscription still takes work; otherwise
     /// hands it back. It runs under the backend's lock: it must not block nor call back into
     /// the backend (acknowledge, publish).
+    // Handed back by value on purpose: boxing it would cost the allocation per message that
+    // the unboxed memory acknowledgement saves.
+    #[allow(clippy::result_large_err)]
     fn offer(&self, d: Delivery) -> Result<(), Delivery>;
 }
 
@@ -131,7 +134,23 @@ pub(crate) trait Inbox: Send + Sync {
 /// message back: the broker delivers it again.
 pub(crate) struct Delivery {
     pub(crate) message: Message,
-    pub(crate) ack: Box<dyn Ack>,
+    pub(crate) ack: DeliveryAck,
+}
+
+/// The means to acknowledge one delivery: the in-process broker's unboxed (it is made per
+/// message, at a channel's pace), any other backend's boxed.
+pub(crate) enum DeliveryAck {
+    Memory(memory::LogAck),
+    Boxed(Box<dyn Ack>),
+}
+
+impl DeliveryAck {
+    pub(crate) fn ack(self) {
+        match self {
+            DeliveryAck::Memory(a) => a.ack(),
+            DeliveryAck::Boxed(a) => a.ack(),
+        }
+    }
 }
 
 /// Acknowledges one delivery.

@@ -313,7 +313,7 @@ async fn dead_letter(
     ctx: &SubscriptionCtx,
     message: Message,
     reason: DeadLetterReason,
-    ack: Box<dyn crate::backend::Ack>,
+    ack: crate::backend::DeliveryAck,
 ) {
     match &ctx.dead_letter {
         DeadLetterPolicy::Callback(f) => {

@@ -16,7 +16,7 @@ use super::context::{KafkaContext, Link};
 use super::KafkaConfig;
 use crate::backend::members::{Member, Members};
 use crate::backend::offload::off_runtime;
-use crate::backend::{Ack, BoxFuture, Delivery, Subscription};
+use crate::backend::{Ack, BoxFuture, Delivery, DeliveryAck, Subscription};
 use crate::error::SubscribeError;
 use crate::message::{Headers, Message};
 use crate::topic::TopicName;
@@ -121,11 +121,11 @@ impl KafkaSubscription {
                 // Kafka does not say whether the group saw a message before.
                 redelivered: false,
             },
-            ack: Box::new(KafkaAck {
+            ack: DeliveryAck::Boxed(Box::new(KafkaAck {
                 tx: tx.clone(),
                 partition,
                 offset,
-            }),
+            })),
         }
     }
 

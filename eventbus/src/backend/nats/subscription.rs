@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{escape, NatsConfig, KEY_HEADER};
 use crate::backend::members::{Member, Members};
-use crate::backend::{Ack, BoxFuture, Delivery, NoAck, Subscription};
+use crate::backend::{Ack, BoxFuture, Delivery, DeliveryAck, NoAck, Subscription};
 use crate::envelope::Envelope;
 use crate::error::SubscribeError;
 use crate::message::{Headers, Message};
@@ -137,7 +137,7 @@ fn delivery(
             attempt: 1,
             redelivered,
         },
-        ack,
+        ack: DeliveryAck::Boxed(ack),
     }
 }
 
