@@ -436,8 +436,9 @@ impl EventBus {
     }
 
     /// Subscribes `handler` to `topic` as `group`. Each message is handled until the handler
-    /// returns `Ok` (then acknowledged), retried per the [`RetryPolicy`], then dead-lettered.
-    /// One subscription per topic and group.
+    /// returns `Ok` (then acknowledged), retried per the [`RetryPolicy`], then dead-lettered. A
+    /// handler that panics (before it returns its future or inside it) fails that attempt, as
+    /// an error would. One subscription per topic and group.
     pub async fn subscribe<F, Fut, E>(
         &self,
         topic: &str,
@@ -449,8 +450,8 @@ impl EventBus {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
-        let handler: Handler = Arc::new(move |m| {
-            let fut = handler(m);
+        let handler: Handler = Arc::new(move |m: &Message| {
+            let fut = handler(m.clone());
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
         self.start_subscription(topic, group, handler).await
@@ -470,16 +471,19 @@ impl EventBus {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
-        let handler = Arc::new(handler);
-        let handler: Handler = Arc::new(move |m: Message| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                match Envelope::from_wire_bytes(m.payload()) {
-                    Ok(e) => handler(e).await.map_err(Into::into),
-                    Err(e) => Err(Box::new(Undecodable(e)) as HandlerError),
-                }
-            })
-        });
+        // Decoded from the delivery itself: no copy of the message per attempt.
+        let handler: Handler =
+            Arc::new(
+                move |m: &Message| match Envelope::from_wire_bytes(m.payload()) {
+                    Ok(e) => {
+                        let fut = handler(e);
+                        Box::pin(async move { fut.await.map_err(Into::into) })
+                    }
+                    Err(e) => Box::pin(std::future::ready(Err(
+                        Box::new(Undecodable(e)) as HandlerError
+                    ))),
+                },
+            );
         self.start_subscription(topic, group, handler).await
     }
 

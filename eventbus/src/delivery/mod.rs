@@ -118,7 +118,7 @@ pub struct DeadLetter {
     pub topic: TopicName,
     /// The group whose handler gave up.
     pub group: String,
-    /// The message, raw bytes included.
+    /// The message, raw bytes included, as its last attempt saw it (`attempt()` says which).
     pub message: Message,
     /// Why.
     pub reason: DeadLetterReason,

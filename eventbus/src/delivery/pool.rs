@@ -18,9 +18,10 @@ use crate::observe::Counters;
 use crate::stop::Stop;
 use crate::topic::TopicName;
 
-/// A subscription's handler, type-erased.
+/// A subscription's handler, type-erased. It borrows the message: a wrapper that needs it
+/// whole (the raw handler) clones it, the envelope decoder does not.
 pub(crate) type Handler =
-    Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+    Arc<dyn Fn(&Message) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// The error an envelope handler's decoding step returns: such a message is never retried, it
 /// takes the dead-letter path at once.
@@ -248,24 +249,30 @@ async fn global_worker(
 /// the dead-letter path). After the close deadline nothing more is handled: the delivery is
 /// dropped unacknowledged, which hands it back to the broker.
 async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
-    let Delivery { message, ack } = d;
+    let Delivery { mut message, ack } = d;
     if ctx.stop_now.is_set() {
         Counters::add(&ctx.counters.handed_back);
         return;
     }
     let mut attempt = 1;
     loop {
-        let mut m = message.clone();
-        m.attempt = attempt;
-        let call = AssertUnwindSafe((ctx.handler)(m)).catch_unwind();
-        // The call first: a handler that is done at once never registers for the cancellation.
-        let outcome = tokio::select! {
-            biased;
-            r = call => r,
-            _ = ctx.stop_now.wait() => {
-                Counters::add(&ctx.counters.handed_back);
-                return;
+        message.attempt = attempt;
+        // A panic in the call itself (before the handler returns its future) is caught too.
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(&message))) {
+            Ok(fut) => {
+                let call = AssertUnwindSafe(fut).catch_unwind();
+                // The call first: a handler that is done at once never registers for the
+                // cancellation.
+                tokio::select! {
+                    biased;
+                    r = call => r,
+                    _ = ctx.stop_now.wait() => {
+                        Counters::add(&ctx.counters.handed_back);
+                        return;
+                    }
+                }
             }
+            Err(panic) => Err(panic),
         };
         let error = match outcome {
             Ok(Ok(())) => {
@@ -282,7 +289,7 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery) {
                 }
                 e.to_string()
             }
-            Err(panic) => format!("the handler panicked: {}", panic_message(&panic)),
+            Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
         };
         Counters::add(&ctx.counters.handler_errors);
         ctx.fail(format!(

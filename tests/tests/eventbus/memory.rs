@@ -18,6 +18,7 @@ suite_on!(Memory::new();
     pipelined,
     keys,
     redelivery,
+    handler_panics,
     dead_letter_topic,
     undecodable_envelope,
     backpressure,

@@ -262,6 +262,63 @@ pub async fn redelivery(f: &dyn Fixture) {
         .contains("failed on attempt 2: not yet"));
 }
 
+/// A handler that panics, before it returns its future or inside it, fails that attempt as an
+/// error would: the message is tried again, the worker goes on with the next one, and the
+/// panic's message is the bus's last error.
+pub async fn handler_panics(f: &dyn Fixture) {
+    let t = topic("panics");
+    let bus = f
+        .bus(EventBus::builder().retry(RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        }))
+        .await;
+    let log: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let l = log.clone();
+    bus.subscribe(&t, &group(&t, "panics"), move |m| {
+        let body = String::from_utf8(m.payload().to_vec()).unwrap();
+        l.lock().unwrap().push((body.clone(), m.attempt()));
+        if body == "early" && m.attempt() == 1 {
+            panic!("early panic");
+        }
+        let late = body == "late" && m.attempt() == 1;
+        async move {
+            if late {
+                panic!("late panic");
+            }
+            Ok::<_, std::io::Error>(())
+        }
+    })
+    .await
+    .unwrap();
+    for body in ["early", "late", "after"] {
+        bus.publish(&t, Outbound::new(body).key("k")).await.unwrap();
+    }
+    wait_until(WAIT, "all three handled", || bus.metrics().handled == 3).await;
+    bus.close().await.unwrap();
+    let log = log.lock().unwrap().clone();
+    let expected = [
+        ("early", 1),
+        ("early", 2),
+        ("late", 1),
+        ("late", 2),
+        ("after", 1),
+    ];
+    assert_eq!(
+        log,
+        expected.map(|(b, a)| (b.to_string(), a)),
+        "one key: in order, each panic retried"
+    );
+    let m = bus.metrics();
+    assert_eq!(
+        (m.handler_errors, m.redeliveries, m.dead_lettered),
+        (2, 2, 0)
+    );
+    let last = bus.health().last_error.unwrap();
+    assert!(last.contains("the handler panicked: late panic"), "{last}");
+}
+
 /// A handler that always fails: after the last attempt the message goes to `<topic>.dlq`, with
 /// the reason in a header, and is acknowledged.
 pub async fn dead_letter_topic(f: &dyn Fixture) {
