@@ -250,7 +250,11 @@ impl Envelope {
     }
 
     pub(crate) fn validate(&self) -> Result<(), EnvelopeError> {
-        check(self.aggregate_id(), self.event_version, self.event_type())
+        check(
+            self.aggregate_id().as_bytes(),
+            self.event_version,
+            self.event_type().as_bytes(),
+        )
     }
 
     /// The wire form (version [`WIRE_FORMAT_VERSION`], see the [module docs](self)).
@@ -476,22 +480,35 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(s).map_err(|e| decode(format!("{what} is not UTF-8: {e}")))
     }
 
-    /// A string, and the same as a range of the bytes (what the envelope keeps).
-    fn text(&mut self, what: &str) -> Result<(Text, &'a str), EnvelopeError> {
-        let s = self.string(what)?;
+    /// A string as a range of the bytes (what the envelope keeps), and its bytes, checked as
+    /// UTF-8 (ASCII, the usual case, word by word).
+    fn text(&mut self, what: &str) -> Result<(Text, &'a [u8]), EnvelopeError> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        let s = self.take(len)?;
+        if !s.is_ascii() {
+            std::str::from_utf8(s).map_err(|e| decode(format!("{what} is not UTF-8: {e}")))?;
+        }
         let end =
             u32::try_from(self.at).map_err(|_| decode(format!("{what} ends beyond 4 GiB")))?;
         Ok((Text::Wire(end - s.len() as u32, end), s))
     }
 }
 
-/// What every envelope must be: an aggregate id, a version of at least 1, an event type.
-fn check(aggregate_id: &str, event_version: u32, event_type: &str) -> Result<(), EnvelopeError> {
-    validate_aggregate_id(aggregate_id)?;
+/// What every envelope must be: an aggregate id, a version of at least 1, an event type. On
+/// UTF-8 bytes, so that a decoder checks them before it makes strings of them.
+fn check(aggregate_id: &[u8], event_version: u32, event_type: &[u8]) -> Result<(), EnvelopeError> {
+    check_aggregate_id(aggregate_id)?;
     if event_version == 0 {
         return Err(EnvelopeError::Version);
     }
-    if event_type.trim().is_empty() {
+    let blank = match event_type.is_ascii() {
+        // `str::trim`'s whitespace, in ASCII.
+        true => event_type
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')),
+        false => String::from_utf8_lossy(event_type).trim().is_empty(),
+    };
+    if blank {
         return Err(EnvelopeError::EventType);
     }
     Ok(())
@@ -499,9 +516,14 @@ fn check(aggregate_id: &str, event_version: u32, event_type: &str) -> Result<(),
 
 /// Checks an aggregate id: 1 to [`MAX_AGGREGATE_ID`] bytes of `[A-Za-z0-9._:-]`.
 pub fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
+    check_aggregate_id(id.as_bytes())
+}
+
+/// [`validate_aggregate_id`] on UTF-8 bytes.
+fn check_aggregate_id(id: &[u8]) -> Result<(), EnvelopeError> {
     let bad = |reason: String| {
         Err(EnvelopeError::AggregateId {
-            id: id.chars().take(64).collect(),
+            id: String::from_utf8_lossy(id).chars().take(64).collect(),
             reason,
         })
     };
@@ -516,15 +538,16 @@ pub fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
     }
     // Bytes first (the usual case, no UTF-8 decoding); the character only to name it.
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
-    if id.bytes().all(allowed) {
+    if id.iter().all(|b| allowed(*b)) {
         return Ok(());
     }
-    if let Some(c) = id.chars().find(|c| !c.is_ascii() || !allowed(*c as u8)) {
-        return bad(format!(
-            "{c:?} is not allowed: use letters, digits, `.`, `_`, `:` and `-`"
-        ));
-    }
-    Ok(())
+    let c = String::from_utf8_lossy(id)
+        .chars()
+        .find(|c| !c.is_ascii() || !allowed(*c as u8))
+        .unwrap_or(char::REPLACEMENT_CHARACTER);
+    bad(format!(
+        "{c:?} is not allowed: use letters, digits, `.`, `_`, `:` and `-`"
+    ))
 }
 
 /// Version 1's JSON form (read only; the tests write it).
@@ -728,6 +751,18 @@ mod tests {
         w[FIXED + 4] = 0xff;
         let e = Envelope::from_wire(&w).unwrap_err();
         assert!(e.to_string().contains("event_id is not UTF-8"), "{e}");
+        // A blank event type, ASCII (vertical tab included, as `str::trim` has it) or not.
+        let wire = Envelope::new("a", "XYZ", 1, Vec::new()).unwrap().to_wire();
+        let at = wire.windows(3).position(|w| w == b"XYZ").unwrap();
+        for blank in ["\t\u{b} ", "\u{2003}"] {
+            let mut w = wire.to_vec();
+            w.splice(at..at + 3, blank.bytes());
+            assert_eq!(
+                Envelope::from_wire(&w).unwrap_err(),
+                EnvelopeError::EventType,
+                "{blank:?}"
+            );
+        }
         let e = validate_aggregate_id("caf\u{e9}").unwrap_err();
         assert!(e.to_string().contains("'é' is not allowed"), "{e}");
     }
