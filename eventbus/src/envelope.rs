@@ -12,8 +12,8 @@
 //!
 //! The bus writes version 2, a binary prefix followed by the payload as is, because it costs
 //! one allocation and one copy of the payload to write and none to read (the decoded payload
-//! is a slice of the received bytes), where version 1 (JSON with the payload in base64) cost
-//! most of a memory publish. Every integer is little-endian; every string is a `u32` length
+//! and strings are slices of the received bytes, the strings checked as UTF-8 once), where
+//! version 1 (JSON with the payload in base64) cost most of a memory publish. Every integer is little-endian; every string is a `u32` length
 //! and that many UTF-8 bytes.
 //!
 //! | bytes | field |
