@@ -261,8 +261,7 @@ impl EventBus {
     }
 
     /// Publishes raw bytes. `Ok` means the broker has the message; an error means it does not,
-    /// and says why. Where the broker takes it at once (the in-process one), the call is still
-    /// a yield point once the task's coop budget is spent, as a channel's send is.
+    /// and says why.
     pub async fn publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
         let result = self.try_publish(topic, message).await;
         self.count(&result);
@@ -343,8 +342,6 @@ impl EventBus {
     async fn try_enqueue(&self, topic: &str, message: Outbound) -> Result<Ack, PublishError> {
         let (topic, message) = self.admit(topic, message)?;
         let Some(message) = self.inner.backend.try_publish(&topic, message) else {
-            // A yield point once the budget is spent, as in `try_publish`.
-            tokio::task::coop::consume_budget().await;
             return Ok(Ack::Now);
         };
         let timeout = self.inner.config.publish_timeout;
@@ -362,9 +359,6 @@ impl EventBus {
         let (topic, message) = self.admit(topic, message)?;
         // A broker that takes it at once needs neither the boxed future nor the timer.
         let Some(message) = self.inner.backend.try_publish(&topic, message) else {
-            // Still a yield point once the task's budget is spent, as a channel's send is, so
-            // that a publishing loop lets the subscription's workers on its thread run.
-            tokio::task::coop::consume_budget().await;
             return Ok(());
         };
         let timeout = self.inner.config.publish_timeout;

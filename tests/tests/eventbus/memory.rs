@@ -90,38 +90,6 @@ async fn one_member_per_group_across_buses() {
     b.close().await.unwrap();
 }
 
-/// A publish the in-process broker takes at once is still a yield point once the task's budget
-/// is spent, as a channel's send is: on one thread, a publishing loop lets other tasks run
-/// (the subscription's workers among them) long before it ends.
-#[leak_test]
-async fn a_publishing_loop_lets_other_tasks_run() {
-    let m = Memory(eventbus::MemoryBroker::with_capacity(100_000));
-    let t = topic("yields");
-    let bus = EventBus::builder().memory(&m.0);
-    for enqueue in [false, true] {
-        let published = Arc::new(AtomicU64::new(0));
-        let seen_at = Arc::new(AtomicU64::new(u64::MAX));
-        let (p, s) = (published.clone(), seen_at.clone());
-        let other =
-            tokio::spawn(async move { s.store(p.load(Ordering::SeqCst), Ordering::SeqCst) });
-        for i in 0..5_000u64 {
-            let message = Outbound::new(i.to_string());
-            match enqueue {
-                false => bus.publish(&t, message).await.unwrap(),
-                true => bus.enqueue(&t, message).await.unwrap().await.unwrap(),
-            }
-            published.store(i + 1, Ordering::SeqCst);
-        }
-        other.await.unwrap();
-        let at = seen_at.load(Ordering::SeqCst);
-        assert!(
-            at < 1_000,
-            "enqueue {enqueue}: the other task ran after {at} publishes"
-        );
-    }
-    bus.close().await.unwrap();
-}
-
 /// The broken variant: a bus that is never closed (its handle is kept, as a forgotten clone
 /// would be) keeps its subscription running. Run by `a_forgotten_bus_is_caught`, which drops it
 /// after the check.
