@@ -89,12 +89,6 @@ enum Text {
     Wire(u32, u32),
 }
 
-impl From<String> for Text {
-    fn from(s: String) -> Self {
-        Text::Owned(s)
-    }
-}
-
 impl PartialEq for Envelope {
     fn eq(&self, other: &Self) -> bool {
         self.event_id() == other.event_id()
@@ -237,15 +231,10 @@ impl Envelope {
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {
-        // Checked when made: the fallbacks are never taken.
         match t {
             Text::Owned(s) => s,
-            Text::Id(id) => std::str::from_utf8(id).unwrap_or_default(),
-            Text::Wire(start, end) => self
-                .wire
-                .get(*start as usize..*end as usize)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .unwrap_or_default(),
+            // Checked when made: the fallback is never taken.
+            _ => std::str::from_utf8(self.raw(t)).unwrap_or_default(),
         }
     }
 
@@ -412,9 +401,9 @@ impl Envelope {
             .decode(&wire.payload)
             .map_err(|e| decode(format!("payload is not base64: {e}")))?;
         let e = Envelope {
-            event_id: wire.event_id.into(),
-            aggregate_id: wire.aggregate_id.into(),
-            event_type: wire.event_type.into(),
+            event_id: Text::Owned(wire.event_id),
+            aggregate_id: Text::Owned(wire.aggregate_id),
+            event_type: Text::Owned(wire.event_type),
             event_version: wire.event_version,
             timestamp_ms: wire.timestamp_ms,
             trace_id: wire.trace_id.map(Text::Owned),

@@ -86,18 +86,9 @@ mod imp {
         }
     }
 
-    /// Whether this is the process's main thread, asked of the kernel once per thread.
+    /// Whether this is the process's main thread (whose id is the process's).
     fn on_main_thread() -> bool {
-        use std::cell::Cell;
-        thread_local! { static MAIN: Cell<Option<bool>> = const { Cell::new(None) } }
-        // SAFETY: getpid has no preconditions.
-        let ask = || tid() == unsafe { libc::getpid() };
-        MAIN.try_with(|m| {
-            let main = m.get().unwrap_or_else(ask);
-            m.set(Some(main));
-            main
-        })
-        .unwrap_or_else(|_| ask())
+        this_thread().1
     }
 
     /// Descriptors below this number have a slot; higher ones have no origin.
@@ -140,17 +131,25 @@ mod imp {
     }
 
     fn tid() -> i32 {
+        this_thread().0
+    }
+
+    /// This thread's id and whether it is the main thread, asked of the kernel once per thread.
+    fn this_thread() -> (i32, bool) {
         use std::cell::Cell;
-        thread_local! { static TID: Cell<i32> = const { Cell::new(0) } }
-        TID.try_with(|t| {
-            if t.get() == 0 {
-                // SAFETY: gettid has no preconditions.
-                t.set(unsafe { libc::gettid() });
+        thread_local! { static ME: Cell<(i32, bool)> = const { Cell::new((0, false)) } }
+        let ask = || {
+            // SAFETY: gettid and getpid have no preconditions.
+            let tid = unsafe { libc::gettid() };
+            (tid, tid == unsafe { libc::getpid() })
+        };
+        ME.try_with(|me| {
+            if me.get().0 == 0 {
+                me.set(ask());
             }
-            t.get()
+            me.get()
         })
-        // SAFETY: as above.
-        .unwrap_or_else(|_| unsafe { libc::gettid() })
+        .unwrap_or_else(|_| ask())
     }
 
     /// The real function behind a hook, looked up once.
