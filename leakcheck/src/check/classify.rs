@@ -62,6 +62,32 @@ impl Check {
         t.name != self.own_name && (starting || names.contains(&t.name))
     }
 
+    /// Whether descriptor `f` was opened by a thread that is not this check's: neither the
+    /// test's thread, the one finishing the check, the checked runtime's, nor one started
+    /// during the check by anything but the test harness. Unknown (no origin) is not.
+    pub(super) fn made_by_another_test(&self, f: &process::Fd) -> bool {
+        let Some(rec) = &self.origins else {
+            return false;
+        };
+        let Some(o) = rec.fd(f.fd) else {
+            return false;
+        };
+        let by = o.creator;
+        if by == self.own_tid
+            || by == process::current_tid()
+            || self
+                .runtime_threads
+                .as_ref()
+                .is_some_and(|r| r.role(by).is_some())
+        {
+            return false;
+        }
+        // A thread that predates the check (a test's, or a singleton's), or one libtest
+        // started for another test meanwhile.
+        rec.thread(by)
+            .is_none_or(|t| made_by_libtest(&tasks::resolve_frames(&t.frames)))
+    }
+
     /// Whether `t` is a thread spawned without a name from this check's thread.
     pub(super) fn is_unnamed_child_thread(&self, t: &process::Thread) -> bool {
         t.tid != self.own_tid && !self.own_name.is_empty() && t.name == self.own_name

@@ -275,6 +275,69 @@ fn a_shared_executor_pool_reports_the_same_on_every_run() {
     insta::assert_snapshot!("shared_executor_pool", text);
 }
 
+/// A file another test of the process opens during the check and closes while the runtime shuts
+/// down is not said to be held by the leaked task; the leaked task's own listener is.
+#[test]
+fn a_file_another_test_closes_during_the_shutdown_is_not_held_by_the_leaked_task() {
+    use std::sync::mpsc::{self, channel};
+
+    /// Dropped with the leaked task: has the neighbour close its file, then waits for it.
+    struct CloseNeighboursFile(mpsc::Sender<()>, mpsc::Receiver<()>);
+    impl Drop for CloseNeighboursFile {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+            let _ = self.1.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    let (open, open_rx) = channel::<()>();
+    let (opened_tx, opened) = channel::<()>();
+    let (close, close_rx) = channel::<()>();
+    let (closed_tx, closed) = channel::<()>();
+    // Stands for a test running next to this one (it predates the check, as libtest's do).
+    // Started in a check's turn, so that no other test's check sees a thread appear.
+    let turn = Check::builder()
+        .label("a neighbour starts")
+        .kinds(Kinds::parse("fds").unwrap())
+        .start()
+        .unwrap();
+    let neighbour = std::thread::spawn(move || {
+        open_rx.recv().unwrap();
+        let file = std::fs::File::open("Cargo.toml").unwrap();
+        opened_tx.send(()).unwrap();
+        close_rx.recv().unwrap();
+        drop(file);
+        closed_tx.send(()).unwrap();
+    });
+    assert!(turn.finish().is_clean());
+    let check = Check::builder()
+        .label("a neighbour's file")
+        .kinds(Kinds::parse("tasks,fds").unwrap())
+        .start_multi_thread(2)
+        .unwrap();
+    let guard = CloseNeighboursFile(close, closed);
+    check.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(async move {
+            let _guard = guard;
+            while listener.accept().await.is_ok() {}
+        });
+        tokio::task::yield_now().await;
+    });
+    open.send(()).unwrap();
+    opened.recv().unwrap();
+    let r = check.finish();
+    neighbour.join().unwrap();
+    assert_eq!(r.unknown().count(), 1, "{}", r.to_text());
+    let held = r
+        .notes
+        .iter()
+        .find(|n| n.message.starts_with("held by the leaked task(s)"))
+        .unwrap_or_else(|| panic!("a note on what the task held: {}", r.to_text()));
+    assert!(held.message.contains("tcp 127.0.0.1:"), "{}", held.message);
+    assert!(!held.message.contains("Cargo.toml"), "{}", held.message);
+}
+
 /// A check may be finished on another thread than the one that started it: neither thread is
 /// the test's leak (the finishing one was made during the check, but it is the one running it).
 #[test]
