@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a publish may wait for the broker.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whether the worker pools are measured with tokio-metrics: off, as tokio's own poll-time
+/// histogram is, for its cost (see [`BusBuilder::pool_metrics`]).
+pub const DEFAULT_POOL_METRICS: bool = false;
 
 /// The longest group name accepted.
 const MAX_GROUP_NAME: usize = 200;
@@ -48,6 +51,7 @@ pub struct BusBuilder {
     publish_timeout: Duration,
     retry: RetryPolicy,
     dead_letter: DeadLetterPolicy,
+    pool_metrics: bool,
 }
 
 impl Default for BusBuilder {
@@ -61,6 +65,7 @@ impl Default for BusBuilder {
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             retry: RetryPolicy::default(),
             dead_letter: DeadLetterPolicy::default(),
+            pool_metrics: DEFAULT_POOL_METRICS,
         }
     }
 }
@@ -114,6 +119,32 @@ impl BusBuilder {
         self
     }
 
+    /// Measures the worker pools' tasks with tokio-metrics: how long they were polled and how
+    /// long they waited to be polled once woken ([`Metrics::keyed_pool`],
+    /// [`Metrics::global_pool`]; `None` without). Off by default ([`DEFAULT_POOL_METRICS`]):
+    /// it reads the clock at every poll and wake of a worker, about 600 instructions per message
+    /// where each message is a poll of its own (the in-process broker at a paced rate; see the
+    /// README's pressure run).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use eventbus::{EventBus, MemoryBroker, Outbound};
+    /// let broker = MemoryBroker::new();
+    /// let bus = EventBus::builder().pool_metrics(true).memory(&broker);
+    /// bus.subscribe("greetings", "printer", |_m| async { Ok::<_, std::io::Error>(()) })
+    ///     .await?;
+    /// let pool = bus.metrics().keyed_pool.expect("measured");
+    /// assert_eq!(pool.workers_started, eventbus::DEFAULT_KEYED_WORKERS as u64);
+    /// bus.close().await?;
+    /// assert!(EventBus::builder().memory(&broker).metrics().keyed_pool.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn pool_metrics(mut self, on: bool) -> Self {
+        self.pool_metrics = on;
+        self
+    }
+
     /// A bus on an in-process [`MemoryBroker`].
     pub fn memory(self, broker: &MemoryBroker) -> EventBus {
         self.build(Arc::new(MemoryBackend::new(broker)))
@@ -137,9 +168,12 @@ impl BusBuilder {
     }
 
     pub(crate) fn build(self, backend: Arc<dyn Backend>) -> EventBus {
+        let monitor = || self.pool_metrics.then(tokio_metrics::TaskMonitor::new);
         EventBus {
             inner: Arc::new(Inner {
                 backend,
+                keyed_monitor: monitor(),
+                global_monitor: monitor(),
                 config: self,
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(false),
@@ -149,8 +183,6 @@ impl BusBuilder {
                 stop_now: Stop::default(),
                 counters: Arc::new(Counters::default()),
                 last_error: Arc::new(Mutex::new(None)),
-                keyed_monitor: tokio_metrics::TaskMonitor::new(),
-                global_monitor: tokio_metrics::TaskMonitor::new(),
             }),
         }
     }
@@ -198,8 +230,9 @@ struct Inner {
     stop_now: Stop,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
-    keyed_monitor: tokio_metrics::TaskMonitor,
-    global_monitor: tokio_metrics::TaskMonitor,
+    /// `None` unless [`BusBuilder::pool_metrics`] is on.
+    keyed_monitor: Option<tokio_metrics::TaskMonitor>,
+    global_monitor: Option<tokio_metrics::TaskMonitor>,
 }
 
 /// The broker's acknowledgement of a message handed over by [`EventBus::enqueue`]: `Ok` once
@@ -618,9 +651,10 @@ impl EventBus {
 
     /// Counters and pool metrics.
     pub fn metrics(&self) -> Metrics {
-        self.inner
-            .counters
-            .snapshot(&self.inner.keyed_monitor, &self.inner.global_monitor)
+        self.inner.counters.snapshot(
+            self.inner.keyed_monitor.as_ref(),
+            self.inner.global_monitor.as_ref(),
+        )
     }
 
     /// `name` validated, from the cache when it was seen before.

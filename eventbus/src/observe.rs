@@ -92,10 +92,13 @@ pub struct Metrics {
     pub queued: u64,
     /// The most messages ever waiting in one worker queue (at most its capacity).
     pub queued_peak: u64,
-    /// The keyed pools' tasks (tokio-metrics).
-    pub keyed_pool: PoolMetrics,
-    /// The global pools' tasks (tokio-metrics).
-    pub global_pool: PoolMetrics,
+    /// The keyed pools' tasks (tokio-metrics); `None` unless [`BusBuilder::pool_metrics`] is
+    /// on.
+    ///
+    /// [`BusBuilder::pool_metrics`]: crate::BusBuilder::pool_metrics
+    pub keyed_pool: Option<PoolMetrics>,
+    /// The global pools' tasks, as `keyed_pool`.
+    pub global_pool: Option<PoolMetrics>,
 }
 
 /// What tokio-metrics measured of a pool's worker tasks.
@@ -127,8 +130,8 @@ impl PoolMetrics {
 impl Counters {
     pub(crate) fn snapshot(
         &self,
-        keyed: &tokio_metrics::TaskMonitor,
-        global: &tokio_metrics::TaskMonitor,
+        keyed: Option<&tokio_metrics::TaskMonitor>,
+        global: Option<&tokio_metrics::TaskMonitor>,
     ) -> Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
@@ -143,8 +146,8 @@ impl Counters {
             handed_back: get(&self.handed_back),
             queued: self.queued.load(Ordering::Relaxed).max(0) as u64,
             queued_peak: self.queued_peak.load(Ordering::Relaxed).max(0) as u64,
-            keyed_pool: PoolMetrics::of(keyed),
-            global_pool: PoolMetrics::of(global),
+            keyed_pool: keyed.map(PoolMetrics::of),
+            global_pool: global.map(PoolMetrics::of),
         }
     }
 }

@@ -53,8 +53,9 @@ pub(crate) struct SubscriptionCtx {
     pub(crate) keyed_workers: usize,
     pub(crate) global_workers: usize,
     pub(crate) queue_capacity: usize,
-    pub(crate) keyed_monitor: tokio_metrics::TaskMonitor,
-    pub(crate) global_monitor: tokio_metrics::TaskMonitor,
+    /// The pools' monitors, when measured.
+    pub(crate) keyed_monitor: Option<tokio_metrics::TaskMonitor>,
+    pub(crate) global_monitor: Option<tokio_metrics::TaskMonitor>,
 }
 
 impl SubscriptionCtx {
@@ -106,11 +107,11 @@ pub(crate) fn start(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) -
     let keyed: Vec<mpsc::Sender<Delivery>> = (0..ctx.keyed_workers.max(1))
         .map(|i| {
             let (tx, rx) = mpsc::channel(ctx.queue_capacity.max(1));
-            let fut = ctx.keyed_monitor.instrument(keyed_worker(ctx.clone(), rx));
             spawn_into(
                 &mut workers,
                 &format!("{}#{i}", ctx.name("keyed-worker")),
-                fut,
+                ctx.keyed_monitor.as_ref(),
+                keyed_worker(ctx.clone(), rx),
             );
             tx
         })
@@ -118,13 +119,11 @@ pub(crate) fn start(ctx: Arc<SubscriptionCtx>, mut sub: Box<dyn Subscription>) -
     let (global, global_rx) = mpsc::channel(ctx.queue_capacity.max(1));
     let global_rx = Arc::new(tokio::sync::Mutex::new(global_rx));
     for i in 0..ctx.global_workers.max(1) {
-        let fut = ctx
-            .global_monitor
-            .instrument(global_worker(ctx.clone(), global_rx.clone()));
         spawn_into(
             &mut workers,
             &format!("{}#{i}", ctx.name("global-worker")),
-            fut,
+            ctx.global_monitor.as_ref(),
+            global_worker(ctx.clone(), global_rx.clone()),
         );
     }
     sub.attach(Arc::new(Queues {
@@ -213,16 +212,25 @@ fn refill_batch(capacity: usize) -> usize {
     (capacity / 8).clamp(1, 64)
 }
 
-fn spawn_into<F>(set: &mut JoinSet<()>, name: &str, fut: F)
-where
+/// Spawns a worker into `set`, measured by `monitor` if there is one.
+fn spawn_into<F>(
+    set: &mut JoinSet<()>,
+    name: &str,
+    monitor: Option<&tokio_metrics::TaskMonitor>,
+    fut: F,
+) where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    let spawn = || match monitor {
+        Some(m) => set.spawn(m.instrument(fut)),
+        None => set.spawn(fut),
+    };
     #[cfg(feature = "leakcheck")]
-    leakcheck::with_task_name(name, || set.spawn(fut));
+    leakcheck::with_task_name(name, spawn);
     #[cfg(not(feature = "leakcheck"))]
     {
         let _ = name;
-        set.spawn(fut);
+        spawn();
     }
 }
 

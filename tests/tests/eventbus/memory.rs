@@ -90,6 +90,64 @@ async fn one_member_per_group_across_buses() {
     b.close().await.unwrap();
 }
 
+/// Pool metrics are measured only when asked for: then every worker started is counted, their
+/// polls take time, and close finishes every one of them.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_metrics_are_measured_on_request() {
+    let m = Memory::new();
+    let t = topic("pool-metrics");
+    let plain = EventBus::builder().memory(&m.0);
+    plain
+        .subscribe(&t, "plain", |_m| async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap();
+    let measured = EventBus::builder()
+        .keyed_workers(3)
+        .global_workers(1)
+        .pool_metrics(true)
+        .memory(&m.0);
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    measured
+        .subscribe(&t, "measured", move |_m| {
+            h.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let message = Outbound::new(format!("m{i}"));
+        let message = if i % 2 == 0 {
+            message.key(format!("k{i}"))
+        } else {
+            message
+        };
+        measured.publish(&t, message).await.unwrap();
+    }
+    wait_until(suite_wait(), "every message", || {
+        handled.load(Ordering::SeqCst) == 20
+    })
+    .await;
+    let running = measured.metrics();
+    let (keyed, global) = (
+        running.keyed_pool.clone().unwrap(),
+        running.global_pool.clone().unwrap(),
+    );
+    assert_eq!((keyed.workers_started, keyed.workers_finished), (3, 0));
+    assert_eq!((global.workers_started, global.workers_finished), (1, 0));
+    assert!(
+        !keyed.busy.is_zero() && !global.busy.is_zero(),
+        "{running:?}"
+    );
+    measured.close().await.unwrap();
+    let closed = measured.metrics();
+    assert_eq!(closed.keyed_pool.unwrap().workers_finished, 3);
+    assert_eq!(closed.global_pool.unwrap().workers_finished, 1);
+    plain.close().await.unwrap();
+    let off = plain.metrics();
+    assert_eq!((off.keyed_pool, off.global_pool), (None, None));
+}
+
 /// The broken variant: a bus that is never closed (its handle is kept, as a forgotten clone
 /// would be) keeps its subscription running. Run by `a_forgotten_bus_is_caught`, which drops it
 /// after the check.
