@@ -346,12 +346,21 @@ fn file_left_open(leaky: bool) -> Leftovers {
     let path = std::env::temp_dir().join(format!("leakcheck-scenario-{}.log", std::process::id()));
     let mut f = std::fs::File::create(&path).unwrap();
     writeln!(f, "hello").unwrap();
+    let log = TempLog(Some(f), path);
     if leaky {
-        return vec![Box::new(f)];
+        return vec![Box::new(log)];
     }
-    drop(f);
-    let _ = std::fs::remove_file(path);
     Vec::new()
+}
+
+/// A file that is closed, then removed, when dropped.
+struct TempLog(Option<std::fs::File>, std::path::PathBuf);
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        let _ = std::fs::remove_file(&self.1);
+    }
 }
 
 fn lingers_50ms(_leaky: bool) -> BoxedBody {

@@ -23,10 +23,10 @@ fn run(args: &[&str], leak: bool, reports: &Path) -> Output {
     c.output().unwrap()
 }
 
-/// An empty directory for one run's JSON reports.
+/// An empty directory for one run's JSON reports, under the target directory (kept for a look
+/// after a failure, emptied by the next run).
 fn reports_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("leakcheck-one-line-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("one-line-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
