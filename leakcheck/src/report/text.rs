@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::group::groups;
 use super::normalized::{count_bucket, delta_bucket, normalize};
 use super::{Kind, Report, Status, Survivor};
+use crate::tasks::Frame;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Style {
@@ -209,7 +210,7 @@ fn render_group(
         let _ = writeln!(out, "    {label} {}", norm(&f.display()));
     }
     if let Some(v) = &s.via {
-        let _ = writeln!(out, "    via         {}", norm(strip_closures(&v.function)));
+        let _ = writeln!(out, "    via         {}", norm(&called(v)));
     }
     if let Some(t) = &s.await_trace {
         if t.leaves.is_empty() {
@@ -386,7 +387,7 @@ fn hint(s: &Survivor, style: Style) -> String {
         .spawn_location
         .as_deref()
         .is_some_and(|l| l.contains("/registry/src/") || l.contains("/git/checkouts/"));
-    let (fix, (key, pattern)) = match s.kind {
+    let (fix, rule) = match s.kind {
         Kind::Task => match (&s.via, &s.user_frame) {
             (Some(via), user) => {
                 let at = user
@@ -397,9 +398,9 @@ fn hint(s: &Survivor, style: Style) -> String {
                     format!(
                         "the `{}` task that `{}` started for {at} is still alive: drop or close what you created there (the client, pool or connection) before the check ends, or await its shutdown",
                         s.component,
-                        norm(strip_closures(&via.function))
+                        norm(&called(via))
                     ),
-                    component_rule(),
+                    Some(component_rule()),
                 )
             }
             _ if in_library => (
@@ -407,24 +408,23 @@ fn hint(s: &Survivor, style: Style) -> String {
                     "a task of the `{}` library is still alive: drop or close the `{}` object that owns it (its client, pool or connection) before the check ends",
                     s.component, s.component
                 ),
-                component_rule(),
+                Some(component_rule()),
             ),
-            _ => (
-                "await its JoinHandle (or abort it) before the check ends, and drop what it waits on"
-                    .to_string(),
-                (
-                    "spawn_location",
-                    regex::escape(&norm(
-                        &s.spawn_location
-                            .as_deref()
-                            .map(file_of)
-                            .unwrap_or_default(),
-                    )),
+            _ => match &s.spawn_location {
+                Some(at) => (
+                    "await its JoinHandle (or abort it) before the check ends, and drop what it waits on"
+                        .to_string(),
+                    Some(("spawn_location", regex::escape(&norm(&file_of(at))))),
                 ),
-            ),
+                // Nothing tells this task from any other: a rule would allow them all.
+                None => (
+                    "await its JoinHandle (or abort it) before the check ends, and drop what it waits on. No rule can allow it as it is: without a spawn site it cannot be told from any other task; build with RUSTFLAGS=\"--cfg tokio_unstable\" to see where it was spawned".to_string(),
+                    None,
+                ),
+            },
         },
         Kind::Thread | Kind::Fd if s.via.is_some() => {
-            let via = s.via.as_ref().map(|v| norm(strip_closures(&v.function)));
+            let via = s.via.as_ref().map(|v| norm(&called(v)));
             let at = s
                 .user_frame
                 .as_ref()
@@ -441,7 +441,7 @@ fn hint(s: &Survivor, style: Style) -> String {
                     s.component,
                     via.unwrap_or_default()
                 ),
-                component_rule(),
+                Some(component_rule()),
             )
         }
         Kind::Thread => {
@@ -459,7 +459,7 @@ fn hint(s: &Survivor, style: Style) -> String {
                 ),
                 None => "join the thread (or drop the client that owns it) before the check ends".into(),
             };
-            (fix, rule)
+            (fix, Some(rule))
         }
         Kind::Fd => match &s.user_frame {
             // The function that opened it: portable, unlike an address or a port.
@@ -468,18 +468,21 @@ fn hint(s: &Survivor, style: Style) -> String {
                     "close the descriptor opened at `{}` (drop the socket, file or client) before the check ends",
                     norm(&u.display())
                 ),
-                ("any_frame", format!("^{}", regex::escape(strip_closures(&u.function)))),
+                Some(("any_frame", frame_pattern(u, norm))),
             ),
             None => (
                 "close the descriptor (drop the socket, file or client) before the check ends"
                     .into(),
-                ("fd_target", regex::escape(&norm(&s.description))),
+                Some(("fd_target", regex::escape(&norm(&s.description)))),
             ),
         },
         Kind::Child => (
             "kill and wait for the child before the check ends".into(),
-            ("child_cmdline", regex::escape(&norm(&s.description))),
+            Some(("child_cmdline", regex::escape(&norm(&s.description)))),
         ),
+    };
+    let Some((key, pattern)) = rule else {
+        return format!("hint: {fix}.\n");
     };
     format!(
         "hint: {fix}. If it is harmless, allow it in leakcheck.toml:\n  [[allow]]\n  name = \"...\"\n  reason = \"...\"\n  kind = \"{}\"\n  {key} = '{pattern}'\n",
@@ -490,6 +493,35 @@ fn hint(s: &Survivor, style: Style) -> String {
             Kind::Child => "child",
         },
     )
+}
+
+/// Whether a frame's function is named without its path: with `debug = "line-tables-only"`
+/// the debug info names inlined functions (`poll`, `{async_block#0}`) that way.
+fn is_bare(f: &Frame) -> bool {
+    !f.function.contains("::")
+}
+
+/// The function a frame called, as a person reads it: its path without closures, or, when the
+/// debug info gave no path, the name with its place.
+fn called(f: &Frame) -> String {
+    if is_bare(f) {
+        f.display()
+    } else {
+        strip_closures(&f.function).to_string()
+    }
+}
+
+/// An `any_frame` pattern for `f` that matches it and not every function of that name: the
+/// function's path, or a bare name with its file.
+fn frame_pattern(f: &Frame, norm: impl Fn(&str) -> String) -> String {
+    match (&f.file, is_bare(f)) {
+        (Some(file), true) => format!(
+            "^{} at {}:",
+            regex::escape(&f.function),
+            regex::escape(&norm(file))
+        ),
+        _ => format!("^{}", regex::escape(strip_closures(&f.function))),
+    }
 }
 
 /// `a::f::{{closure}}::{{closure}}` → `a::f`: the function a person called.
@@ -525,5 +557,109 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn survivor(kind: Kind) -> Survivor {
+        Survivor {
+            kind,
+            id: "1".into(),
+            component: "app".into(),
+            status: Status::Unknown,
+            description: "something".into(),
+            spawn_location: None,
+            name: None,
+            parent: None,
+            user_frame: None,
+            via: None,
+            backtrace: Vec::new(),
+            await_trace: None,
+            age_ms: None,
+        }
+    }
+
+    fn frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame {
+            function: function.into(),
+            file: Some(file.into()),
+            line: Some(line),
+        }
+    }
+
+    /// The `any_frame` pattern a hint suggests, compiled.
+    fn suggested(hint: &str) -> regex::Regex {
+        let pattern = hint
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("any_frame = '"))
+            .and_then(|p| p.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("no any_frame rule in {hint}"));
+        regex::Regex::new(pattern).unwrap()
+    }
+
+    #[test]
+    fn a_task_without_a_spawn_site_gets_no_rule_that_would_allow_every_task() {
+        let hint = hint(&survivor(Kind::Task), Style::Human);
+        assert!(!hint.contains("[[allow]]"), "{hint}");
+        assert!(hint.contains("--cfg tokio_unstable"), "{hint}");
+        let located = Survivor {
+            spawn_location: Some("src/app.rs:3:5".into()),
+            ..survivor(Kind::Task)
+        };
+        let hint = super::hint(&located, Style::Human);
+        assert!(hint.contains("spawn_location = 'src/app\\.rs'"), "{hint}");
+    }
+
+    #[test]
+    fn a_bare_frame_name_is_ruled_with_its_file_and_shown_with_its_place() {
+        // `debug = "line-tables-only"` names inlined frames without their path.
+        let bare = frame("{async_block#0}", "tests/leaks.rs", 16);
+        let fd = Survivor {
+            user_frame: Some(bare.clone()),
+            ..survivor(Kind::Fd)
+        };
+        let rule = suggested(&hint(&fd, Style::Human));
+        assert!(rule.is_match(&bare.display()), "{rule}");
+        let elsewhere = frame("{async_block#0}", "src/other.rs", 16);
+        assert!(!rule.is_match(&elsewhere.display()), "{rule}");
+
+        let named = frame("app::open_log::{{closure}}", "src/log.rs", 9);
+        let fd = Survivor {
+            user_frame: Some(named.clone()),
+            ..survivor(Kind::Fd)
+        };
+        let rule = suggested(&hint(&fd, Style::Human));
+        assert_eq!(rule.as_str(), "^app::open_log");
+        assert!(rule.is_match(&named.display()));
+
+        let via = frame(
+            "poll",
+            "/root/.cargo/registry/src/index.crates.io-1/hyper-util-0.1.21/src/client/legacy/client.rs",
+            300,
+        );
+        let task = Survivor {
+            spawn_location: Some(
+                "/root/.cargo/registry/src/x/hyper-util-0.1.21/src/rt/tokio.rs:127:9".into(),
+            ),
+            user_frame: Some(bare),
+            via: Some(via),
+            ..survivor(Kind::Task)
+        };
+        let hint = hint(&task, Style::Human);
+        assert!(
+            hint.contains("that `poll at /root/.cargo/registry/src/index.crates.io-1/hyper-util-0.1.21/src/client/legacy/client.rs:300` started"),
+            "{hint}"
+        );
+        assert_eq!(
+            called(&frame(
+                "hyper_util::Client::request::{{closure}}",
+                "x.rs",
+                1
+            )),
+            "hyper_util::Client::request"
+        );
     }
 }
