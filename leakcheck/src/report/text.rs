@@ -430,14 +430,14 @@ fn hint(s: &Survivor, style: Style) -> String {
                 .as_ref()
                 .map(|u| format!("`{}`", norm(&u.display())))
                 .unwrap_or_else(|| "your code".into());
-            let what = if s.kind == Kind::Thread {
-                "thread"
+            let (what, state) = if s.kind == Kind::Thread {
+                ("thread", "running")
             } else {
-                "descriptor"
+                ("descriptor", "open")
             };
             (
                 format!(
-                    "the `{}` {what} that `{}` made for {at} is still open: drop or close what you created there (the client, pool or writer) before the check ends, or await its shutdown",
+                    "the `{}` {what} that `{}` made for {at} is still {state}: drop or close what you created there (the client, pool or writer) before the check ends, or await its shutdown",
                     s.component,
                     via.unwrap_or_default()
                 ),
@@ -611,6 +611,27 @@ mod tests {
         };
         let hint = super::hint(&located, Style::Human);
         assert!(hint.contains("spawn_location = 'src/app\\.rs'"), "{hint}");
+    }
+
+    #[test]
+    fn a_library_s_thread_is_running_and_its_descriptor_open() {
+        let made = |kind| Survivor {
+            component: "console-subscriber".into(),
+            user_frame: Some(frame("app::main", "src/main.rs", 4)),
+            via: Some(frame("console_subscriber::init", "lib.rs", 1)),
+            ..survivor(kind)
+        };
+        let thread = hint(&made(Kind::Thread), Style::Human);
+        assert!(
+            thread.starts_with("hint: the `console-subscriber` thread that `console_subscriber::init` made for `app::main at src/main.rs:4` is still running:"),
+            "{thread}"
+        );
+        assert!(
+            thread.contains("component = '^console\\-subscriber$'"),
+            "{thread}"
+        );
+        let fd = hint(&made(Kind::Fd), Style::Human);
+        assert!(fd.contains("descriptor that `console_subscriber::init` made for `app::main at src/main.rs:4` is still open:"), "{fd}");
     }
 
     #[test]
