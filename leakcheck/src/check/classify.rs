@@ -625,7 +625,7 @@ impl Check {
 
 impl Survivor {
     /// A survivor known by what it is, with no spawn site, frames or traces.
-    pub(super) fn plain(
+    pub(crate) fn plain(
         kind: Kind,
         id: String,
         component: String,

@@ -565,21 +565,14 @@ mod tests {
     use super::*;
 
     fn survivor(kind: Kind) -> Survivor {
-        Survivor {
+        Survivor::plain(
             kind,
-            id: "1".into(),
-            component: "app".into(),
-            status: Status::Unknown,
-            description: "something".into(),
-            spawn_location: None,
-            name: None,
-            parent: None,
-            user_frame: None,
-            via: None,
-            backtrace: Vec::new(),
-            await_trace: None,
-            age_ms: None,
-        }
+            "1".into(),
+            "app".into(),
+            Status::Unknown,
+            "something".into(),
+            None,
+        )
     }
 
     fn frame(function: &str, file: &str, line: u32) -> Frame {
