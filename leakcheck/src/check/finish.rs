@@ -242,7 +242,7 @@ fn without_line_tables(survivors: &[Survivor]) -> Option<Note> {
     frames.peek()?;
     frames.all(|f| f.file.is_none()).then(|| Note {
         kind: None,
-        message: "frames have no file or line: this binary was built without line tables (`debug = 0`, or stripped), so spawn and creation sites show functions only and a library's frames cannot be told from yours; build tests with at least `debug = \"line-tables-only\"`".into(),
+        message: "frames have no file or line: this binary was built without line tables (`debug = 0`, or stripped), so a library's frames cannot be told from yours and what a library made is not traced to your line; build tests with at least `debug = \"line-tables-only\"`".into(),
     })
 }
 

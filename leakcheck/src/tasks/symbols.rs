@@ -112,8 +112,13 @@ fn own_source(file: &str) -> bool {
 
 /// The first frame of the user's own code in a spawn backtrace (innermost first), and the
 /// outermost library frame below it: the library function the user called, which spawned.
+/// A frame without a file (a binary or a C library without line tables) cannot be told from a
+/// library's, so it names nobody's line.
 pub(crate) fn user_and_via(frames: &[Frame]) -> (Option<&Frame>, Option<&Frame>) {
-    let Some(i) = frames.iter().position(|f| f.origin() == Origin::User) else {
+    let Some(i) = frames
+        .iter()
+        .position(|f| f.file.is_some() && f.origin() == Origin::User)
+    else {
         return (None, None);
     };
     let via = frames[..i]
@@ -386,6 +391,23 @@ mod tests {
             "hyper_util::client::legacy::Client::request"
         );
         assert_eq!(user_and_via(&frames[..3]), (None, None));
+        // Without line tables every frame lacks its file: none is taken for the user's line, a
+        // library's least of all.
+        let bare: Vec<Frame> = frames
+            .iter()
+            .map(|f| Frame {
+                file: None,
+                line: None,
+                ..f.clone()
+            })
+            .collect();
+        assert_eq!(user_and_via(&bare), (None, None));
+        // A C library's frame without a file is skipped on the way to the user's.
+        let through_c = [
+            frame("rd_kafka_new", None),
+            frame("app::connect", Some("src/kafka.rs")),
+        ];
+        assert_eq!(user_and_via(&through_c).0.unwrap().function, "app::connect");
         // A user type's own Future impl is user code.
         assert_eq!(
             frame(
