@@ -20,7 +20,8 @@ pub(crate) fn capture() -> Vec<usize> {
 
 /// A frame-pointer walk of a spawn with fewer frames than this ran into code built without
 /// frame pointers: a spawn inside a runtime is deeper (the hook, tokio's spawn path, the caller,
-/// the futures that polled it, the scheduler), 22 frames and more as measured.
+/// the futures that polled it, the scheduler), 22 frames and more as measured. A shallower
+/// spawn (from `main`, outside a runtime) takes the unwinder too, which reaches the same frames.
 const SHORT_SPAWN_WALK: usize = 16;
 
 /// A spawn's stack: the frame-pointer walk, or the unwinder when the walk stopped short. A build
@@ -154,6 +155,37 @@ mod tests {
         let frames = super::capture();
         std::hint::black_box(&frames);
         frames
+    }
+
+    #[inline(never)]
+    fn spawning() -> Vec<usize> {
+        let frames = super::capture_spawn();
+        std::hint::black_box(&frames);
+        frames
+    }
+
+    /// From a test's thread the frame-pointer walk is short: the unwinder takes over and reaches
+    /// the caller and this test.
+    #[test]
+    fn a_short_walk_falls_back_to_the_unwinder() {
+        let frames = spawning();
+        let names: Vec<String> = frames
+            .iter()
+            .flat_map(|ip| crate::tasks::resolve_frames(&[*ip]))
+            .map(|f| f.function)
+            .collect();
+        assert!(names.iter().any(|n| n.contains("spawning")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.contains("a_short_walk_falls_back")),
+            "{names:?}"
+        );
+        // The frame-pointer walk took 8 frames here, fewer than a spawn in a runtime: the
+        // stack is the unwinder's.
+        assert!(super::capture().len() < super::SHORT_SPAWN_WALK);
+        assert!(
+            names.iter().any(|n| n.contains("capture_unwound")),
+            "{names:?}"
+        );
     }
 
     #[test]
