@@ -1,5 +1,14 @@
 //! Which component owns a survivor: a crate (and module) for tasks, a family for threads.
 
+/// Whether `file` is a dependency's source: a registry crate, a git checkout, or build output
+/// (`OUT_DIR`) of one.
+pub(crate) fn is_library_path(file: &str) -> bool {
+    let file = file.replace('\\', "/");
+    file.contains("/registry/src/")
+        || file.contains("/git/checkouts/")
+        || of_build_output(&file).is_some()
+}
+
 /// The owner of a spawn location: `async-nats` for a registry crate, `eventbus::pool` for
 /// `eventbus/src/pool/keyed.rs`, `std` for the standard library.
 pub(crate) fn of_path(file: &str) -> String {

@@ -188,12 +188,27 @@ impl Check {
         (component::of_thread(&t.name), None)
     }
 
+    /// A task's component: the crate that spawned it, or, when a library spawned it on behalf
+    /// of the user's code, the library the user called (`via`), as for threads and descriptors.
+    /// A library's task may be spawned through another crate's executor (tonic's through
+    /// hyper-util's `TokioExecutor`): the crate the user called owns it.
     pub(super) fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
         let key = rec.location as *const _ as usize;
-        lock(&self.components)
+        let spawner = lock(&self.components)
             .entry(key)
             .or_insert_with(|| component::of_path(rec.location.file()).into())
-            .clone()
+            .clone();
+        let in_library = component::is_library_path(rec.location.file());
+        let Some(frames) = rec.frames.as_deref().filter(|_| in_library) else {
+            return spawner;
+        };
+        match tasks::user_and_via(&tasks::resolve_frames(frames))
+            .1
+            .map(Frame::origin)
+        {
+            Some(tasks::Origin::Library(k)) if *k != *spawner => k.into(),
+            _ => spawner,
+        }
     }
 
     pub(super) fn task_survivor(

@@ -386,7 +386,7 @@ fn hint(s: &Survivor, style: Style) -> String {
     let in_library = s
         .spawn_location
         .as_deref()
-        .is_some_and(|l| l.contains("/registry/src/") || l.contains("/git/checkouts/"));
+        .is_some_and(crate::component::is_library_path);
     let (fix, rule) = match s.kind {
         Kind::Task => match (&s.via, &s.user_frame) {
             (Some(via), user) => {

@@ -55,10 +55,7 @@ impl Frame {
         {
             return Origin::Runtime;
         }
-        if file.contains("/registry/src/")
-            || file.contains("/git/checkouts/")
-            || crate::component::of_build_output(&file).is_some()
-        {
+        if crate::component::is_library_path(&file) {
             let krate = crate::component::of_path(&file);
             if RUNTIME_CRATES.contains(&krate.as_str()) {
                 return Origin::Runtime;

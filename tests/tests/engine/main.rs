@@ -3,4 +3,5 @@
 
 mod corpus;
 mod details;
+mod libraries;
 mod support;
