@@ -89,6 +89,10 @@ pub(crate) struct KeptDir {
     open: std::sync::Mutex<Option<(u32, libc::c_int, u64, u64)>>,
 }
 
+/// How many times a listing of threads that does not add up is read again (see
+/// [`ProcDir::threads`]): a try fails only when a thread starts or exits while it is read.
+const RELISTS: usize = 16;
+
 pub(crate) static TASK_DIR: KeptDir = KeptDir::new(c"/proc/self/task");
 pub(crate) static FD_DIR: KeptDir = KeptDir::new(c"/proc/self/fd");
 
@@ -151,15 +155,53 @@ pub(crate) fn fstat(fd: libc::c_int) -> Option<libc::stat> {
 }
 
 impl ProcDir {
-    /// The numeric entry names (tids, descriptor numbers), read with `getdents64` on this
+    /// The numeric entry names (descriptor numbers), read with `getdents64` on this
     /// directory's own descriptor: no second open for the listing.
     pub(crate) fn numbers(&self) -> Vec<i32> {
-        self.entries().into_iter().map(|(n, _)| n).collect()
+        self.list().into_iter().map(|(n, _)| n).collect()
     }
 
-    /// The numeric entries with their inode numbers. In `/proc/self/task` a thread's inode
-    /// stays while it lives and is new for a new thread, even one that reuses a tid.
-    pub(crate) fn entries(&self) -> Vec<(i32, u64)> {
+    /// The threads of `/proc/self/task`: numeric entries with their inode numbers. A thread's
+    /// inode stays while it lives and is new for a new thread, even one that reuses a tid.
+    ///
+    /// Linux ends a listing of this directory early when the thread it stands on exits
+    /// meanwhile (listed already, or not yet), and a read after that resumes by counting
+    /// threads from the first, one of which is gone: live threads are skipped, the newest ones
+    /// most often (`proc_task_readdir`, `next_tid`). A listing is therefore taken only when it
+    /// holds as many threads as the directory's link count says the process has, before and
+    /// after it; otherwise it is read again from the start, up to [`RELISTS`] times (a count
+    /// adds up over a cut listing only if threads start as others exit during the read). After
+    /// that the entries of every try that are still there (same number, same inode) are kept.
+    pub(crate) fn threads(&self) -> Vec<(i32, u64)> {
+        let mut tried: Vec<(i32, u64)> = Vec::new();
+        for attempt in 0..RELISTS {
+            // SAFETY: rewinds a directory descriptor this process holds.
+            if attempt > 0 && unsafe { libc::lseek(self.raw(), 0, libc::SEEK_SET) } != 0 {
+                break;
+            }
+            let before = self.thread_count();
+            let list = self.list();
+            let after = self.thread_count();
+            if before.is_some() && before == after && after == Some(list.len() as u64) {
+                return list;
+            }
+            tried.extend(list);
+        }
+        tried.sort_unstable();
+        tried.dedup();
+        tried.retain(|&(n, ino)| self.inode(n) == Some(ino));
+        tried
+    }
+
+    /// The process's thread count, from the link count of `/proc/<pid>/task` (two links of
+    /// its own, plus one per thread).
+    #[allow(clippy::unnecessary_cast)] // `st_nlink` is a u32 on aarch64
+    fn thread_count(&self) -> Option<u64> {
+        fstat(self.raw()).and_then(|st| (st.st_nlink as u64).checked_sub(2))
+    }
+
+    /// One listing from the current position: the numeric entries with their inodes.
+    fn list(&self) -> Vec<(i32, u64)> {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -194,6 +236,14 @@ impl ProcDir {
                 at += reclen;
             }
         }
+    }
+
+    /// The inode of the numeric entry `n`, if it is there.
+    fn inode(&self, n: i32) -> Option<u64> {
+        let name = std::ffi::CString::new(n.to_string()).ok()?;
+        // SAFETY: fstatat writes into `st`; a NUL-terminated name under an open directory.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstatat(self.raw(), name.as_ptr(), &mut st, 0) } == 0).then_some(st.st_ino)
     }
 
     pub(crate) fn raw(&self) -> libc::c_int {

@@ -32,7 +32,7 @@ fn scan_threads(task: &super::ProcDir, unread: &HashSet<i32>) -> Vec<Thread> {
         known.clear();
     }
     let mut out = Vec::new();
-    for (tid, ino) in task.entries() {
+    for (tid, ino) in task.threads() {
         // This thread and the main one are known without a read. This one is running the
         // check, so it is never new: start time 0 (before any baseline); its name comes from
         // the kernel. The main one's start time never changes, and its name is never changed.
@@ -252,5 +252,54 @@ mod tests {
         assert_eq!(name(tid).as_deref(), Some("after-rename"));
         ask.send(()).unwrap();
         t.join().unwrap();
+    }
+
+    /// Threads exiting while the process's threads are listed (each right before a thread that
+    /// lives on, as a test's short-lived threads sit before a leaked one): Linux cuts such a
+    /// listing short and skips live threads (see `ProcDir::threads`); every listing must still
+    /// hold every live one.
+    #[test]
+    fn a_listing_holds_every_live_thread_while_others_exit() {
+        let mut scans = 0;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(2) {
+            let go = std::sync::Arc::new(std::sync::Barrier::new(61));
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let stopped = std::sync::Arc::new(std::sync::Mutex::new(stopped));
+            let (tell, told) = std::sync::mpsc::channel::<i32>();
+            let mut exiting = Vec::new();
+            let mut living = Vec::new();
+            for i in 0..60u64 {
+                let go = go.clone();
+                exiting.push(std::thread::spawn(move || {
+                    go.wait();
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < std::time::Duration::from_micros(15 * i) {}
+                }));
+                let (stopped, tell) = (stopped.clone(), tell.clone());
+                living.push(std::thread::spawn(move || {
+                    tell.send(current_tid()).unwrap();
+                    let _ = stopped.lock().unwrap().recv();
+                }));
+            }
+            let live: Vec<i32> = (0..60).map(|_| told.recv().unwrap()).collect();
+            go.wait();
+            while !exiting.iter().all(|e| e.is_finished()) {
+                scans += 1;
+                let listed: HashSet<i32> = threads().into_iter().map(|t| t.tid).collect();
+                let missed: Vec<_> = live.iter().filter(|t| !listed.contains(t)).collect();
+                assert!(
+                    missed.is_empty(),
+                    "scan {scans} missed live threads {missed:?}"
+                );
+            }
+            for e in exiting {
+                e.join().unwrap();
+            }
+            drop(stop);
+            for l in living {
+                l.join().unwrap();
+            }
+        }
     }
 }
