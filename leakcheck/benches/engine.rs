@@ -59,6 +59,23 @@ fn spawn_join_ns(rt: &tokio::runtime::Runtime) -> f64 {
     )
 }
 
+/// Spawns from outside the runtime (`Runtime::spawn` on this thread, a short stack), each
+/// joined with `block_on`: ns per pair.
+fn spawn_outside_ns(rt: &tokio::runtime::Runtime) -> f64 {
+    let spawns = n(50_000, 500);
+    median(
+        (0..n(7, 1))
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..spawns {
+                    rt.block_on(rt.spawn(async {})).unwrap();
+                }
+                t.elapsed().as_nanos() as f64 / spawns as f64
+            })
+            .collect(),
+    )
+}
+
 fn tasks_only() -> Kinds {
     Kinds {
         tasks: true,
@@ -201,6 +218,30 @@ fn main() {
         baseline: None,
         ratio: None,
         goal: "<= 2 us",
+    });
+    // 1b. The same from outside the runtime: the frame-pointer walk is short there (it ends at
+    //     this thread's start), and the unwinder confirms that once, not per spawn.
+    let (mut p, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n(3, 1) {
+        p.push(spawn_outside_ns(&plain));
+        b.push(spawn_outside_ns(tracked_rt(&traced)));
+    }
+    let (p, b) = (median(p), median(b));
+    figures.push(Figure {
+        name: "spawn outside the runtime + join, plain tokio",
+        value: p,
+        unit: "ns",
+        baseline: None,
+        ratio: None,
+        goal: "",
+    });
+    figures.push(Figure {
+        name: "spawn outside the runtime + join, location + backtrace",
+        value: b,
+        unit: "ns",
+        baseline: Some(p),
+        ratio: Some(b / p),
+        goal: "",
     });
     drop((tracked, traced));
     let depth = leakcheck::__private::capture_backtrace();

@@ -193,22 +193,29 @@ impl Check {
     /// A library's task may be spawned through another crate's executor (tonic's through
     /// hyper-util's `TokioExecutor`): the crate the user called owns it.
     pub(super) fn task_component(&self, rec: &TaskRecord) -> Arc<str> {
-        let key = rec.location as *const _ as usize;
-        let spawner = lock(&self.components)
-            .entry(key)
-            .or_insert_with(|| component::of_path(rec.location.file()).into())
-            .clone();
-        let in_library = component::is_library_path(rec.location.file());
-        let Some(frames) = rec.frames.as_deref().filter(|_| in_library) else {
-            return spawner;
-        };
-        match tasks::user_and_via(&tasks::resolve_frames(frames))
-            .1
-            .map(Frame::origin)
-        {
-            Some(tasks::Origin::Library(k)) if *k != *spawner => k.into(),
-            _ => spawner,
+        let (spawner, in_library) = self.spawner(rec);
+        match rec.frames.as_deref().filter(|_| in_library) {
+            Some(frames) => owner(
+                spawner,
+                tasks::user_and_via(&tasks::resolve_frames(frames)).1,
+            ),
+            None => spawner,
         }
+    }
+
+    /// The crate of a task's spawn site, and whether it is a library's: resolved once per site.
+    fn spawner(&self, rec: &TaskRecord) -> (Arc<str>, bool) {
+        let key = rec.location as *const _ as usize;
+        lock(&self.components)
+            .entry(key)
+            .or_insert_with(|| {
+                let file = rec.location.file();
+                (
+                    component::of_path(file).into(),
+                    component::is_library_path(file),
+                )
+            })
+            .clone()
     }
 
     pub(super) fn task_survivor(
@@ -226,7 +233,13 @@ impl Check {
         let (user_frame, via) = tasks::user_and_via(&frames);
         let (user_frame, via) = (user_frame.cloned(), via.cloned());
         let user: Vec<Frame> = frames.into_iter().filter(|f| !f.is_runtime()).collect();
-        let mut component = self.task_component(rec).to_string();
+        let (spawner, in_library) = self.spawner(rec);
+        let mut component = if in_library {
+            owner(spawner, via.as_ref())
+        } else {
+            spawner
+        }
+        .to_string();
         if component == "tokio" || component == "std" {
             if let Some(f) = user.first() {
                 component = component::of_function(&f.function);
@@ -479,6 +492,15 @@ fn builds_checked_runtime(f: &Frame) -> bool {
         && f.file
             .as_deref()
             .is_some_and(|p| p.replace('\\', "/").ends_with("src/check/start.rs"))
+}
+
+/// The component of a task spawned in the library `spawner`: the library the user called
+/// (`via`) when that is another crate (the spawn went through its executor), else `spawner`.
+fn owner(spawner: Arc<str>, via: Option<&Frame>) -> Arc<str> {
+    match via.map(Frame::origin) {
+        Some(tasks::Origin::Library(k)) if *k != *spawner => k.into(),
+        _ => spawner,
+    }
 }
 
 /// Whether libtest itself made it (a test's thread): the innermost caller beyond the standard

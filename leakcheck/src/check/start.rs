@@ -171,7 +171,7 @@ pub struct Check {
     pub(super) registry: Option<Arc<Registry>>,
     pub(super) baseline: Baseline,
     pub(super) checkpoints: Mutex<Vec<(String, Counts)>>,
-    pub(super) components: Mutex<FxHashMap<usize, Arc<str>>>,
+    pub(super) components: Mutex<FxHashMap<usize, (Arc<str>, bool)>>,
     pub(super) notes: Vec<Note>,
     pub(super) mode: Mode,
     pub(super) report_dir: ReportDir,
