@@ -51,7 +51,7 @@ mod imp {
     use rustc_hash::FxHashMap;
 
     use super::{FdOrigin, ThreadOrigin};
-    use crate::tasks::{capture_raw, capture_unwound};
+    use crate::tasks::capture_whole;
 
     /// Checks recording now; hooks record only while it is above zero.
     static ACTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -226,22 +226,12 @@ mod imp {
         retire(slot.swap(node, AcqRel));
     }
 
-    /// The caller's stack: the frame-pointer walk, or the unwinder when the walk stopped short
-    /// in C code built without frame pointers (librdkafka's, which starts threads and opens
-    /// sockets).
+    /// The caller's stack: the frame-pointer walk when it is whole, else the unwinder's (C code
+    /// built without frame pointers, librdkafka's, which starts threads and opens sockets; a
+    /// build without them). See `tasks::capture_whole`.
     fn stack() -> Vec<usize> {
-        let frames = capture_raw();
-        if frames.len() < SHORT_WALK {
-            capture_unwound()
-        } else {
-            frames
-        }
+        capture_whole()
     }
-
-    /// A frame-pointer walk with fewer frames than this ran into C without frame pointers: a
-    /// Rust caller's stack is deeper (the hook, the std or mio wrapper, the caller, its caller,
-    /// a runtime or `main` below).
-    const SHORT_WALK: usize = 6;
 
     fn forget_fd(fd: c_int) {
         mark_seen();

@@ -20,24 +20,26 @@ pub(crate) fn capture() -> Vec<usize> {
     buf[..n].to_vec()
 }
 
-/// A frame-pointer walk of a spawn with at least this many frames went through tokio's spawn
-/// path and the code that called it: a spawn inside a runtime is deeper (the hook, tokio's
-/// spawn path, the caller, the futures that polled it, the scheduler), 22 frames and more as
-/// measured. A shallower walk either reached the start of its thread (a spawn from `main` or a
-/// test's thread, outside a runtime: 8 frames) or ran into code built without frame pointers.
-const SHORT_SPAWN_WALK: usize = 16;
+/// A frame-pointer walk with at least this many frames went through the hook's caller and the
+/// code that called it: a spawn inside a runtime is deeper (the hook, tokio's spawn path, the
+/// caller, the futures that polled it, the scheduler), 22 frames and more as measured, and so
+/// is a socket opened or a thread started there. A shallower walk either reached the start of
+/// its thread (a spawn from `main` or a test's thread, outside a runtime: 8 frames) or ran
+/// into code built without frame pointers.
+const SHORT_WALK: usize = 16;
 
-/// Hashes of short walks the unwinder found whole (see [`capture_spawn`]); empty slots are 0.
+/// Hashes of short walks the unwinder found whole (see [`capture_whole`]); empty slots are 0.
 static WHOLE_WALKS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// Frames the unwinder may list beyond a whole walk's last one: the C library's thread start
 /// and `clone`, which have no frame pointers.
 const OUTERMOST_SLACK: usize = 3;
 
-/// A spawn's stack: the frame-pointer walk, or the unwinder's when the walk stopped short of
-/// the start of its thread. A build without `-C force-frame-pointers=yes` walks 0-7 frames
-/// (measured: debug 3-7, release 0), never as far as the user's code, so a task a library
-/// spawned could not be traced to the user's line; the unwinder costs about 3 us a spawn there
+/// The caller's stack, for the hooks (a spawn, a thread started, a descriptor made): the
+/// frame-pointer walk, or the unwinder's when the walk stopped short of the start of its
+/// thread. A build without `-C force-frame-pointers=yes` walks 0-7 frames (measured: debug 3-7,
+/// release 0), never as far as the user's code, so a task a library spawned (or a socket it
+/// opened) could not be traced to the user's line; the unwinder costs about 3 us a call there
 /// in release, 6.5 in debug.
 ///
 /// A short walk the unwinder found whole is remembered by its frames, all of them: the same
@@ -46,11 +48,11 @@ const OUTERMOST_SLACK: usize = 3;
 /// frame pointers can skip to the frames of its thread's start and end where a whole one
 /// did (seen in a debug build: hyper-util's spawn lost the user's line).
 #[inline(never)]
-pub(crate) fn capture_spawn() -> Vec<usize> {
+pub(crate) fn capture_whole() -> Vec<usize> {
     let mut buf = [0usize; MAX_FRAMES];
     let n = walk(&mut buf);
     let walked = &buf[..n];
-    if n >= SHORT_SPAWN_WALK {
+    if n >= SHORT_WALK {
         return walked.to_vec();
     }
     let key = walk_key(walked);
@@ -61,7 +63,7 @@ pub(crate) fn capture_spawn() -> Vec<usize> {
         return walked.to_vec();
     }
     let mut frames = [0usize; MAX_FRAMES];
-    let (n, spawn_frame) = unwind_marking(&mut frames, Some(capture_spawn as *const () as usize));
+    let (n, spawn_frame) = unwind_marking(&mut frames, Some(capture_whole as *const () as usize));
     let unwound = &frames[..n];
     if spawn_frame.is_some_and(|at| is_whole(walked, unwound, at + 1)) {
         remember(key);
@@ -90,23 +92,13 @@ fn remember(key: u64) {
 }
 
 /// Whether `walked` is whole: its frames are the unwinder's from `start` (the frame of
-/// [`capture_spawn`]'s caller) on, in order and with none skipped, and at most
+/// [`capture_whole`]'s caller) on, in order and with none skipped, and at most
 /// [`OUTERMOST_SLACK`] of the unwinder's frames lie beyond its last. A walk that began further
 /// out (its frame pointer was an outer function's) skipped the caller, and is not.
 fn is_whole(walked: &[usize], unwound: &[usize], start: usize) -> bool {
     !walked.is_empty()
         && unwound.get(start..start + walked.len()) == Some(walked)
         && unwound.len() - (start + walked.len()) <= OUTERMOST_SLACK
-}
-
-/// Captures the caller's stack with the DWARF unwinder: slower than the frame-pointer walk, but
-/// it goes through C code built without frame pointers (librdkafka starting its threads).
-#[inline(never)]
-#[cfg_attr(not(feature = "origins"), allow(dead_code))]
-pub(crate) fn capture_unwound() -> Vec<usize> {
-    let mut buf = [0usize; MAX_FRAMES];
-    let n = walk_unwinder(&mut buf);
-    buf[..n].to_vec()
 }
 
 #[cfg(all(
@@ -234,7 +226,7 @@ mod tests {
 
     #[inline(never)]
     fn spawning() -> Vec<usize> {
-        let frames = super::capture_spawn();
+        let frames = super::capture_whole();
         std::hint::black_box(&frames);
         frames
     }
@@ -252,7 +244,7 @@ mod tests {
     /// Both stacks reach the caller and this test.
     #[test]
     fn a_short_walk_the_unwinder_found_whole_is_kept() {
-        assert!(super::capture().len() < super::SHORT_SPAWN_WALK);
+        assert!(super::capture().len() < super::SHORT_WALK);
         // One call site: the same frames twice.
         let runs: Vec<Vec<usize>> = (0..2).map(|_| spawning()).collect();
         let (first, second) = (&runs[0], &runs[1]);

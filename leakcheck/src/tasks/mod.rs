@@ -8,7 +8,7 @@ mod symbols;
 
 // Used by the hooks of `process::origins`.
 #[cfg_attr(not(feature = "origins"), allow(unused_imports))]
-pub(crate) use capture::{capture as capture_raw, capture_unwound};
+pub(crate) use capture::capture_whole;
 pub use dump::{AwaitLeaf, AwaitTrace};
 pub(crate) use local::{local_ids, local_tasks};
 pub use local::{spawn_local, LocalSet};

@@ -78,7 +78,7 @@ impl Registry {
     pub(crate) fn on_spawn(&self, id: Id, location: &'static Location<'static>) {
         let frames = self
             .backtraces
-            .then(|| Arc::from(super::capture::capture_spawn()));
+            .then(|| Arc::from(super::capture::capture_whole()));
         let name = NEXT_NAME.with(|n| n.borrow().clone());
         let record = TaskRecord {
             location,

@@ -310,7 +310,7 @@ mod tests {
 
     #[inline(never)]
     fn here() -> Vec<usize> {
-        let frames = crate::tasks::capture_raw();
+        let frames = crate::tasks::capture::capture();
         std::hint::black_box(&frames);
         frames
     }
