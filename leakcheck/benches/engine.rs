@@ -22,6 +22,32 @@ struct Figure {
     goal: &'static str,
 }
 
+impl Figure {
+    /// A figure against `baseline` measured in the same run.
+    fn against(name: &'static str, value: f64, unit: &'static str, baseline: f64) -> Figure {
+        Figure {
+            name,
+            value,
+            unit,
+            baseline: Some(baseline),
+            ratio: Some(value / baseline),
+            goal: "",
+        }
+    }
+
+    /// A figure of its own (a baseline itself, or a count).
+    fn alone(name: &'static str, value: f64, unit: &'static str) -> Figure {
+        Figure {
+            name,
+            value,
+            unit,
+            baseline: None,
+            ratio: None,
+            goal: "",
+        }
+    }
+}
+
 /// Whether this is CI's smoke run (`BENCH_SMOKE=1`): few iterations, no figure judged.
 fn smoke() -> bool {
     std::env::var_os("BENCH_SMOKE").is_some_and(|v| !v.is_empty() && v != "0")
@@ -187,14 +213,7 @@ fn main() {
         b.push(spawn_join_ns(tracked_rt(&traced)));
     }
     let (p, l, b) = (median(p), median(l), median(b));
-    figures.push(Figure {
-        name: "spawn+join, plain tokio",
-        value: p,
-        unit: "ns",
-        baseline: None,
-        ratio: None,
-        goal: "",
-    });
+    figures.push(Figure::alone("spawn+join, plain tokio", p, "ns"));
     figures.push(Figure {
         name: "spawn+join, location tracking",
         value: l,
@@ -203,14 +222,12 @@ fn main() {
         ratio: Some(l / p),
         goal: "ratio <= 1.25",
     });
-    figures.push(Figure {
-        name: "spawn+join, location + backtrace",
-        value: b,
-        unit: "ns",
-        baseline: Some(p),
-        ratio: Some(b / p),
-        goal: "",
-    });
+    figures.push(Figure::against(
+        "spawn+join, location + backtrace",
+        b,
+        "ns",
+        p,
+    ));
     figures.push(Figure {
         name: "backtrace capture added per spawn",
         value: (b - l) / 1000.0,
@@ -219,40 +236,32 @@ fn main() {
         ratio: None,
         goal: "<= 2 us",
     });
-    // 1b. The same from outside the runtime: the frame-pointer walk is short there (it ends at
-    //     this thread's start), and the unwinder confirms that once, not per spawn.
+    //    The same from outside the runtime: the frame-pointer walk is short there (it ends at
+    //    this thread's start), and the unwinder confirms that once, not per spawn.
     let (mut p, mut b) = (Vec::new(), Vec::new());
     for _ in 0..n(3, 1) {
         p.push(spawn_outside_ns(&plain));
         b.push(spawn_outside_ns(tracked_rt(&traced)));
     }
     let (p, b) = (median(p), median(b));
-    figures.push(Figure {
-        name: "spawn outside the runtime + join, plain tokio",
-        value: p,
-        unit: "ns",
-        baseline: None,
-        ratio: None,
-        goal: "",
-    });
-    figures.push(Figure {
-        name: "spawn outside the runtime + join, location + backtrace",
-        value: b,
-        unit: "ns",
-        baseline: Some(p),
-        ratio: Some(b / p),
-        goal: "",
-    });
+    figures.push(Figure::alone(
+        "spawn outside the runtime + join, plain tokio",
+        p,
+        "ns",
+    ));
+    figures.push(Figure::against(
+        "spawn outside the runtime + join, location + backtrace",
+        b,
+        "ns",
+        p,
+    ));
     drop((tracked, traced));
     let depth = leakcheck::__private::capture_backtrace();
-    figures.push(Figure {
-        name: "frames per spawn backtrace (in this bench)",
-        value: depth as f64,
-        unit: "frames",
-        baseline: None,
-        ratio: None,
-        goal: "",
-    });
+    figures.push(Figure::alone(
+        "frames per spawn backtrace (in this bench)",
+        depth as f64,
+        "frames",
+    ));
 
     // 1b. Origins of threads and descriptors: the same calls, unrecorded and recorded.
     let fd_ns = || {
