@@ -2,6 +2,8 @@
 //!
 //! Each is identified so that reuse is not mistaken for survival: a thread by tid and start time,
 //! a descriptor by number and target, a child by pid and start time.
+//! A listing of threads is checked against the process's thread count (Linux can skip live
+//! threads in it while others exit: see [`ProcDir::threads`]).
 
 mod children;
 mod fds;
