@@ -1,40 +1,5 @@
-//! The envelope: an event with its identity and metadata, and its wire format.
-//!
-//! ```
-//! use eventbus::Envelope;
-//! let e = Envelope::new("order-42", "OrderPlaced", 1, b"{\"total\":10}".to_vec()).unwrap()
-//!     .with_correlation_id("req-7");
-//! let wire = e.to_wire();
-//! assert_eq!(Envelope::from_wire(&wire).unwrap(), e);
-//! ```
-//!
-//! # Wire format
-//!
-//! The bus writes version 2, a binary prefix followed by the payload as is, because it costs
-//! one allocation and one copy of the payload to write and none to read (the decoded payload
-//! and strings are slices of the received bytes, the strings checked as UTF-8 once), where
-//! version 1 (JSON with the payload in base64) cost most of a memory publish. Every integer is little-endian; every string is a `u32` length
-//! and that many UTF-8 bytes.
-//!
-//! | bytes | field |
-//! |---|---|
-//! | 1 | magic `0xEB` (never the first byte of a JSON document) |
-//! | 1 | format version: `2` |
-//! | 8 | `timestamp_ms` (`u64`, milliseconds since the Unix epoch) |
-//! | 4 | `event_version` (`u32`) |
-//! | 1 | flags: bit 0 a trace id follows, bit 1 a correlation id follows; others 0 |
-//! | string | `event_id` |
-//! | string | `aggregate_id` |
-//! | string | `event_type` |
-//! | string | `trace_id`, if flagged |
-//! | string | `correlation_id`, if flagged |
-//! | 4 | header count (`u32`), then per header: name string, value string |
-//! | rest | the payload |
-//!
-//! Version 1, `{"v":1,"event_id":..,"aggregate_id":..,"event_type":..,"event_version":..,
-//! "timestamp_ms":..,"trace_id"?:..,"correlation_id"?:..,"headers"?:{..},"payload":"<base64>"}`,
-//! is still read, so that what an older build stored stays readable. Any other version is
-//! refused with [`EnvelopeError::Decode`] naming it.
+//! The envelope: an event with its identity and metadata, and its wire format (documented on
+//! [`Envelope`], which every user of the bus meets).
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EnvelopeError;
 use crate::message::Headers;
 
-/// The wire format version this crate writes (binary, see the [module docs](self)); it also
+/// The wire format version this crate writes (binary, see [`Envelope`]); it also
 /// reads version 1 (JSON).
 pub const WIRE_FORMAT_VERSION: u32 = 2;
 
@@ -61,6 +26,42 @@ const FIXED: usize = 15;
 pub const MAX_AGGREGATE_ID: usize = 256;
 
 /// An event: which aggregate it belongs to (the ordering key), what it is, when it happened.
+///
+/// ```
+/// use eventbus::Envelope;
+/// let e = Envelope::new("order-42", "OrderPlaced", 1, b"{\"total\":10}".to_vec()).unwrap()
+///     .with_correlation_id("req-7");
+/// let wire = e.to_wire();
+/// assert_eq!(Envelope::from_wire(&wire).unwrap(), e);
+/// ```
+///
+/// # Wire format
+///
+/// The bus writes version 2, a binary prefix followed by the payload as is, because it costs
+/// one allocation and one copy of the payload to write and none to read (the decoded payload
+/// and strings are slices of the received bytes, the strings checked as UTF-8 once), where
+/// version 1 (JSON with the payload in base64) cost most of a memory publish. Every integer is little-endian; every string is a `u32` length
+/// and that many UTF-8 bytes.
+///
+/// | bytes | field |
+/// |---|---|
+/// | 1 | magic `0xEB` (never the first byte of a JSON document) |
+/// | 1 | format version: `2` |
+/// | 8 | `timestamp_ms` (`u64`, milliseconds since the Unix epoch) |
+/// | 4 | `event_version` (`u32`) |
+/// | 1 | flags: bit 0 a trace id follows, bit 1 a correlation id follows; others 0 |
+/// | string | `event_id` |
+/// | string | `aggregate_id` |
+/// | string | `event_type` |
+/// | string | `trace_id`, if flagged |
+/// | string | `correlation_id`, if flagged |
+/// | 4 | header count (`u32`), then per header: name string, value string |
+/// | rest | the payload |
+///
+/// Version 1, `{"v":1,"event_id":..,"aggregate_id":..,"event_type":..,"event_version":..,
+/// "timestamp_ms":..,"trace_id"?:..,"correlation_id"?:..,"headers"?:{..},"payload":"<base64>"}`,
+/// is still read, so that what an older build stored stays readable. Any other version is
+/// refused with [`EnvelopeError::Decode`] naming it.
 #[derive(Clone)]
 pub struct Envelope {
     event_id: Text,
@@ -246,7 +247,7 @@ impl Envelope {
         )
     }
 
-    /// The wire form (version [`WIRE_FORMAT_VERSION`], see the [module docs](self)).
+    /// The wire form (version [`WIRE_FORMAT_VERSION`], see [`Envelope`]).
     pub fn to_wire(&self) -> Bytes {
         self.to_wire_keyed().0
     }

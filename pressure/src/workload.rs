@@ -185,7 +185,7 @@ impl Item {
 }
 
 /// What every payload starts with: which phase, which message, and when it was published
-/// (nanoseconds since the process's clock origin, see [`crate::clock`]).
+/// (nanoseconds since the process's clock origin, see [`crate::tracker::clock`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
     /// The phase (warm-up, full speed, paced).

@@ -10,7 +10,7 @@ use crate::report::{Kind, Note, Report, SettleStats, Status, Survivor, SCHEMA_VE
 
 impl Check {
     /// Finishes as a test does: [`finish`](Self::finish), then writes the JSON report to the
-    /// report directory (see [`CheckBuilder::report_dir`]), then, on an unknown survivor, panics
+    /// report directory (see [`CheckBuilder::report_dir`](crate::CheckBuilder::report_dir)), then, on an unknown survivor, panics
     /// with the text report ([`Mode::Fail`]) or prints it to stderr ([`Mode::Warn`]).
     ///
     /// This is what `#[leak_test]` does after the test body.

@@ -25,9 +25,9 @@ impl Check {
     ///
     /// A task whose `JoinHandle` just resolved may still be finishing on a worker thread (tokio
     /// wakes the handle before the task's terminate hook runs), so on a multi-thread runtime the
-    /// counts are taken once every worker is parked (waiting at most [`CHECKPOINT_SETTLE`]).
-    /// They are then read again every [`CHECKPOINT_STABLE_GAP`] until two readings agree (for at
-    /// most [`CHECKPOINT_STABLE_LIMIT`]), so that a client still connecting is recorded settled.
+    /// counts are taken once every worker is parked (waiting at most 50 ms). They are then read
+    /// again every 20 ms until two readings agree (for at most 1 s), so that a client still
+    /// connecting is recorded settled.
     pub fn checkpoint(&self, name: impl Into<String>) {
         if self.kinds.tasks {
             if let Some(rt) = &self.runtime {

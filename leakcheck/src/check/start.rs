@@ -159,7 +159,7 @@ impl Baseline {
     }
 }
 
-/// A running leak check. See the [module docs](self).
+/// A running leak check. See the [crate docs](crate).
 pub struct Check {
     pub(super) label: Option<String>,
     pub(super) settle: Duration,
