@@ -85,21 +85,27 @@ fn spawn_join_ns(rt: &tokio::runtime::Runtime) -> f64 {
     )
 }
 
-/// Spawns from outside the runtime (`Runtime::spawn` on this thread, a short stack), each
-/// joined with `block_on`: ns per pair.
-fn spawn_outside_ns(rt: &tokio::runtime::Runtime) -> f64 {
-    let spawns = n(50_000, 500);
+/// ns per call of `f`: the median of `rounds` rounds of `calls` calls.
+fn ns_per_call(rounds: usize, calls: usize, mut f: impl FnMut()) -> f64 {
     median(
-        (0..n(7, 1))
+        (0..rounds)
             .map(|_| {
                 let t = Instant::now();
-                for _ in 0..spawns {
-                    rt.block_on(rt.spawn(async {})).unwrap();
+                for _ in 0..calls {
+                    f();
                 }
-                t.elapsed().as_nanos() as f64 / spawns as f64
+                t.elapsed().as_nanos() as f64 / calls as f64
             })
             .collect(),
     )
+}
+
+/// Spawns from outside the runtime (`Runtime::spawn` on this thread, a short stack), each
+/// joined with `block_on`: ns per pair.
+fn spawn_outside_ns(rt: &tokio::runtime::Runtime) -> f64 {
+    ns_per_call(n(7, 1), n(50_000, 500), || {
+        rt.block_on(rt.spawn(async {})).unwrap();
+    })
 }
 
 fn tasks_only() -> Kinds {
@@ -265,33 +271,15 @@ fn main() {
 
     // 1b. Origins of threads and descriptors: the same calls, unrecorded and recorded.
     let fd_ns = || {
-        let calls = n(100_000, 1_000);
-        median(
-            (0..n(7, 1))
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..calls {
-                        // SAFETY: a fresh eventfd, closed at once.
-                        unsafe { libc::close(libc::eventfd(0, libc::EFD_CLOEXEC)) };
-                    }
-                    t.elapsed().as_nanos() as f64 / calls as f64
-                })
-                .collect(),
-        )
+        ns_per_call(n(7, 1), n(100_000, 1_000), || {
+            // SAFETY: a fresh eventfd, closed at once.
+            unsafe { libc::close(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        })
     };
     let thread_ns = || {
-        let threads = n(2_000, 20);
-        median(
-            (0..n(5, 1))
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..threads {
-                        std::thread::spawn(|| {}).join().unwrap();
-                    }
-                    t.elapsed().as_nanos() as f64 / threads as f64
-                })
-                .collect(),
-        )
+        ns_per_call(n(5, 1), n(2_000, 20), || {
+            std::thread::spawn(|| {}).join().unwrap();
+        })
     };
     assert!(
         leakcheck::__private::origins_recorded(),
