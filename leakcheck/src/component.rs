@@ -3,21 +3,34 @@
 /// Whether `file` is a dependency's source: a registry crate, a git checkout, or build output
 /// (`OUT_DIR`) of one.
 pub(crate) fn is_library_path(file: &str) -> bool {
-    let file = file.replace('\\', "/");
+    is_library(&slashed(file))
+}
+
+/// [`is_library_path`] of a path with `/` separators.
+fn is_library(file: &str) -> bool {
     file.contains("/registry/src/")
         || file.contains("/git/checkouts/")
-        || of_build_output(&file).is_some()
+        || of_build_output(file).is_some()
+}
+
+/// `file` with `/` separators, borrowed when it has none to replace.
+fn slashed(file: &str) -> std::borrow::Cow<'_, str> {
+    if file.contains('\\') {
+        file.replace('\\', "/").into()
+    } else {
+        file.into()
+    }
 }
 
 /// The owner of a spawn location: `async-nats` for a registry crate, `eventbus::pool` for
 /// `eventbus/src/pool/keyed.rs`, `std` for the standard library.
 pub(crate) fn of_path(file: &str) -> String {
-    let file = file.replace('\\', "/");
+    let file = slashed(file);
     if let Some(c) = of_workspace_path(&file) {
         return c;
     }
     if let Some(krate) = of_build_output(&file) {
-        return krate;
+        return krate.to_string();
     }
     for marker in ["/registry/src/", "/git/checkouts/"] {
         if let Some(i) = file.find(marker) {
@@ -56,7 +69,7 @@ pub(crate) fn of_path(file: &str) -> String {
 
 /// The crate whose build script generated or copied `file` (C sources a `-sys` crate compiles,
 /// such as librdkafka's): `target/<profile>/build/<crate>-<hash>/out/...` → `<crate>`.
-pub(crate) fn of_build_output(file: &str) -> Option<String> {
+fn of_build_output(file: &str) -> Option<&str> {
     let mut rest = file;
     while let Some(i) = rest.find("/build/") {
         rest = &rest[i + "/build/".len()..];
@@ -66,7 +79,7 @@ pub(crate) fn of_build_output(file: &str) -> Option<String> {
             && hash.len() == 16
             && hash.chars().all(|c| c.is_ascii_hexdigit())
         {
-            return Some(krate.to_string());
+            return Some(krate);
         }
     }
     None
@@ -77,11 +90,7 @@ pub(crate) fn of_build_output(file: &str) -> Option<String> {
 /// single-package project's tasks are filed under its name rather than `src`. `None` when the file
 /// is not found on this machine or belongs to no package.
 fn of_workspace_path(file: &str) -> Option<String> {
-    if file.starts_with("/rustc/")
-        || file.contains("/registry/src/")
-        || file.contains("/git/checkouts/")
-        || of_build_output(file).is_some()
-    {
+    if file.starts_with("/rustc/") || is_library(file) {
         return None;
     }
     let path = std::path::Path::new(file);

@@ -1,4 +1,5 @@
-//! Spawn backtraces as raw instruction pointers, cheap enough for the spawn hook.
+//! Stacks as raw instruction pointers, cheap enough for the hooks: a task spawned, a thread
+//! started, a descriptor made.
 //!
 //! Where frame pointers are available (x86_64 and aarch64 Linux; the workspace builds with
 //! `-C force-frame-pointers=yes`) the stack is walked by following saved frame pointers inside the
@@ -28,7 +29,14 @@ pub(crate) fn capture() -> Vec<usize> {
 /// into code built without frame pointers.
 const SHORT_WALK: usize = 16;
 
+/// Whether `walk` follows frame pointers (else it is the unwinder).
+const FRAME_POINTER_WALK: bool = cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+));
+
 /// Hashes of short walks the unwinder found whole (see [`capture_whole`]); empty slots are 0.
+/// Once all are taken, a new call path pays the unwinder each time.
 static WHOLE_WALKS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// Frames the unwinder may list beyond a whole walk's last one: the C library's thread start
@@ -52,7 +60,8 @@ pub(crate) fn capture_whole() -> Vec<usize> {
     let mut buf = [0usize; MAX_FRAMES];
     let n = walk(&mut buf);
     let walked = &buf[..n];
-    if n >= SHORT_WALK {
+    // Where the walk is the unwinder's own, it is whole already.
+    if n >= SHORT_WALK || !FRAME_POINTER_WALK {
         return walked.to_vec();
     }
     let key = walk_key(walked);
@@ -105,7 +114,7 @@ fn is_whole(walked: &[usize], unwound: &[usize], start: usize) -> bool {
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-#[inline(always)] // the walk starts at `capture`'s own frame
+#[inline(always)] // the walk starts at its caller's own frame
 fn walk(buf: &mut [usize; MAX_FRAMES]) -> usize {
     let Some((lo, hi)) = stack_bounds() else {
         return walk_unwinder(buf);
