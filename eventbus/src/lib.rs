@@ -25,7 +25,9 @@
 //!   pulling from the broker (its lag grows, see [`EventBus::health`]). The in-process
 //!   [`MemoryBroker`] also bounds what a subscribed group has not acknowledged
 //!   ([`DEFAULT_MEMORY_CAPACITY`] per partition): a publish beyond it waits for room, up to
-//!   the publish timeout.
+//!   the publish timeout. Without a retention it keeps a message only until every group of
+//!   the topic has acknowledged it (memory is its only store): a group that subscribes later
+//!   starts at the oldest message still kept.
 //! - **Close**: after [`EventBus::close`] returns, every task the bus spawned has ended and has
 //!   been awaited, and the backend is flushed and disconnected.
 //!

@@ -79,7 +79,10 @@ pub(crate) fn validate_name(name: &str, max: usize) -> Result<(), String> {
 #[non_exhaustive]
 pub enum Durability {
     /// Messages are stored (per the retention) and delivered at least once to each group,
-    /// including groups that subscribe later (Kafka topics, JetStream streams).
+    /// including groups that subscribe later (Kafka topics, JetStream streams). The in-process
+    /// broker, whose only store is memory, keeps acknowledged messages for later groups only
+    /// within a retention the topic sets; without one, a message goes once every group of the
+    /// topic has acknowledged it.
     #[default]
     Persistent,
     /// Messages go only to the subscribers present when they are published, at most once, and
@@ -100,7 +103,8 @@ pub enum Storage {
 }
 
 /// How long a persistent topic keeps messages. Messages past the retention are dropped even if
-/// a group has not read them yet, as Kafka does.
+/// a group has not read them yet, as Kafka does. On the in-process broker a topic without one
+/// keeps a message until every group has acknowledged it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Retention {
     /// Keep at most this many messages per partition.

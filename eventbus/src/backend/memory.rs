@@ -8,7 +8,10 @@
 //! each subscription its own wake-up, so a publish wakes the members that can take it and no
 //! one else. A partition holds at most the broker's capacity of messages that a present member
 //! has not acknowledged: a publisher beyond it waits, as it would for a real broker's
-//! acknowledgement, instead of growing the log without bound.
+//! acknowledgement, instead of growing the log without bound. Memory being its only store, a
+//! topic without a retention keeps a message only until every group of the topic has
+//! acknowledged it (a long-running process would otherwise grow with every message it ever
+//! published); a retention keeps acknowledged ones within it, for groups that subscribe later.
 //!
 //! A subscription that is caught up gets a new message from the publish itself, straight into
 //! its worker queue ([`Inbox`]), as a plain channel would: no wake-up and pull of the
@@ -259,6 +262,20 @@ impl Partition {
         self.start + self.log.len() as u64
     }
 
+    /// Drops the messages every group has acknowledged, unless the topic `retains` them (it has
+    /// a retention, which then decides). Nothing is dropped before a group exists.
+    fn drop_acknowledged(&mut self, retains: bool) {
+        if retains {
+            return;
+        }
+        let Some(low) = self.cursors.iter().map(|c| c.committed).min() else {
+            return;
+        };
+        while self.start < low && self.log.pop_front().is_some() {
+            self.start += 1;
+        }
+    }
+
     /// Whether a present member has `capacity` messages or more unacknowledged here.
     fn full(&self, capacity: usize) -> bool {
         let end = self.end();
@@ -365,6 +382,13 @@ impl Topic {
             live: Mutex::new(HashMap::new()),
             next_unkeyed: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether acknowledged messages stay for groups that subscribe later: only within a
+    /// retention the topic sets.
+    fn retains_acknowledged(&self) -> bool {
+        let r = self.config.retention;
+        r.max_messages.is_some() || r.max_age.is_some()
     }
 
     fn partition_of(&self, key: Option<&Bytes>) -> usize {
@@ -871,7 +895,28 @@ pub(crate) struct LogAck {
 impl LogAck {
     pub(super) fn ack(self) {
         let mut part = lock(&self.topic.partitions[self.partition]);
-        let part = &mut *part;
+        self.apply(&mut part, self.topic.retains_acknowledged());
+    }
+
+    /// Acknowledges every one of `acks`, taking each partition's lock once per run of acks
+    /// to it (a worker's acks come from one topic and few partitions).
+    pub(super) fn ack_all(acks: &mut Vec<LogAck>) {
+        let mut acks = acks.drain(..).peekable();
+        while let Some(first) = acks.next() {
+            let topic = first.topic.clone();
+            let p = first.partition;
+            let retains = topic.retains_acknowledged();
+            let mut part = lock(&topic.partitions[p]);
+            first.apply(&mut part, retains);
+            while let Some(a) = acks.next_if(|a| a.partition == p && Arc::ptr_eq(&a.topic, &topic))
+            {
+                a.apply(&mut part, retains);
+            }
+        }
+    }
+
+    /// `retains`: the topic keeps acknowledged messages ([`Partition::drop_acknowledged`]).
+    fn apply(&self, part: &mut Partition, retains: bool) {
         let c = &mut part.cursors[self.group];
         // A member that left no longer acknowledges: its messages went to the next member.
         if !c.is_member(self.member) || self.offset < c.committed {
@@ -879,8 +924,11 @@ impl LogAck {
         }
         let advanced = c.acks.ack(self.offset - c.committed);
         c.committed += advanced;
-        if advanced > 0 && std::mem::take(&mut part.waiting) {
-            part.room.notify_waiters();
+        if advanced > 0 {
+            part.drop_acknowledged(retains);
+            if std::mem::take(&mut part.waiting) {
+                part.room.notify_waiters();
+            }
         }
     }
 }
@@ -1001,6 +1049,28 @@ mod tests {
         assert!(!p.full(4));
         p.cursors[1].committed = 1;
         assert!(!p.full(3));
+    }
+
+    #[leakcheck::leak_test]
+    fn what_every_group_acknowledged_is_dropped_unless_retained() {
+        let topic = Arc::new(Topic::new(TopicConfig::new("t").unwrap()));
+        let mut p = lock(&topic.partitions[0]);
+        (0..5).for_each(|_| p.append(stored(), &topic, 0));
+        // No group yet: everything is kept for the first one.
+        p.drop_acknowledged(false);
+        assert_eq!((p.start, p.log.len()), (0, 5));
+        p.cursors = vec![Cursor::new(0), Cursor::new(0)];
+        p.cursors[0].committed = 4;
+        p.cursors[1].committed = 2;
+        // A retention decides alone.
+        p.drop_acknowledged(true);
+        assert_eq!((p.start, p.log.len()), (0, 5));
+        // Else up to what the slower group acknowledged.
+        p.drop_acknowledged(false);
+        assert_eq!((p.start, p.log.len()), (2, 3));
+        p.cursors[1].committed = 5;
+        p.drop_acknowledged(false);
+        assert_eq!((p.start, p.log.len(), p.end()), (4, 1, 5));
     }
 
     /// Takes what it has room for, records the payloads in order and keeps the acks (called

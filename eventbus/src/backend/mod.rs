@@ -153,6 +153,44 @@ impl DeliveryAck {
     }
 }
 
+/// Acknowledgements a worker gathers while it has more messages queued, given to the broker
+/// together ([`flush`](Self::flush)): the in-process broker's take its partition's lock once
+/// per batch instead of once per message (the lock its publishers take too). Any other
+/// backend's are given at once. Dropping the batch flushes it.
+#[derive(Default)]
+pub(crate) struct AckBatch {
+    memory: Vec<memory::LogAck>,
+}
+
+impl AckBatch {
+    /// How many acknowledgements a batch holds at most before it is flushed.
+    pub(crate) const MAX: usize = 64;
+
+    pub(crate) fn push(&mut self, ack: DeliveryAck) {
+        match ack {
+            DeliveryAck::Memory(a) => {
+                self.memory.push(a);
+                if self.memory.len() >= Self::MAX {
+                    self.flush();
+                }
+            }
+            DeliveryAck::Boxed(a) => a.ack(),
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if !self.memory.is_empty() {
+            memory::LogAck::ack_all(&mut self.memory);
+        }
+    }
+}
+
+impl Drop for AckBatch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Acknowledges one delivery.
 pub(crate) trait Ack: Send {
     fn ack(self: Box<Self>);

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use eventbus::{Durability, EventBus, Outbound, SubscribeError, TopicConfig};
+use eventbus::{Durability, EventBus, Outbound, Retention, SubscribeError, TopicConfig};
 use leakcheck::{leak_test, Kind, Status};
 
 use leakcheck_tests::scenarios::{park, release};
@@ -199,4 +199,136 @@ fn suite_wait() -> std::time::Duration {
 async fn close_while_down() {
     let closed = suite::close_while_down(&Memory::new()).await;
     closed.expect("the memory broker can be paused").unwrap();
+}
+
+/// A subscription that counts what its handler is given, and holds every message until
+/// `open` has permits (one per message), when `open` is given.
+async fn counting(
+    bus: &EventBus,
+    topic: &str,
+    group: &str,
+    open: Option<Arc<tokio::sync::Semaphore>>,
+) -> Arc<AtomicU64> {
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    bus.subscribe(topic, group, move |_m| {
+        let (s, open) = (s.clone(), open.clone());
+        async move {
+            if let Some(open) = open {
+                open.acquire().await.unwrap().forget();
+            }
+            s.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(())
+        }
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// Without a retention the broker keeps a message until every group of its topic has
+/// acknowledged it (memory is its only store, and a long-running service would otherwise
+/// grow without end); with one, acknowledged messages stay within it for groups that
+/// subscribe later. Before the first group subscribes, everything is kept for it.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_are_dropped_unless_a_retention_keeps_them() {
+    let m = Memory::new();
+    let bus = EventBus::builder().memory(&m.0);
+    let (plain, kept) = (topic("acked-dropped"), topic("acked-kept"));
+    let retention = Retention {
+        max_messages: Some(100),
+        max_age: None,
+    };
+    bus.create_topic(TopicConfig::new(&kept).unwrap().retention(retention))
+        .await
+        .unwrap();
+    let publish = |t: String, n: u32| {
+        let bus = bus.clone();
+        async move {
+            for i in 0..n {
+                bus.publish(&t, Outbound::new(i.to_string()).key("k"))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish(plain.clone(), 10).await;
+    publish(kept.clone(), 10).await;
+    assert_eq!((m.0.stored(&plain), m.0.stored(&kept)), (10, 10));
+
+    // The first group gets all of it; then the plain topic holds nothing, the other all 10.
+    let first = counting(&bus, &plain, "first", None).await;
+    let first_kept = counting(&bus, &kept, "first", None).await;
+    wait_until(suite_wait(), "the first group's 20 messages", || {
+        first.load(Ordering::SeqCst) == 10 && first_kept.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    wait_until(suite_wait(), "the plain topic emptied", || {
+        m.0.stored(&plain) == 0
+    })
+    .await;
+    assert_eq!(m.0.stored(&kept), 10);
+
+    // A later group replays what the retention kept, and nothing of the plain topic.
+    let late_kept = counting(&bus, &kept, "late", None).await;
+    wait_until(suite_wait(), "the retained 10 replayed", || {
+        late_kept.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = counting(&bus, &plain, "slow", Some(open.clone())).await;
+
+    // A message stays until the slowest group has acknowledged it.
+    publish(plain.clone(), 5).await;
+    wait_until(suite_wait(), "the first group's 5 new messages", || {
+        first.load(Ordering::SeqCst) == 15
+    })
+    .await;
+    assert_eq!(slow.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        m.0.stored(&plain),
+        5,
+        "the slow group has acknowledged none"
+    );
+    open.add_permits(5);
+    wait_until(suite_wait(), "the slow group's acknowledgements", || {
+        m.0.stored(&plain) == 0
+    })
+    .await;
+    assert_eq!(slow.load(Ordering::SeqCst), 5);
+    assert_eq!(m.0.stored(&kept), 10);
+    bus.close().await.unwrap();
+}
+
+/// A worker gives its acknowledgements to the broker in batches while more messages wait, but
+/// never keeps one back while it waits itself: here for a handler that is not done at once.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_are_not_held_while_a_handler_waits() {
+    let m = Memory::new();
+    let bus = EventBus::builder().memory(&m.0);
+    let t = topic("acks-flushed");
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let o = open.clone();
+    bus.subscribe(&t, "g", move |msg| {
+        let o = o.clone();
+        async move {
+            if msg.payload() == "last" {
+                o.acquire().await.unwrap().forget();
+            }
+            Ok::<_, std::io::Error>(())
+        }
+    })
+    .await
+    .unwrap();
+    for p in ["a", "b", "last"] {
+        bus.publish(&t, Outbound::new(p).key("k")).await.unwrap();
+    }
+    let lag = || bus.health().lag.get(&(t.clone(), "g".to_string())).copied();
+    wait_until(suite_wait(), "the first two acknowledged", || {
+        lag() == Some(1)
+    })
+    .await;
+    open.add_permits(1);
+    wait_until(suite_wait(), "all acknowledged", || lag() == Some(0)).await;
+    bus.close().await.unwrap();
 }
