@@ -262,18 +262,23 @@ impl Partition {
         self.start + self.log.len() as u64
     }
 
-    /// Drops the messages every group has acknowledged, unless the topic `retains` them (it has
-    /// a retention, which then decides). Nothing is dropped before a group exists.
-    fn drop_acknowledged(&mut self, retains: bool) {
-        if retains {
-            return;
-        }
+    /// Takes out the messages every group has acknowledged, unless the topic `retains` them (it
+    /// has a retention, which then decides), for the caller to drop once it let go of the lock.
+    /// Nothing is taken before a group exists.
+    fn take_acknowledged(&mut self, retains: bool) -> Vec<Stored> {
         let Some(low) = self.cursors.iter().map(|c| c.committed).min() else {
-            return;
+            return Vec::new();
         };
-        while self.start < low && self.log.pop_front().is_some() {
+        if retains || low <= self.start {
+            return Vec::new();
+        }
+        let mut taken = Vec::with_capacity((low - self.start) as usize);
+        while self.start < low {
+            let Some(s) = self.log.pop_front() else { break };
+            taken.push(s);
             self.start += 1;
         }
+        taken
     }
 
     /// Whether a present member has `capacity` messages or more unacknowledged here.
@@ -895,7 +900,10 @@ pub(crate) struct LogAck {
 impl LogAck {
     pub(super) fn ack(self) {
         let mut part = lock(&self.topic.partitions[self.partition]);
-        self.apply(&mut part, self.topic.retains_acknowledged());
+        self.apply(&mut part);
+        let acknowledged = part.take_acknowledged(self.topic.retains_acknowledged());
+        drop(part);
+        drop(acknowledged);
     }
 
     /// Acknowledges every one of `acks`, taking each partition's lock once per run of acks
@@ -905,18 +913,20 @@ impl LogAck {
         while let Some(first) = acks.next() {
             let topic = first.topic.clone();
             let p = first.partition;
-            let retains = topic.retains_acknowledged();
             let mut part = lock(&topic.partitions[p]);
-            first.apply(&mut part, retains);
+            first.apply(&mut part);
             while let Some(a) = acks.next_if(|a| a.partition == p && Arc::ptr_eq(&a.topic, &topic))
             {
-                a.apply(&mut part, retains);
+                a.apply(&mut part);
             }
+            // Freed outside the lock, which the publishers wait for.
+            let acknowledged = part.take_acknowledged(topic.retains_acknowledged());
+            drop(part);
+            drop(acknowledged);
         }
     }
 
-    /// `retains`: the topic keeps acknowledged messages ([`Partition::drop_acknowledged`]).
-    fn apply(&self, part: &mut Partition, retains: bool) {
+    fn apply(&self, part: &mut Partition) {
         let c = &mut part.cursors[self.group];
         // A member that left no longer acknowledges: its messages went to the next member.
         if !c.is_member(self.member) || self.offset < c.committed {
@@ -924,11 +934,8 @@ impl LogAck {
         }
         let advanced = c.acks.ack(self.offset - c.committed);
         c.committed += advanced;
-        if advanced > 0 {
-            part.drop_acknowledged(retains);
-            if std::mem::take(&mut part.waiting) {
-                part.room.notify_waiters();
-            }
+        if advanced > 0 && std::mem::take(&mut part.waiting) {
+            part.room.notify_waiters();
         }
     }
 }
@@ -1057,19 +1064,20 @@ mod tests {
         let mut p = lock(&topic.partitions[0]);
         (0..5).for_each(|_| p.append(stored(), &topic, 0));
         // No group yet: everything is kept for the first one.
-        p.drop_acknowledged(false);
+        assert!(p.take_acknowledged(false).is_empty());
         assert_eq!((p.start, p.log.len()), (0, 5));
         p.cursors = vec![Cursor::new(0), Cursor::new(0)];
         p.cursors[0].committed = 4;
         p.cursors[1].committed = 2;
         // A retention decides alone.
-        p.drop_acknowledged(true);
+        assert!(p.take_acknowledged(true).is_empty());
         assert_eq!((p.start, p.log.len()), (0, 5));
         // Else up to what the slower group acknowledged.
-        p.drop_acknowledged(false);
+        assert_eq!(p.take_acknowledged(false).len(), 2);
         assert_eq!((p.start, p.log.len()), (2, 3));
+        assert!(p.take_acknowledged(false).is_empty());
         p.cursors[1].committed = 5;
-        p.drop_acknowledged(false);
+        assert_eq!(p.take_acknowledged(false).len(), 2);
         assert_eq!((p.start, p.log.len(), p.end()), (4, 1, 5));
     }
 
