@@ -51,6 +51,20 @@ impl Check {
         })
     }
 
+    /// When a listing of threads during the check did not add up even after its tries
+    /// ([`process::unsettled_listings`]), says that a thread may have been missed: the verdict
+    /// on threads is then not proof.
+    pub(super) fn unsettled_listings_note(&self) -> Option<Note> {
+        let n = process::unsettled_listings().saturating_sub(self.unsettled_listings);
+        (self.kinds.threads && n > 0).then(|| Note {
+            kind: Some(Kind::Thread),
+            message: format!(
+                "{n} reading(s) of the thread list did not add up to the process's thread count in {} tries, threads starting and exiting meanwhile: a live thread may be missing from them, so a clean verdict on threads is not proof; run again",
+                process::RELISTS
+            ),
+        })
+    }
+
     /// A thread of another test: named after a test of this binary, but not after this one (a
     /// thread this test spawned without a name carries this test's name), or one libtest just
     /// started (it has the main thread's name until it takes its test's).

@@ -117,6 +117,9 @@ impl Check {
             if let Some(note) = self.parallel_tests_note(&found, &state) {
                 notes.push(note);
             }
+            if let Some(note) = self.unsettled_listings_note() {
+                notes.push(note);
+            }
             survivors.extend(found);
             if let Some(before) = fds_before_shutdown {
                 notes.extend(self.held_by_leaked_tasks(&before, &state));
@@ -263,6 +266,36 @@ mod tests {
                 None,
             )
         }
+    }
+
+    /// A check during which a listing of threads did not add up says that its verdict on
+    /// threads is not proof; one without, says nothing.
+    #[test]
+    fn a_thread_list_that_did_not_add_up_is_noted() {
+        let _alone = process::UNSETTLE_TESTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let kinds = crate::Kinds {
+            tasks: false,
+            threads: true,
+            fds: false,
+            children: false,
+        };
+        let run = |unsettle: bool| {
+            let check = Check::builder()
+                .kinds(kinds)
+                .start_current_thread()
+                .unwrap();
+            process::UNSETTLE.set(unsettle);
+            let report = check.finish();
+            process::UNSETTLE.set(false);
+            report
+                .notes
+                .iter()
+                .any(|n| n.kind == Some(Kind::Thread) && n.message.contains("did not add up"))
+        };
+        assert!(run(true), "the note is there");
+        assert!(!run(false), "no note without it");
     }
 
     #[test]

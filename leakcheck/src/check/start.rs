@@ -190,6 +190,8 @@ pub struct Check {
     /// reported as the blocked one; otherwise as a blocking-pool thread, which it may have
     /// become during shutdown).
     pub(super) worker_blocked: std::sync::atomic::AtomicBool,
+    /// `process::unsettled_listings()` when the check started.
+    pub(super) unsettled_listings: u64,
     /// Where threads and descriptors made during the check come from.
     pub(super) origins: Option<process::Recording>,
     /// Each thread's and descriptor's origin, resolved once (keyed as in settling).
@@ -365,6 +367,7 @@ impl Check {
             main_name: process::main_thread_name().to_string(),
             runtime_threads: (!custom_runtime).then_some(runtime_threads),
             worker_blocked: std::sync::atomic::AtomicBool::new(false),
+            unsettled_listings: process::unsettled_listings(),
             origins,
             provenance: Mutex::new(FxHashMap::default()),
             _adopt: adopt,
