@@ -266,10 +266,13 @@ impl Partition {
     /// has a retention, which then decides), for the caller to drop once it let go of the lock.
     /// Nothing is taken before a group exists.
     fn take_acknowledged(&mut self, retains: bool) -> Vec<Stored> {
+        if retains {
+            return Vec::new();
+        }
         let Some(low) = self.cursors.iter().map(|c| c.committed).min() else {
             return Vec::new();
         };
-        if retains || low <= self.start {
+        if low <= self.start {
             return Vec::new();
         }
         let mut taken = Vec::with_capacity((low - self.start) as usize);
@@ -900,10 +903,11 @@ pub(crate) struct LogAck {
 impl LogAck {
     pub(super) fn ack(self) {
         let mut part = lock(&self.topic.partitions[self.partition]);
-        self.apply(&mut part);
-        let acknowledged = part.take_acknowledged(self.topic.retains_acknowledged());
-        drop(part);
-        drop(acknowledged);
+        if self.apply(&mut part) {
+            let acknowledged = part.take_acknowledged(self.topic.retains_acknowledged());
+            drop(part);
+            drop(acknowledged);
+        }
     }
 
     /// Acknowledges every one of `acks`, taking each partition's lock once per run of acks
@@ -914,10 +918,13 @@ impl LogAck {
             let topic = first.topic.clone();
             let p = first.partition;
             let mut part = lock(&topic.partitions[p]);
-            first.apply(&mut part);
+            let mut advanced = first.apply(&mut part);
             while let Some(a) = acks.next_if(|a| a.partition == p && Arc::ptr_eq(&a.topic, &topic))
             {
-                a.apply(&mut part);
+                advanced |= a.apply(&mut part);
+            }
+            if !advanced {
+                continue;
             }
             // Freed outside the lock, which the publishers wait for.
             let acknowledged = part.take_acknowledged(topic.retains_acknowledged());
@@ -926,17 +933,19 @@ impl LogAck {
         }
     }
 
-    fn apply(&self, part: &mut Partition) {
+    /// Records the acknowledgement; returns whether the group's committed offset moved.
+    fn apply(&self, part: &mut Partition) -> bool {
         let c = &mut part.cursors[self.group];
         // A member that left no longer acknowledges: its messages went to the next member.
         if !c.is_member(self.member) || self.offset < c.committed {
-            return;
+            return false;
         }
         let advanced = c.acks.ack(self.offset - c.committed);
         c.committed += advanced;
         if advanced > 0 && std::mem::take(&mut part.waiting) {
             part.room.notify_waiters();
         }
+        advanced > 0
     }
 }
 

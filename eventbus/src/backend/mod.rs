@@ -164,7 +164,7 @@ pub(crate) struct AckBatch {
 
 impl AckBatch {
     /// How many acknowledgements a batch holds at most before it is flushed.
-    pub(crate) const MAX: usize = 64;
+    const MAX: usize = 64;
 
     pub(crate) fn push(&mut self, ack: DeliveryAck) {
         match ack {
