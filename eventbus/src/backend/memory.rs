@@ -68,6 +68,9 @@ struct Shared {
 struct Topic {
     config: TopicConfig,
     partitions: Box<[Mutex<Partition>]>,
+    /// Per partition: woken when acknowledgements or a leaving member make room, and when a
+    /// bus closes (outside the partition's lock, which a waiting publisher need not take).
+    rooms: Box<[Notify]>,
     /// The persistent groups, by name: their index in each partition's `cursors`.
     groups: Mutex<HashMap<String, usize>>,
     /// Ephemeral topics: each group's present member.
@@ -81,8 +84,6 @@ struct Partition {
     log: Log<Stored>,
     /// One per group of the topic, by the group's index.
     cursors: Vec<Cursor>,
-    /// Woken when acknowledgements or a leaving member make room.
-    room: Arc<Notify>,
     /// Whether a publisher waits for room (so that acks only wake when someone waits).
     waiting: bool,
 }
@@ -323,7 +324,12 @@ impl Partition {
             let Some((member, wake)) = &c.member else {
                 continue;
             };
-            if c.next == off && !c.holding {
+            if c.holding {
+                // The member was woken when the hold began, and its next take (once what it
+                // holds is queued) reads everything up to here: no wake-up per message.
+                continue;
+            }
+            if c.next == off {
                 if let Some(inbox) = &c.inbox {
                     let d = delivery(topic, p, group, *member, off, last, false);
                     if inbox.offer(d).is_ok() {
@@ -381,11 +387,11 @@ impl Topic {
                         start: 0,
                         log: Log::default(),
                         cursors: Vec::new(),
-                        room: Arc::new(Notify::new()),
                         waiting: false,
                     })
                 })
                 .collect(),
+            rooms: (0..n).map(|_| Notify::new()).collect(),
             groups: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             next_unkeyed: AtomicUsize::new(0),
@@ -544,13 +550,25 @@ impl MemoryBackend {
             return Ok(());
         }
         let p = t.partition_of(message.key.as_ref());
-        self.store_in(&t, p, message)
+        self.store_in(&t, p, message, false)
     }
 
-    /// Appends `message` to partition `p` of `t` unless it is full or the broker paused.
-    fn store_in(&self, t: &Arc<Topic>, p: usize, message: Outbound) -> Result<(), Outbound> {
+    /// Appends `message` to partition `p` of `t` unless it is full or the broker paused; a
+    /// full partition is marked as `waited` on if so (under the same lock, so that the
+    /// acknowledgement that makes room next wakes the caller).
+    fn store_in(
+        &self,
+        t: &Arc<Topic>,
+        p: usize,
+        message: Outbound,
+        waited: bool,
+    ) -> Result<(), Outbound> {
         let mut part = lock(&t.partitions[p]);
-        if self.broker.paused() || part.full(self.broker.shared.capacity) {
+        if self.broker.paused() {
+            return Err(message);
+        }
+        if part.full(self.broker.shared.capacity) {
+            part.waiting |= waited;
             return Err(message);
         }
         let at = t.config.retention.max_age.map(|_| Instant::now());
@@ -567,13 +585,18 @@ impl MemoryBackend {
         Ok(())
     }
 
-    /// The slow path: waits for the outage to end or for room in the partition.
+    /// The slow path: waits for the outage to end or for room in the partition. A full
+    /// partition is the common case of a publisher that outpaces its subscribers, so the wait
+    /// registers with the partition's wake-up only: not with the outage's (unless there is
+    /// one) nor with the close signal's, both shared by every publisher (the close wakes the
+    /// partitions' waiters itself, see [`MemoryBackend::close`]).
     async fn store_waiting(&self, topic: &TopicName, mut message: Outbound) -> bool {
+        let t = self.broker.topic_entry(topic);
+        let p = t.partition_of(message.key.as_ref());
         loop {
-            if !self.broker.while_paused(&self.closed).await {
+            if self.broker.paused() && !self.broker.while_paused(&self.closed).await {
                 return false;
             }
-            let t = self.broker.topic_entry(topic);
             if t.config.durability == Durability::Ephemeral {
                 // Never full: only a pause (waited out above) stops it.
                 match self.store_now(topic, message) {
@@ -582,24 +605,33 @@ impl MemoryBackend {
                 }
                 continue;
             }
-            let p = t.partition_of(message.key.as_ref());
-            let room = {
-                let mut part = lock(&t.partitions[p]);
-                part.waiting = true;
-                part.room.clone()
-            };
-            // Registered before trying, so that no room made meanwhile is missed.
-            let notified = room.notified();
+            // Registered before the checks, so that no room made and no close given meanwhile
+            // is missed.
+            let notified = t.rooms[p].notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            message = match self.store_in(&t, p, message) {
+            if self.closed.is_set() {
+                return false;
+            }
+            message = match self.store_in(&t, p, message, true) {
                 Ok(()) => return true,
                 Err(m) => m,
             };
-            tokio::select! {
-                _ = notified => {}
-                _ = self.closed.wait() => return false,
-            }
+            notified.await;
+        }
+    }
+
+    /// Wakes every publisher waiting for room in this broker, for them to see the close (those
+    /// of other buses look again and wait on).
+    fn wake_publishers(&self) {
+        let topics = self
+            .broker
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in topics.values() {
+            t.rooms.iter().for_each(Notify::notify_waiters);
         }
     }
 }
@@ -652,6 +684,20 @@ impl Backend for MemoryBackend {
             return Some(message);
         }
         self.store_now(topic, message).err()
+    }
+
+    /// Stored is acknowledged (one boxed future, not the default's two).
+    fn publish<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        message: Outbound,
+    ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            match self.store_waiting(topic, message).await {
+                true => Ok(()),
+                false => Err(PublishError::Closed),
+            }
+        })
     }
 
     /// The broker has the message once it is stored: its acknowledgement is there at once.
@@ -771,6 +817,7 @@ impl Backend for MemoryBackend {
         Box::pin(async move {
             // Everything published is already stored: nothing to flush.
             self.closed.set();
+            self.wake_publishers();
             Ok(())
         })
     }
@@ -873,7 +920,7 @@ impl Subscription for LogSubscription {
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let _groups = lock(&self.topic.groups);
-            for p in self.topic.partitions.iter() {
+            for (i, p) in self.topic.partitions.iter().enumerate() {
                 let mut p = lock(p);
                 let c = &mut p.cursors[self.group];
                 if c.is_member(self.member) {
@@ -884,7 +931,7 @@ impl Subscription for LogSubscription {
                     c.next = c.committed;
                     // Its unacknowledged messages no longer hold publishers back.
                     if std::mem::take(&mut p.waiting) {
-                        p.room.notify_waiters();
+                        self.topic.rooms[i].notify_waiters();
                     }
                 }
             }
@@ -943,7 +990,7 @@ impl LogAck {
         let advanced = c.acks.ack(self.offset - c.committed);
         c.committed += advanced;
         if advanced > 0 && std::mem::take(&mut part.waiting) {
-            part.room.notify_waiters();
+            self.topic.rooms[self.partition].notify_waiters();
         }
         advanced > 0
     }

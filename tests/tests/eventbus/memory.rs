@@ -332,3 +332,74 @@ async fn acknowledgements_are_not_held_while_a_handler_waits() {
     wait_until(suite_wait(), "all acknowledged", || lag() == Some(0)).await;
     bus.close().await.unwrap();
 }
+
+/// A publish to a full partition waits for room: with two groups, the acknowledgements of the
+/// first do not let it through, the last group's do, at once (not at the publish timeout); and
+/// the close of the publishing bus ends such a wait at once, though no room was made.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_partition_holds_publishers_until_room_or_close() {
+    use std::time::Duration;
+    let broker = eventbus::MemoryBroker::with_capacity(2);
+    let subs = EventBus::builder()
+        .close_deadline(Duration::from_millis(200))
+        .memory(&broker);
+    let publisher = EventBus::builder()
+        .publish_timeout(Duration::from_secs(60))
+        .memory(&broker);
+    let t = topic("full-partition");
+    let config = TopicConfig::new(&t).unwrap().partitions(1);
+    subs.create_topic(config).await.unwrap();
+    let (open_a, open_b) = (
+        Arc::new(tokio::sync::Semaphore::new(0)),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let seen_a = counting(&subs, &t, "a", Some(open_a.clone())).await;
+    let seen_b = counting(&subs, &t, "b", Some(open_b.clone())).await;
+    let publish = |payload: &'static str| {
+        let (bus, t) = (publisher.clone(), t.clone());
+        tokio::spawn(async move { bus.publish(&t, Outbound::new(payload)).await })
+    };
+    for p in ["0", "1"] {
+        publish(p).await.unwrap().unwrap();
+    }
+    let waiting = publish("2");
+    let still_waits = |what: &str| {
+        assert!(!waiting.is_finished(), "the publish went through {what}");
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    still_waits("with 2 messages unacknowledged");
+    open_a.add_permits(2);
+    wait_until(suite_wait(), "group a to handle both", || {
+        seen_a.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    still_waits("before group b acknowledged");
+    open_b.add_permits(3);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("room wakes the publisher")
+        .unwrap()
+        .unwrap();
+    // Group a holds "2" unacknowledged: "3" fills the partition, "4" waits until the close.
+    publish("3").await.unwrap().unwrap();
+    let closing = publish("4");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!closing.is_finished(), "the publish of 4 went through");
+    publisher.close().await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("the close wakes the publisher")
+        .unwrap();
+    assert!(
+        matches!(closed, Err(eventbus::PublishError::Closed)),
+        "{closed:?}"
+    );
+    open_a.add_permits(2);
+    open_b.add_permits(1);
+    wait_until(suite_wait(), "both groups to handle 0..=3", || {
+        seen_a.load(Ordering::SeqCst) == 4 && seen_b.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    subs.close().await.unwrap();
+}
