@@ -68,8 +68,9 @@ struct Shared {
 struct Topic {
     config: TopicConfig,
     partitions: Box<[Mutex<Partition>]>,
-    /// Per partition: woken when acknowledgements or a leaving member make room, and when a
-    /// bus closes (outside the partition's lock, which a waiting publisher need not take).
+    /// Per partition: woken when acknowledgements or a leaving member make room, when an
+    /// outage ends and when a bus closes (outside the partition's lock, which a waiting
+    /// publisher need not take).
     rooms: Box<[Notify]>,
     /// The persistent groups, by name: their index in each partition's `cursors`.
     groups: Mutex<HashMap<String, usize>>,
@@ -450,6 +451,17 @@ impl MemoryBroker {
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::SeqCst);
         self.shared.resumed.notify_waiters();
+        // A publisher whose last try met the outage waits on its partition's wake-up.
+        self.wake_publishers();
+    }
+
+    /// Wakes every publisher waiting for room, for it to look again: at the end of an outage
+    /// and at a bus's close (those of other buses wait on).
+    fn wake_publishers(&self) {
+        let topics = self.shared.topics.read().unwrap_or_else(|e| e.into_inner());
+        for t in topics.values() {
+            t.rooms.iter().for_each(Notify::notify_waiters);
+        }
     }
 
     /// How many messages `topic` holds (all partitions, within the retention).
@@ -588,8 +600,8 @@ impl MemoryBackend {
     /// The slow path: waits for the outage to end or for room in the partition. A full
     /// partition is the common case of a publisher that outpaces its subscribers, so the wait
     /// registers with the partition's wake-up only: not with the outage's (unless there is
-    /// one) nor with the close signal's, both shared by every publisher (the close wakes the
-    /// partitions' waiters itself, see [`MemoryBackend::close`]).
+    /// one) nor with the close signal's, both shared by every publisher (the end of an outage
+    /// and a close wake the partitions' waiters themselves: [`MemoryBroker::wake_publishers`]).
     async fn store_waiting(&self, topic: &TopicName, mut message: Outbound) -> bool {
         let t = self.broker.topic_entry(topic);
         let p = t.partition_of(message.key.as_ref());
@@ -618,20 +630,6 @@ impl MemoryBackend {
                 Err(m) => m,
             };
             notified.await;
-        }
-    }
-
-    /// Wakes every publisher waiting for room in this broker, for them to see the close (those
-    /// of other buses look again and wait on).
-    fn wake_publishers(&self) {
-        let topics = self
-            .broker
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        for t in topics.values() {
-            t.rooms.iter().for_each(Notify::notify_waiters);
         }
     }
 }
@@ -817,7 +815,7 @@ impl Backend for MemoryBackend {
         Box::pin(async move {
             // Everything published is already stored: nothing to flush.
             self.closed.set();
-            self.wake_publishers();
+            self.broker.wake_publishers();
             Ok(())
         })
     }
