@@ -369,12 +369,14 @@ async fn a_full_partition_holds_publishers_until_room_or_close() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     still_waits("with 2 messages unacknowledged");
     open_a.add_permits(2);
-    wait_until(suite_wait(), "group a to handle both", || {
-        seen_a.load(Ordering::SeqCst) == 2
+    // Handled is not yet acknowledged: wait for the broker to have group a's acknowledgements.
+    let lag = |g: &str| subs.health().lag.get(&(t.clone(), g.to_string())).copied();
+    wait_until(suite_wait(), "group a to acknowledge both", || {
+        seen_a.load(Ordering::SeqCst) == 2 && (lag("a") == Some(0) || waiting.is_finished())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     still_waits("before group b acknowledged");
+    assert_eq!(lag("b"), Some(2));
     open_b.add_permits(3);
     tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
