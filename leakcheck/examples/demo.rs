@@ -1,7 +1,7 @@
-//! The main job of this repository for now: run a leaky and a clean shutdown of the same small
-//! worker pool under leakcheck and print both reports.
+//! A leaky and a clean shutdown of the same small worker pool under leakcheck, both reports
+//! printed (the README's "What a report looks like").
 //!
-//! `cargo run -p leakcheck --example demo`
+//! `cargo run --example demo` (at the workspace root)
 
 use std::time::Duration;
 

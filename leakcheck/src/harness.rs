@@ -245,7 +245,6 @@ fn run<T>(
     let check = options
         .configure(&test)
         .and_then(|b| {
-            #[cfg(feature = "console")]
             let b = crate::console::from_env(b)?;
             let spec = if sync {
                 RuntimeSpec::None

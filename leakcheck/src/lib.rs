@@ -4,7 +4,6 @@
 mod check;
 mod component;
 mod config;
-#[cfg(feature = "console")]
 mod console;
 mod error;
 mod harness;
