@@ -651,10 +651,12 @@ impl EventBus {
 
     /// Counters and pool metrics.
     pub fn metrics(&self) -> Metrics {
-        self.inner.counters.snapshot(
+        let mut m = self.inner.counters.snapshot(
             self.inner.keyed_monitor.as_ref(),
             self.inner.global_monitor.as_ref(),
-        )
+        );
+        m.revoked_partitions = self.inner.backend.revoked_partitions();
+        m
     }
 
     /// `name` validated, from the cache when it was seen before.

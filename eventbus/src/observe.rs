@@ -92,6 +92,10 @@ pub struct Metrics {
     pub queued: u64,
     /// The most messages ever waiting in one worker queue (at most its capacity).
     pub queued_peak: u64,
+    /// Partitions that consumer group rebalances took from this bus's subscriptions while they
+    /// ran, their own close left out (Kafka; always 0 on the other backends). Rebalancing
+    /// cooperatively (Kafka's default here), only partitions that change owner count.
+    pub revoked_partitions: u64,
     /// The keyed pools' tasks (tokio-metrics); `None` unless [`BusBuilder::pool_metrics`] is
     /// on.
     ///
@@ -146,6 +150,7 @@ impl Counters {
             handed_back: get(&self.handed_back),
             queued: self.queued.load(Ordering::Relaxed).max(0) as u64,
             queued_peak: self.queued_peak.load(Ordering::Relaxed).max(0) as u64,
+            revoked_partitions: 0,
             keyed_pool: keyed.map(PoolMetrics::of),
             global_pool: global.map(PoolMetrics::of),
         }

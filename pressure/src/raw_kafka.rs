@@ -113,6 +113,11 @@ impl Transport for RawKafka {
                 .set("group.id", &names.group)
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
+                // The bus's default rebalancing (`eventbus::DEFAULT_KAFKA_REBALANCING`).
+                .set(
+                    "partition.assignment.strategy",
+                    eventbus::DEFAULT_KAFKA_REBALANCING.strategy(),
+                )
                 // The bus's default (`eventbus::DEFAULT_KAFKA_FETCH_WAIT_MAX`): both sides fetch alike.
                 .set(
                     "fetch.wait.max.ms",

@@ -19,9 +19,10 @@ use std::sync::Arc;
 pub(crate) use kafka::KafkaBackend;
 #[cfg(feature = "kafka")]
 pub use kafka::{
-    Compression, KafkaConfig, DEFAULT_KAFKA_COMMIT_INTERVAL, DEFAULT_KAFKA_COMPRESSION,
-    DEFAULT_KAFKA_FETCH_WAIT_MAX, DEFAULT_KAFKA_HEARTBEAT_INTERVAL, DEFAULT_KAFKA_IDEMPOTENCE,
-    DEFAULT_KAFKA_SESSION_TIMEOUT, DEFAULT_KAFKA_STATS_INTERVAL,
+    Compression, KafkaConfig, Rebalancing, DEFAULT_KAFKA_COMMIT_INTERVAL,
+    DEFAULT_KAFKA_COMPRESSION, DEFAULT_KAFKA_FETCH_WAIT_MAX, DEFAULT_KAFKA_HEARTBEAT_INTERVAL,
+    DEFAULT_KAFKA_IDEMPOTENCE, DEFAULT_KAFKA_REBALANCING, DEFAULT_KAFKA_SESSION_TIMEOUT,
+    DEFAULT_KAFKA_STATS_INTERVAL,
 };
 pub(crate) use memory::MemoryBackend;
 pub use memory::{MemoryBroker, DEFAULT_MEMORY_CAPACITY};
@@ -98,6 +99,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Flushes what is buffered and disconnects.
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>>;
+
+    /// Partitions that consumer group rebalances took from the bus's subscriptions while they
+    /// ran (brokers with consumer groups only).
+    fn revoked_partitions(&self) -> u64 {
+        0
+    }
 }
 
 /// A group membership on a topic.

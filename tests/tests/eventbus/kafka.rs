@@ -1,13 +1,20 @@
 //! The suite on a Kafka-compatible broker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use eventbus::{
-    ConnectError, Durability, EventBus, KafkaConfig, Retention, TopicConfig, TopicError,
+    ConnectError, Durability, EventBus, KafkaConfig, Outbound, Rebalancing, Retention, TopicConfig,
+    TopicError,
 };
 use leakcheck::{leak_test, Kind};
 use leakcheck_tests::scenarios::release;
 
 use crate::suite;
-use crate::support::{leaks, topic, Fixture, Real};
+use crate::support::{group, leaks, topic, wait_until, Fixture, Real};
+
+const WAIT: Duration = Duration::from_secs(60);
 
 suite_on!(Real::kafka().await;
     ordering,
@@ -148,4 +155,58 @@ async fn close_while_down() {
         // The producer had nothing left to flush (the timed-out message was dropped).
         closed.unwrap();
     }
+}
+
+/// Subscriptions of one group on different topics rebalance together. When a second one joins,
+/// the first keeps its partitions under the default (cooperative) rebalancing, and goes on
+/// handling; eager rebalancing takes them all away until the group has re-formed.
+#[leak_test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_subscription_leaves_the_others_partitions_alone() {
+    let kafka = Real::kafka().await;
+    let revoked = revoked_when_a_second_topic_joins(kafka.kafka_config()).await;
+    assert_eq!(
+        revoked, 0,
+        "the first subscription's partitions were revoked"
+    );
+    let config = kafka.kafka_config().rebalancing(Rebalancing::Eager);
+    let revoked = revoked_when_a_second_topic_joins(config).await;
+    // Both partitions of the first topic (two by default), while the second topic's joined.
+    assert!(
+        revoked >= 2,
+        "eager rebalancing revoked {revoked} partitions"
+    );
+}
+
+/// Subscribes one group to a topic, then to a second one, each working before the next step:
+/// the partitions the first subscription lost meanwhile.
+async fn revoked_when_a_second_topic_joins(config: KafkaConfig) -> u64 {
+    let bus = EventBus::builder().kafka(config).await.unwrap();
+    let g = group(&topic("shared"), "members");
+    let mut counts = Vec::new();
+    for t in [topic("first"), topic("second")] {
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        bus.subscribe(&t, &g, move |_| {
+            h.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok::<_, std::io::Error>(()))
+        })
+        .await
+        .unwrap();
+        bus.publish(&t, Outbound::new("1")).await.unwrap();
+        wait_until(WAIT, &format!("{t} handled"), || {
+            handled.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        counts.push((t, handled));
+    }
+    // The first subscription works after the group re-formed.
+    let (first, handled) = &counts[0];
+    bus.publish(first, Outbound::new("2")).await.unwrap();
+    wait_until(WAIT, "the first topic handled again", || {
+        handled.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    let revoked = bus.metrics().revoked_partitions;
+    bus.close().await.unwrap();
+    revoked
 }

@@ -1,11 +1,12 @@
 //! What librdkafka tells the bus about its connections, through the client callbacks: broker
-//! states and lag from the statistics, and "all brokers down" from the error callback.
+//! states and lag from the statistics, "all brokers down" from the error callback, and the
+//! partitions that rebalances take away.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::Statistics;
 
@@ -22,6 +23,8 @@ pub(super) struct Link {
     /// Counts the returns from an outage: the broker may have restarted without the topics
     /// the bus created (a broker with in-memory storage).
     reconnects: AtomicU64,
+    /// Partitions that rebalances took from the bus's consumers while they ran.
+    revoked: AtomicU64,
 }
 
 impl Link {
@@ -47,6 +50,10 @@ impl Link {
         self.reconnects.load(Ordering::Acquire)
     }
 
+    pub(super) fn revoked(&self) -> u64 {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     fn down(&self) {
         let _ = self.state.compare_exchange(
             CONNECTED,
@@ -66,18 +73,30 @@ pub(crate) struct KafkaContext {
     link: Arc<Link>,
     /// The consumer's topic and where to put its lag (`-1`: unknown).
     lag: Option<(String, Arc<AtomicI64>)>,
+    /// Set when the consumer leaves its group: what it gives up then is not taken from it.
+    leaving: AtomicBool,
 }
 
 impl KafkaContext {
     pub(super) fn new(link: Arc<Link>) -> Self {
-        KafkaContext { link, lag: None }
+        KafkaContext {
+            link,
+            lag: None,
+            leaving: AtomicBool::new(false),
+        }
     }
 
     pub(super) fn consumer(link: Arc<Link>, topic: &str, lag: Arc<AtomicI64>) -> Self {
         KafkaContext {
             link,
             lag: Some((topic.to_string(), lag)),
+            leaving: AtomicBool::new(false),
         }
+    }
+
+    /// The consumer is about to leave its group (its close).
+    pub(super) fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
     }
 }
 
@@ -130,4 +149,13 @@ impl ClientContext for KafkaContext {
     }
 }
 
-impl ConsumerContext for KafkaContext {}
+impl ConsumerContext for KafkaContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if !self.leaving.load(Ordering::Relaxed) {
+                let n = partitions.count() as u64;
+                self.link.revoked.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -200,6 +200,7 @@ impl Subscription for KafkaSubscription {
             Self::store(&me.consumer, &me.topic, &mut me.partitions);
             drop(me.member);
             let consumer = me.consumer;
+            consumer.context().leave();
             // Dropping the consumer commits the stored offsets, leaves the group and stops
             // its librdkafka threads; it blocks meanwhile.
             off_runtime("eventbus:kafka-leave", move || drop(consumer)).await;
