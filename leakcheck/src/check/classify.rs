@@ -499,13 +499,14 @@ impl Check {
 }
 
 /// Whether `f` is leakcheck building the checked runtime (`Check::start`, often inlined into
-/// its callers: matched by its source file).
+/// its callers, and then named `start` alone in an optimized build: matched by its source file,
+/// leakcheck's own).
 fn builds_checked_runtime(f: &Frame) -> bool {
-    f.function.starts_with("leakcheck::")
-        && f.function.ends_with("::start")
+    f.function.rsplit("::").next() == Some("start")
         && f.file
             .as_deref()
             .is_some_and(|p| p.replace('\\', "/").ends_with("src/check/start.rs"))
+        && f.is_runtime()
 }
 
 /// The component of a task spawned in the library `spawner`: the library the user called
@@ -699,5 +700,36 @@ impl Survivor {
             await_trace: None,
             age_ms: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_runtime_is_built_by_check_start_however_it_is_named() {
+        let start = concat!(env!("CARGO_MANIFEST_DIR"), "/src/check/start.rs");
+        let frame = |function: &str, file: &str| Frame {
+            function: function.into(),
+            file: Some(file.into()),
+            line: Some(1),
+        };
+        for f in [
+            frame(
+                "leakcheck::check::start::<impl leakcheck::check::Check>::start",
+                start,
+            ),
+            // Inlined into its caller in an optimized build with line tables only.
+            frame("start", start),
+        ] {
+            assert!(builds_checked_runtime(&f), "{f:?}");
+        }
+        // A `start` of the user's own, in a file of the same name.
+        assert!(!builds_checked_runtime(&frame(
+            "start",
+            "/work/app/src/check/start.rs"
+        )));
+        assert!(!builds_checked_runtime(&frame("start_multi_thread", start)));
     }
 }

@@ -91,20 +91,26 @@ const RUNTIME_CRATES: &[&str] = &[
     "signal-hook-registry",
 ];
 
-/// Whether `file` is one of leakcheck's own sources (its spawn hook, its harness).
+/// Whether `file` is one of leakcheck's own sources (its spawn hook, its harness). In an
+/// optimized build their frames often carry a bare function name (`stack`, `pthread_create`),
+/// so the file is what tells them apart.
 fn own_source(file: &str) -> bool {
     // `file!()` of this file: `leakcheck/src/tasks/symbols.rs` in its workspace, an absolute
-    // registry path elsewhere.
-    static OWN_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // registry path elsewhere. Frames inside the workspace under test are made relative to it
+    // (`relative`), but a binary run outside its workspace (from `/`, from an archive) keeps
+    // them absolute, as compiled: under `CARGO_MANIFEST_DIR`.
+    static OWN_SRC: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let own = OWN_SRC.get_or_init(|| {
         let me = file!().replace('\\', "/");
-        me.strip_suffix("tasks/symbols.rs")
+        let relative = me
+            .strip_suffix("tasks/symbols.rs")
             .unwrap_or(&me)
-            .to_string()
+            .to_string();
+        let absolute = format!("{}/src/", env!("CARGO_MANIFEST_DIR").replace('\\', "/"));
+        [relative, absolute]
     });
-    // Frames inside the workspace are made relative to it (`relative`); from a registry, the
-    // crate is `leakcheck`, which `RUNTIME_CRATES` names.
-    file.starts_with(own.as_str())
+    // From a registry, the crate is `leakcheck`, which `RUNTIME_CRATES` names.
+    own.iter().any(|o| file.starts_with(o.as_str()))
 }
 
 /// The first frame of the user's own code in a spawn backtrace (innermost first), and the
@@ -360,6 +366,15 @@ mod tests {
             ),
             ("leakcheck::tasks::instrument::{{closure}}", None),
             ("on_spawn", Some(file!())),
+        ] {
+            assert_eq!(frame(f, file).origin(), Origin::Runtime, "{f} {file:?}");
+        }
+        // The hook's frames of an optimized binary run outside its workspace: a bare name, and
+        // the file as compiled.
+        let hook = format!("{}/src/process/origins.rs", env!("CARGO_MANIFEST_DIR"));
+        for (f, file) in [
+            ("stack", Some(hook.as_str())),
+            ("pthread_create", Some(&hook)),
         ] {
             assert_eq!(frame(f, file).origin(), Origin::Runtime, "{f} {file:?}");
         }
