@@ -5,7 +5,7 @@ use leakcheck::leak_test;
     worker_threads = 2,
     settle = "2s",
     shutdown_timeout = "500ms",
-    allow = ["metrics-ticker", "thread_name=^rdk:"],
+    allow = ["task_name=^metrics-ticker$", "thread_name=^rdk:"],
     backtrace = false,
     snapshot,
     kinds = ["tasks", "threads", "fds", "children"],
