@@ -4,7 +4,7 @@
 //! between tasks). Prints a table and writes `target/bench/eventbus-memory.json`
 //! (`[{name, value, unit}]`).
 //!
-//! `cargo bench -p eventbus --bench memory`
+//! `cargo bench -p pressure --bench memory`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
