@@ -14,7 +14,7 @@ use crate::backend::{Acked, Backend, MemoryBackend, MemoryBroker};
 use crate::delivery::{self, DeadLetterPolicy, Handler, RetryPolicy, SubscriptionCtx, Undecodable};
 use crate::envelope::Envelope;
 use crate::error::{CloseError, HandlerError, PublishError, SubscribeError, TopicError};
-use crate::message::{Message, Outbound};
+use crate::message::{Body, Message, Outbound, SharedHeaders};
 use crate::observe::{ConnectionState, Counters, Health, Metrics};
 use crate::stop::Stop;
 use crate::topic::{validate_name, TopicConfig, TopicName};
@@ -437,7 +437,10 @@ impl EventBus {
 
     /// Publishes an envelope: its aggregate id is the key (so one aggregate's events are
     /// handled in order), the payload is the envelope's wire form (metadata and headers in a
-    /// binary prefix, see [`Envelope::to_wire`]); the message has no headers of its own.
+    /// binary prefix, see [`Envelope::to_wire`]); the message has no headers of its own. On
+    /// the in-process broker ([`BusBuilder::memory`]) the envelope travels as itself: an
+    /// envelope handler gets it without a decode, and the wire form is made only if a raw
+    /// subscriber reads the payload.
     pub async fn publish_envelope(
         &self,
         topic: &str,
@@ -462,6 +465,15 @@ impl EventBus {
         // Valid by construction: `new` and the decoders check, the setters change nothing
         // they check.
         debug_assert!(envelope.validate().is_ok());
+        if self.inner.backend.in_process() {
+            // The in-process broker hands the envelope itself to the handler: no wire form,
+            // and the key is its aggregate id.
+            return Outbound {
+                key: None,
+                headers: SharedHeaders::default(),
+                payload: Body::Envelope(envelope.clone()),
+            };
+        }
         // The key is the aggregate id inside the wire form: no copy of its own.
         let (wire, key) = envelope.to_wire_keyed();
         let key = wire.slice(key);
@@ -504,19 +516,23 @@ impl EventBus {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
-        // Decoded from the delivery itself: no copy of the message per attempt.
-        let handler: Handler =
-            Arc::new(
-                move |m: &Message| match Envelope::from_wire_bytes(m.payload()) {
-                    Ok(e) => {
-                        let fut = handler(e);
-                        Box::pin(async move { fut.await.map_err(Into::into) })
-                    }
-                    Err(e) => Box::pin(std::future::ready(Err(
-                        Box::new(Undecodable(e)) as HandlerError
-                    ))),
-                },
-            );
+        // Decoded from the delivery itself: no copy of the message per attempt. From the
+        // in-process broker, the envelope itself (a reference count).
+        let handler: Handler = Arc::new(move |m: &Message| {
+            let decoded = match m.payload.envelope() {
+                Some(e) => Ok(e.clone()),
+                None => Envelope::from_wire_bytes(m.payload()),
+            };
+            match decoded {
+                Ok(e) => {
+                    let fut = handler(e);
+                    Box::pin(async move { fut.await.map_err(Into::into) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(
+                    Box::new(Undecodable(e)) as HandlerError
+                ))),
+            }
+        });
         self.start_subscription(topic, group, handler).await
     }
 
@@ -679,5 +695,89 @@ impl EventBus {
             .last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A memory bus with one topic.
+    async fn memory_bus(builder: BusBuilder, topic: &str) -> EventBus {
+        let bus = builder.memory(&MemoryBroker::new());
+        bus.create_topic(TopicConfig::new(topic).unwrap())
+            .await
+            .unwrap();
+        bus
+    }
+
+    async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("the subscription is open")
+    }
+
+    #[leakcheck::leak_test]
+    async fn an_envelope_crosses_the_memory_broker_as_itself() {
+        let bus = memory_bus(EventBus::builder(), "orders").await;
+        let (tx, mut envelopes) = mpsc::unbounded_channel();
+        bus.subscribe_envelopes("orders", "decoded", move |e: Envelope| {
+            tx.send(e).unwrap();
+            std::future::ready(Ok::<(), std::io::Error>(()))
+        })
+        .await
+        .unwrap();
+        let e = Envelope::new("order-42", "OrderPlaced", 1, "total=10")
+            .unwrap()
+            .with_header("tenant", "acme");
+        bus.publish_envelope("orders", &e).await.unwrap();
+        let got = recv(&mut envelopes).await;
+        assert_eq!(got, e);
+        assert!(
+            got.shares_fields(&e),
+            "the handler gets the published value"
+        );
+        assert!(!e.has_wire(), "no wire form was made");
+
+        // A raw subscriber of the same topic reads the wire form, made once, on demand.
+        let (tx, mut raw) = mpsc::unbounded_channel();
+        bus.subscribe("orders", "raw", move |m: Message| {
+            let key = m.key().map(<[u8]>::to_vec);
+            tx.send((key, m.payload().clone())).unwrap();
+            std::future::ready(Ok::<(), std::io::Error>(()))
+        })
+        .await
+        .unwrap();
+        let second = Envelope::new("order-43", "OrderPlaced", 1, "total=11").unwrap();
+        bus.publish_envelope("orders", &second).await.unwrap();
+        let (key, payload) = recv(&mut raw).await;
+        assert_eq!(key.as_deref(), Some(&b"order-43"[..]));
+        assert_eq!(Envelope::from_wire(&payload).unwrap(), second);
+        assert_eq!(payload, second.to_wire());
+        assert!(second.has_wire());
+        assert_eq!(recv(&mut envelopes).await, second);
+        bus.close().await.unwrap();
+    }
+
+    #[leakcheck::leak_test]
+    async fn an_in_process_envelope_is_held_to_its_wire_size() {
+        let e = Envelope::new("order-42", "OrderPlaced", 1, vec![0; 100]).unwrap();
+        let size = e.to_wire().len();
+        let e = e.with_correlation_id("req-7");
+        let size = size + 4 + "req-7".len();
+        let fits = memory_bus(EventBus::builder().max_payload_bytes(size), "t").await;
+        fits.publish_envelope("t", &e).await.unwrap();
+        fits.close().await.unwrap();
+        let tight = memory_bus(EventBus::builder().max_payload_bytes(size - 1), "t").await;
+        match tight.publish_envelope("t", &e).await {
+            Err(PublishError::TooLarge { size: s, limit, .. }) => {
+                assert_eq!((s, limit), (size, size - 1))
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        tight.close().await.unwrap();
     }
 }

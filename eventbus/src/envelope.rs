@@ -2,6 +2,7 @@
 //! [`Envelope`], which every user of the bus meets).
 
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -64,6 +65,13 @@ pub const MAX_AGGREGATE_ID: usize = 256;
 /// refused with [`EnvelopeError::Decode`] naming it.
 #[derive(Clone)]
 pub struct Envelope {
+    fields: Arc<Fields>,
+}
+
+/// An envelope's contents, shared by its clones: handing an envelope to a handler attempt or
+/// across an in-process broker costs a reference count, not a copy of its strings.
+#[derive(Clone)]
+struct Fields {
     event_id: Text,
     aggregate_id: Text,
     event_type: Text,
@@ -76,18 +84,44 @@ pub struct Envelope {
     payload: Bytes,
     /// What a decoded envelope's [`Text::Wire`] strings lie in; empty otherwise.
     wire: Bytes,
+    /// The wire form, once made by [`Envelope::wire`] (an in-process delivery makes it only if
+    /// someone reads its bytes); reset by every setter.
+    encoded: OnceLock<Bytes>,
 }
 
 /// A string of an envelope. A decoded one is a range of the received bytes (checked as UTF-8
-/// when decoded), so that decoding allocates and copies nothing; a new event id is written in
-/// place.
+/// when decoded), so that decoding allocates and copies nothing; a short one (a new event id,
+/// most aggregate ids and event types) lies in place, so that making, sharing and dropping an
+/// envelope allocates once, for its fields.
 #[derive(Clone)]
 enum Text {
     Owned(String),
-    /// A hyphenated UUID.
-    Id([u8; 36]),
+    /// `len` UTF-8 bytes at the start of the array.
+    Inline(u8, [u8; INLINE]),
     /// `wire[start..end]`.
     Wire(u32, u32),
+}
+
+/// The longest string a [`Text`] holds in place: a hyphenated UUID and then some, in the room
+/// an owned `String` and the enum's tag take anyway.
+const INLINE: usize = 38;
+
+impl Text {
+    fn new(s: &str) -> Text {
+        if s.len() > INLINE {
+            return Text::Owned(s.to_owned());
+        }
+        let mut b = [0; INLINE];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        Text::Inline(s.len() as u8, b)
+    }
+
+    fn from_string(s: String) -> Text {
+        match s.len() > INLINE {
+            true => Text::Owned(s),
+            false => Text::new(&s),
+        }
+    }
 }
 
 impl PartialEq for Envelope {
@@ -95,12 +129,12 @@ impl PartialEq for Envelope {
         self.event_id() == other.event_id()
             && self.aggregate_id() == other.aggregate_id()
             && self.event_type() == other.event_type()
-            && self.event_version == other.event_version
-            && self.timestamp_ms == other.timestamp_ms
+            && self.fields.event_version == other.fields.event_version
+            && self.fields.timestamp_ms == other.fields.timestamp_ms
             && self.trace_id() == other.trace_id()
             && self.correlation_id() == other.correlation_id()
-            && self.headers == other.headers
-            && self.payload == other.payload
+            && self.fields.headers == other.fields.headers
+            && self.fields.payload == other.fields.payload
     }
 }
 
@@ -112,31 +146,35 @@ impl std::fmt::Debug for Envelope {
             .field("event_id", &self.event_id())
             .field("aggregate_id", &self.aggregate_id())
             .field("event_type", &self.event_type())
-            .field("event_version", &self.event_version)
+            .field("event_version", &self.fields.event_version)
             .field("timestamp", &self.timestamp())
             .field("trace_id", &self.trace_id())
             .field("correlation_id", &self.correlation_id())
-            .field("headers", &self.headers)
-            .field("payload", &self.payload)
+            .field("headers", &self.fields.headers)
+            .field("payload", &self.fields.payload)
             .finish()
     }
 }
 
 impl Envelope {
     /// A new event with a random `event_id` and the current time. The aggregate id must be 1 to
-    /// [`MAX_AGGREGATE_ID`] bytes of `[A-Za-z0-9._:-]`; the version at least 1.
+    /// [`MAX_AGGREGATE_ID`] bytes of `[A-Za-z0-9._:-]`; the version at least 1. Both strings are
+    /// copied (in place when short: no allocation).
     pub fn new(
-        aggregate_id: impl Into<String>,
-        event_type: impl Into<String>,
+        aggregate_id: impl AsRef<str>,
+        event_type: impl AsRef<str>,
         event_version: u32,
         payload: impl Into<Bytes>,
     ) -> Result<Self, EnvelopeError> {
-        let mut id = [0; 36];
-        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
-        let e = Envelope {
-            event_id: Text::Id(id),
-            aggregate_id: Text::Owned(aggregate_id.into()),
-            event_type: Text::Owned(event_type.into()),
+        let mut id = [0; INLINE];
+        let len = uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut id)
+            .len();
+        let f = Fields {
+            event_id: Text::Inline(len as u8, id),
+            aggregate_id: Text::new(aggregate_id.as_ref()),
+            event_type: Text::new(event_type.as_ref()),
             event_version,
             // Millisecond precision, as on the wire: a round trip gives the same envelope.
             timestamp_ms: millis(SystemTime::now()),
@@ -145,148 +183,150 @@ impl Envelope {
             headers: Headers::new(),
             payload: payload.into(),
             wire: Bytes::new(),
+            encoded: OnceLock::new(),
         };
-        e.validate()?;
-        Ok(e)
+        f.validate()?;
+        Ok(Envelope {
+            fields: Arc::new(f),
+        })
+    }
+
+    /// The fields, to change: copied first if a clone shares them; the wire form made so far
+    /// no longer holds.
+    fn fields_mut(&mut self) -> &mut Fields {
+        let f = Arc::make_mut(&mut self.fields);
+        f.encoded = OnceLock::new();
+        f
     }
 
     /// Sets the trace id.
     pub fn with_trace_id(mut self, id: impl Into<String>) -> Self {
-        self.trace_id = Some(Text::Owned(id.into()));
+        self.fields_mut().trace_id = Some(Text::from_string(id.into()));
         self
     }
 
     /// Sets the correlation id.
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.correlation_id = Some(Text::Owned(id.into()));
+        self.fields_mut().correlation_id = Some(Text::from_string(id.into()));
         self
     }
 
     /// Adds a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.insert(name.into(), value.into());
+        self.fields_mut().headers.insert(name.into(), value.into());
         self
     }
 
     /// Sets the event id (for example to re-publish an event under its own identity).
     pub fn with_event_id(mut self, id: impl Into<String>) -> Self {
-        self.event_id = Text::Owned(id.into());
+        self.fields_mut().event_id = Text::from_string(id.into());
         self
     }
 
     /// The unique id of this event.
     pub fn event_id(&self) -> &str {
-        self.text(&self.event_id)
+        self.fields.text(&self.fields.event_id)
     }
 
     /// The aggregate it belongs to: events of one aggregate are handled in publish order.
     pub fn aggregate_id(&self) -> &str {
-        self.text(&self.aggregate_id)
+        self.fields.text(&self.fields.aggregate_id)
     }
 
     /// What happened.
     pub fn event_type(&self) -> &str {
-        self.text(&self.event_type)
+        self.fields.text(&self.fields.event_type)
     }
 
     /// The version of the event type's schema.
     pub fn event_version(&self) -> u32 {
-        self.event_version
+        self.fields.event_version
     }
 
     /// When it happened (millisecond precision on the wire).
     pub fn timestamp(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.timestamp_ms)
+        UNIX_EPOCH + Duration::from_millis(self.fields.timestamp_ms)
     }
 
     /// The trace id, if any.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_ref().map(|t| self.text(t))
+        let f = &self.fields;
+        f.trace_id.as_ref().map(|t| f.text(t))
     }
 
     /// The correlation id, if any.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_ref().map(|t| self.text(t))
+        let f = &self.fields;
+        f.correlation_id.as_ref().map(|t| f.text(t))
     }
 
     /// The headers.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        &self.fields.headers
     }
 
     /// The payload.
     pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// A string's bytes, unchecked (for the wire: every `Text` is UTF-8 when made).
-    fn raw<'a>(&'a self, t: &'a Text) -> &'a [u8] {
-        match t {
-            Text::Owned(s) => s.as_bytes(),
-            Text::Id(id) => id,
-            Text::Wire(start, end) => self
-                .wire
-                .get(*start as usize..*end as usize)
-                .unwrap_or_default(),
-        }
-    }
-
-    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
-        match t {
-            Text::Owned(s) => s,
-            // Checked when made: the fallback is never taken.
-            _ => std::str::from_utf8(self.raw(t)).unwrap_or_default(),
-        }
+        &self.fields.payload
     }
 
     pub(crate) fn validate(&self) -> Result<(), EnvelopeError> {
-        check(
-            self.aggregate_id().as_bytes(),
-            self.event_version,
-            self.event_type().as_bytes(),
-        )
+        self.fields.validate()
+    }
+
+    /// The aggregate id's bytes (the message key), without the UTF-8 check of
+    /// [`aggregate_id`](Self::aggregate_id).
+    pub(crate) fn aggregate_id_bytes(&self) -> &[u8] {
+        self.fields.raw(&self.fields.aggregate_id)
     }
 
     /// The wire form (version [`WIRE_FORMAT_VERSION`], see [`Envelope`]).
     pub fn to_wire(&self) -> Bytes {
-        self.to_wire_keyed().0
+        self.wire().clone()
+    }
+
+    /// The wire form, made once per envelope (its clones share it).
+    pub(crate) fn wire(&self) -> &Bytes {
+        self.fields.encoded.get_or_init(|| self.to_wire_keyed().0)
+    }
+
+    /// Whether the wire form was made.
+    #[cfg(test)]
+    pub(crate) fn has_wire(&self) -> bool {
+        self.fields.encoded.get().is_some()
+    }
+
+    /// Whether `other` is a clone of this envelope (its fields shared, not copied).
+    #[cfg(test)]
+    pub(crate) fn shares_fields(&self, other: &Envelope) -> bool {
+        Arc::ptr_eq(&self.fields, &other.fields)
+    }
+
+    /// How long the wire form is, without making it.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.fields.wire_len()
     }
 
     /// The wire form and where the aggregate id lies in it (the bus's message key is that
     /// slice, so it costs no copy).
     pub(crate) fn to_wire_keyed(&self) -> (Bytes, Range<usize>) {
-        let strings = [
-            Some(self.raw(&self.event_id)),
-            Some(self.raw(&self.aggregate_id)),
-            Some(self.raw(&self.event_type)),
-            self.trace_id.as_ref().map(|t| self.raw(t)),
-            self.correlation_id.as_ref().map(|t| self.raw(t)),
-        ];
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
-            .sum();
-        let len = FIXED
-            + strings.iter().flatten().map(|s| 4 + s.len()).sum::<usize>()
-            + 4
-            + headers
-            + self.payload.len();
+        let f = &*self.fields;
+        let len = f.wire_len();
         let mut w = BytesMut::with_capacity(len);
         w.put_u8(MAGIC);
         w.put_u8(WIRE_FORMAT_VERSION as u8);
-        w.put_u64_le(self.timestamp_ms);
-        w.put_u32_le(self.event_version);
+        w.put_u64_le(f.timestamp_ms);
+        w.put_u32_le(f.event_version);
         let mut flags = 0;
-        if self.trace_id.is_some() {
+        if f.trace_id.is_some() {
             flags |= FLAG_TRACE;
         }
-        if self.correlation_id.is_some() {
+        if f.correlation_id.is_some() {
             flags |= FLAG_CORRELATION;
         }
         w.put_u8(flags);
         let mut key = 0..0;
-        for (i, s) in strings.iter().enumerate() {
+        for (i, s) in f.strings().iter().enumerate() {
             if let Some(s) = s {
                 put_str(&mut w, s);
                 if i == 1 {
@@ -294,12 +334,12 @@ impl Envelope {
                 }
             }
         }
-        w.put_u32_le(self.headers.len() as u32);
-        for (k, v) in &self.headers {
+        w.put_u32_le(f.headers.len() as u32);
+        for (k, v) in &f.headers {
             put_str(&mut w, k.as_bytes());
             put_str(&mut w, v.as_bytes());
         }
-        w.put_slice(&self.payload);
+        w.put_slice(&f.payload);
         debug_assert_eq!(w.len(), len);
         (w.freeze(), key)
     }
@@ -374,16 +414,19 @@ impl Envelope {
             headers.insert(name, value);
         }
         Ok(Envelope {
-            event_id,
-            aggregate_id,
-            event_type,
-            event_version,
-            timestamp_ms,
-            trace_id,
-            correlation_id,
-            headers,
-            payload: bytes.slice(r.at..),
-            wire: bytes.clone(),
+            fields: Arc::new(Fields {
+                event_id,
+                aggregate_id,
+                event_type,
+                event_version,
+                timestamp_ms,
+                trace_id,
+                correlation_id,
+                headers,
+                payload: bytes.slice(r.at..),
+                wire: bytes.clone(),
+                encoded: OnceLock::new(),
+            }),
         })
     }
 
@@ -401,20 +444,82 @@ impl Envelope {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(&wire.payload)
             .map_err(|e| decode(format!("payload is not base64: {e}")))?;
-        let e = Envelope {
-            event_id: Text::Owned(wire.event_id),
-            aggregate_id: Text::Owned(wire.aggregate_id),
-            event_type: Text::Owned(wire.event_type),
+        let f = Fields {
+            event_id: Text::from_string(wire.event_id),
+            aggregate_id: Text::from_string(wire.aggregate_id),
+            event_type: Text::from_string(wire.event_type),
             event_version: wire.event_version,
             timestamp_ms: wire.timestamp_ms,
-            trace_id: wire.trace_id.map(Text::Owned),
-            correlation_id: wire.correlation_id.map(Text::Owned),
+            trace_id: wire.trace_id.map(Text::from_string),
+            correlation_id: wire.correlation_id.map(Text::from_string),
             headers: wire.headers,
             payload: payload.into(),
             wire: Bytes::new(),
+            encoded: OnceLock::new(),
         };
-        e.validate()?;
-        Ok(e)
+        f.validate()?;
+        Ok(Envelope {
+            fields: Arc::new(f),
+        })
+    }
+}
+
+impl Fields {
+    /// A string's bytes, unchecked (for the wire: every `Text` is UTF-8 when made).
+    fn raw<'a>(&'a self, t: &'a Text) -> &'a [u8] {
+        match t {
+            Text::Owned(s) => s.as_bytes(),
+            Text::Inline(len, b) => &b[..usize::from(*len)],
+            Text::Wire(start, end) => self
+                .wire
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        match t {
+            Text::Owned(s) => s,
+            // Checked when made: the fallback is never taken.
+            _ => std::str::from_utf8(self.raw(t)).unwrap_or_default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), EnvelopeError> {
+        check(
+            self.raw(&self.aggregate_id),
+            self.event_version,
+            self.raw(&self.event_type),
+        )
+    }
+
+    /// The strings in wire order; the optional ones `None` when absent.
+    fn strings(&self) -> [Option<&[u8]>; 5] {
+        [
+            Some(self.raw(&self.event_id)),
+            Some(self.raw(&self.aggregate_id)),
+            Some(self.raw(&self.event_type)),
+            self.trace_id.as_ref().map(|t| self.raw(t)),
+            self.correlation_id.as_ref().map(|t| self.raw(t)),
+        ]
+    }
+
+    fn wire_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum();
+        FIXED
+            + self
+                .strings()
+                .iter()
+                .flatten()
+                .map(|s| 4 + s.len())
+                .sum::<usize>()
+            + 4
+            + headers
+            + self.payload.len()
     }
 }
 
@@ -606,6 +711,50 @@ mod tests {
         assert_eq!(Envelope::from_wire(&minimal.to_wire()).unwrap(), minimal);
     }
 
+    #[leakcheck::leak_test]
+    fn short_and_long_strings_read_the_same() {
+        for len in [1, INLINE - 1, INLINE, INLINE + 1, MAX_AGGREGATE_ID] {
+            let id = "a".repeat(len);
+            let kind = format!("T{}", "e".repeat(len));
+            let e = Envelope::new(&id, kind.as_str(), 1, "p")
+                .unwrap()
+                .with_trace_id("t".repeat(len))
+                .with_event_id("é".repeat(len));
+            assert!(matches!(
+                (&e.fields.aggregate_id, len <= INLINE),
+                (Text::Inline(..), true) | (Text::Owned(_), false)
+            ));
+            assert_eq!(
+                (e.aggregate_id(), e.event_type()),
+                (id.as_str(), kind.as_str())
+            );
+            assert_eq!(e.trace_id(), Some("t".repeat(len).as_str()));
+            assert_eq!(e.event_id(), "é".repeat(len));
+            assert_eq!(Envelope::from_wire(&e.to_wire()).unwrap(), e);
+        }
+        assert_eq!(
+            Envelope::new("a", "T", 1, "p").unwrap().event_id().len(),
+            36
+        );
+    }
+
+    #[leakcheck::leak_test]
+    fn a_setter_makes_the_wire_form_anew() {
+        let e = sample();
+        let before = e.to_wire();
+        assert_eq!(e.to_wire(), before, "made once");
+        let changed = e.clone().with_header("extra", "1");
+        assert!(!changed.has_wire());
+        let after = Envelope::from_wire(&changed.to_wire()).unwrap();
+        assert_eq!(after.headers()["extra"], "1");
+        assert_eq!(
+            Envelope::from_wire(&e.to_wire()).unwrap(),
+            e,
+            "the original is unchanged"
+        );
+        assert!(!e.headers().contains_key("extra"));
+    }
+
     /// `e` in version 1's JSON form, as an older build wrote it.
     fn json_v1(e: &Envelope) -> serde_json::Value {
         let wire = Wire {
@@ -613,12 +762,12 @@ mod tests {
             event_id: e.event_id().into(),
             aggregate_id: e.aggregate_id().into(),
             event_type: e.event_type().into(),
-            event_version: e.event_version,
-            timestamp_ms: e.timestamp_ms,
+            event_version: e.event_version(),
+            timestamp_ms: e.fields.timestamp_ms,
             trace_id: e.trace_id().map(Into::into),
             correlation_id: e.correlation_id().map(Into::into),
-            headers: e.headers.clone(),
-            payload: base64::engine::general_purpose::STANDARD.encode(&e.payload),
+            headers: e.headers().clone(),
+            payload: base64::engine::general_purpose::STANDARD.encode(e.payload()),
         };
         serde_json::to_value(&wire).unwrap()
     }

@@ -1,7 +1,9 @@
 //! Messages: what a publisher sends ([`Outbound`]) and what a handler receives ([`Message`]).
 //! Their parts are shared, not copied, between the log, each delivery and each attempt: the
 //! payload and key are [`Bytes`], the headers a reference-counted map that costs nothing when
-//! empty (an envelope carries its metadata in its wire form, not in headers).
+//! empty (an envelope carries its metadata in its wire form, not in headers). Across the
+//! in-process broker an envelope travels as itself ([`Body::Envelope`]): no wire form to write
+//! and decode again unless someone reads its bytes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::envelope::Envelope;
 use crate::topic::TopicName;
 
 /// Message headers: string keys and values (what Kafka and NATS headers both carry).
@@ -67,6 +70,74 @@ impl fmt::Debug for SharedHeaders {
     }
 }
 
+/// A message's payload: bytes, or an envelope published to the in-process broker, whose bytes
+/// (its wire form) are made only when read: an envelope handler takes the envelope itself.
+#[derive(Clone)]
+pub(crate) enum Body {
+    Bytes(Bytes),
+    Envelope(Envelope),
+}
+
+impl Body {
+    /// The payload's bytes.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        match self {
+            Body::Bytes(b) => b,
+            Body::Envelope(e) => e.wire(),
+        }
+    }
+
+    /// The payload's bytes, owned (for a client that takes them by value).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Bytes(b) => b,
+            Body::Envelope(e) => e.wire().clone(),
+        }
+    }
+
+    /// How many bytes it has, without making them.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Envelope(e) => e.wire_len(),
+        }
+    }
+
+    /// An envelope's key: its aggregate id (what the wire form's key is a slice of).
+    fn key(&self) -> Option<&[u8]> {
+        self.envelope().map(Envelope::aggregate_id_bytes)
+    }
+
+    /// The envelope, if it travels as one.
+    pub(crate) fn envelope(&self) -> Option<&Envelope> {
+        match self {
+            Body::Bytes(_) => None,
+            Body::Envelope(e) => Some(e),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Bytes(Bytes::new())
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Body {}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.bytes().fmt(f)
+    }
+}
+
 /// A message to publish: payload bytes, an optional key and headers.
 ///
 /// Messages with the same key are handled one at a time, in publish order (the key picks the
@@ -75,7 +146,7 @@ impl fmt::Debug for SharedHeaders {
 pub struct Outbound {
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: SharedHeaders,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Body,
 }
 
 impl Outbound {
@@ -84,7 +155,7 @@ impl Outbound {
         Outbound {
             key: None,
             headers: SharedHeaders::default(),
-            payload: payload.into(),
+            payload: Body::Bytes(payload.into()),
         }
     }
 
@@ -99,6 +170,11 @@ impl Outbound {
         self.headers.make_mut().insert(name.into(), value.into());
         self
     }
+
+    /// Its ordering key: an envelope's is its aggregate id.
+    pub(crate) fn routing_key(&self) -> Option<&[u8]> {
+        self.key.as_deref().or_else(|| self.payload.key())
+    }
 }
 
 /// A delivered message, as a handler sees it.
@@ -107,7 +183,7 @@ pub struct Message {
     pub(crate) topic: TopicName,
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: SharedHeaders,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Body,
     pub(crate) attempt: u32,
     pub(crate) redelivered: bool,
 }
@@ -118,9 +194,9 @@ impl Message {
         &self.topic
     }
 
-    /// Its ordering key.
+    /// Its ordering key (an envelope's is its aggregate id).
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.key.as_deref().or_else(|| self.payload.key())
     }
 
     /// Its headers.
@@ -130,7 +206,7 @@ impl Message {
 
     /// Its payload.
     pub fn payload(&self) -> &Bytes {
-        &self.payload
+        self.payload.bytes()
     }
 
     /// 1 on the first call of the handler for this delivery, 2 on the first retry, ...

@@ -57,8 +57,12 @@ impl Counters {
     /// counted it yet).
     pub(crate) fn enqueued(&self, occupancy: usize) {
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.queued_peak
-            .fetch_max(occupancy as i64, Ordering::Relaxed);
+        // Read first: a peak rarely moves, and a read leaves the line shared where a
+        // read-modify-write takes it from the other cores every time.
+        let occupancy = occupancy as i64;
+        if occupancy > self.queued_peak.load(Ordering::Relaxed) {
+            self.queued_peak.fetch_max(occupancy, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn dequeued(&self) {

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{acked, Acked, Backend, BoxFuture, Delivery, DeliveryAck, Inbox, NoAck, Subscription};
 use crate::error::{CloseError, PublishError, SubscribeError, TopicError};
-use crate::message::{Message, Outbound, SharedHeaders};
+use crate::message::{Body, Message, Outbound, SharedHeaders};
 use crate::observe::ConnectionState;
 use crate::stop::Stop;
 use crate::topic::{Durability, TopicConfig, TopicName};
@@ -167,7 +167,7 @@ impl<T> std::ops::Index<usize> for Log<T> {
 struct Stored {
     key: Option<Bytes>,
     headers: SharedHeaders,
-    payload: Bytes,
+    payload: Body,
     /// Kept only for a retention by age.
     at: Option<Instant>,
 }
@@ -406,7 +406,7 @@ impl Topic {
         r.max_messages.is_some() || r.max_age.is_some()
     }
 
-    fn partition_of(&self, key: Option<&Bytes>) -> usize {
+    fn partition_of(&self, key: Option<&[u8]>) -> usize {
         let n = self.partitions.len();
         match key {
             Some(k) => crate::delivery::slot(k, n),
@@ -561,7 +561,7 @@ impl MemoryBackend {
             }
             return Ok(());
         }
-        let p = t.partition_of(message.key.as_ref());
+        let p = t.partition_of(message.routing_key());
         self.store_in(&t, p, message, false)
     }
 
@@ -604,7 +604,7 @@ impl MemoryBackend {
     /// and a close wake the partitions' waiters themselves: [`MemoryBroker::wake_publishers`]).
     async fn store_waiting(&self, topic: &TopicName, mut message: Outbound) -> bool {
         let t = self.broker.topic_entry(topic);
-        let p = t.partition_of(message.key.as_ref());
+        let p = t.partition_of(message.routing_key());
         loop {
             if self.broker.paused() && !self.broker.while_paused(&self.closed).await {
                 return false;
@@ -674,6 +674,10 @@ impl Backend for MemoryBackend {
                 }
             }
         })
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 
     fn try_publish(&self, topic: &TopicName, message: Outbound) -> Option<Outbound> {
@@ -1090,7 +1094,7 @@ mod tests {
         Stored {
             key: None,
             headers: SharedHeaders::default(),
-            payload: Bytes::new(),
+            payload: Body::Bytes(Bytes::new()),
             at: None,
         }
     }
@@ -1151,7 +1155,7 @@ mod tests {
                 return Err(d);
             }
             *room -= 1;
-            lock(&self.got).push(d.message.payload.clone());
+            lock(&self.got).push(d.message.payload().clone());
             lock(&self.acks).push(d.ack);
             Ok(())
         }

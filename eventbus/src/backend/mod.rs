@@ -84,6 +84,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         message: Outbound,
     ) -> BoxFuture<'a, Result<Acked, PublishError>>;
 
+    /// Whether an envelope can travel as itself, not as its wire form: the broker is in this
+    /// process and hands the publisher's value to the handler.
+    fn in_process(&self) -> bool {
+        false
+    }
+
     /// Joins `group` on `topic`.
     fn subscribe<'a>(
         &'a self,

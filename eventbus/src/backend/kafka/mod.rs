@@ -444,8 +444,8 @@ impl Backend for KafkaBackend {
             let Some(producer) = guard.as_ref() else {
                 return Err(PublishError::Closed);
             };
-            let mut record =
-                FutureRecord::<[u8], [u8]>::to(topic.as_str()).payload(message.payload.as_ref());
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic.as_str())
+                .payload(message.payload.bytes().as_ref());
             // An envelope carries its metadata in its payload: no header list to allocate.
             if !message.headers.is_empty() {
                 let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());

@@ -18,7 +18,7 @@ use crate::backend::members::{Member, Members};
 use crate::backend::offload::off_runtime;
 use crate::backend::{Ack, BoxFuture, Delivery, DeliveryAck, Subscription};
 use crate::error::SubscribeError;
-use crate::message::{Headers, Message};
+use crate::message::{Body, Headers, Message};
 use crate::topic::TopicName;
 
 /// A subscription's lag as librdkafka last reported it (`-1`: not yet).
@@ -116,7 +116,7 @@ impl KafkaSubscription {
                 topic: topic.clone(),
                 key: m.key().map(Bytes::copy_from_slice),
                 headers: headers.into(),
-                payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                payload: Body::Bytes(Bytes::copy_from_slice(m.payload().unwrap_or_default())),
                 attempt: 1,
                 // Kafka does not say whether the group saw a message before.
                 redelivered: false,

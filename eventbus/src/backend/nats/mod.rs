@@ -326,7 +326,7 @@ impl Backend for NatsBackend {
             }
             // An envelope's key is its aggregate id, in the payload already: no header (the
             // subscription takes it from there, see `Envelope::wire_key`).
-            let in_payload = || Envelope::wire_key(&message.payload) == message.key;
+            let in_payload = || Envelope::wire_key(message.payload.bytes()) == message.key;
             if let Some(k) = message.key.as_ref().filter(|_| !in_payload()) {
                 let key = base64::engine::general_purpose::STANDARD.encode(k);
                 headers.insert(KEY_HEADER, key.as_str());
@@ -337,7 +337,7 @@ impl Backend for NatsBackend {
             self.connected(client).await;
             // Without headers the message goes as a plain PUB, which the server and the
             // subscriber parse for less.
-            let payload = message.payload;
+            let payload = message.payload.into_bytes();
             if known.ephemeral {
                 let sent = if headers.is_empty() {
                     client.publish(subject, payload).await

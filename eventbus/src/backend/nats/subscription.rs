@@ -18,7 +18,7 @@ use crate::backend::members::{Member, Members};
 use crate::backend::{Ack, BoxFuture, Delivery, DeliveryAck, NoAck, Subscription};
 use crate::envelope::Envelope;
 use crate::error::SubscribeError;
-use crate::message::{Headers, Message};
+use crate::message::{Body, Headers, Message};
 use crate::topic::TopicName;
 
 /// Messages not yet delivered to the subscription (as the server said with the last one), and
@@ -133,7 +133,7 @@ fn delivery(
             topic: topic.clone(),
             key,
             headers: headers.into(),
-            payload: m.payload,
+            payload: Body::Bytes(m.payload),
             attempt: 1,
             redelivered,
         },
