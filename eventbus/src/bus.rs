@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::{Acked, Backend, MemoryBackend, MemoryBroker};
@@ -178,7 +179,7 @@ impl BusBuilder {
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(false),
                 subscriptions: Mutex::new(Vec::new()),
-                topics: RwLock::default(),
+                topics: ArcSwap::default(),
                 stop_intake: Stop::default(),
                 stop_now: Stop::default(),
                 counters: Arc::new(Counters::default()),
@@ -224,8 +225,9 @@ struct Inner {
     /// Held while closing; `true` once closed.
     close_lock: tokio::sync::Mutex<bool>,
     subscriptions: Mutex<Vec<(TopicName, String, JoinHandle<()>)>>,
-    /// Topic names already validated, so that a publish neither checks nor allocates one again.
-    topics: RwLock<rustc_hash::FxHashSet<TopicName>>,
+    /// Topic names already validated, so that a publish neither checks nor allocates one again
+    /// (a snapshot: read without a lock or a reference count, see the memory broker's).
+    topics: ArcSwap<rustc_hash::FxHashSet<TopicName>>,
     stop_intake: Stop,
     stop_now: Stop,
     counters: Arc<Counters>,
@@ -373,8 +375,7 @@ impl EventBus {
     }
 
     async fn try_enqueue(&self, topic: &str, message: Outbound) -> Result<Ack, PublishError> {
-        let (topic, message) = self.admit(topic, message)?;
-        let Some(message) = self.inner.backend.try_publish(&topic, message) else {
+        let Some((topic, message)) = self.admit_and_try(topic, message)? else {
             return Ok(Ack::Now);
         };
         let timeout = self.inner.config.publish_timeout;
@@ -389,9 +390,8 @@ impl EventBus {
     }
 
     async fn try_publish(&self, topic: &str, message: Outbound) -> Result<(), PublishError> {
-        let (topic, message) = self.admit(topic, message)?;
         // A broker that takes it at once needs neither the boxed future nor the timer.
-        let Some(message) = self.inner.backend.try_publish(&topic, message) else {
+        let Some((topic, message)) = self.admit_and_try(topic, message)? else {
             return Ok(());
         };
         let timeout = self.inner.config.publish_timeout;
@@ -405,22 +405,38 @@ impl EventBus {
         }
     }
 
-    /// What every publish checks first: the bus is open, the topic name valid, the payload
-    /// within the limit.
-    fn admit(&self, topic: &str, message: Outbound) -> Result<(TopicName, Outbound), PublishError> {
+    /// What every publish checks first (the bus is open, the topic name valid, the payload
+    /// within the limit), then the broker's [`Backend::try_publish`]: `None` once the broker
+    /// has the message, else the message and its topic for the waiting path. The name is
+    /// borrowed from the cache until then: a publish the broker takes at once counts no
+    /// reference to it.
+    fn admit_and_try(
+        &self,
+        topic: &str,
+        message: Outbound,
+    ) -> Result<Option<(TopicName, Outbound)>, PublishError> {
         if self.is_closed() {
             return Err(PublishError::Closed);
         }
-        let topic = self.topic_name(topic)?;
-        let limit = self.inner.config.max_payload_bytes;
-        if message.payload.len() > limit {
-            return Err(PublishError::TooLarge {
-                topic,
-                size: message.payload.len(),
-                limit,
-            });
+        let try_publish = |topic: &TopicName, message: Outbound| {
+            let limit = self.inner.config.max_payload_bytes;
+            if message.payload.len() > limit {
+                return Err(PublishError::TooLarge {
+                    topic: topic.clone(),
+                    size: message.payload.len(),
+                    limit,
+                });
+            }
+            Ok(self
+                .inner
+                .backend
+                .try_publish(topic, message)
+                .map(|m| (topic.clone(), m)))
+        };
+        if let Some(known) = self.inner.topics.load().get(topic) {
+            return try_publish(known, message);
         }
-        Ok((topic, message))
+        try_publish(&self.topic_name(topic)?, message)
     }
 
     fn count(&self, result: &Result<(), PublishError>) {
@@ -677,15 +693,18 @@ impl EventBus {
 
     /// `name` validated, from the cache when it was seen before.
     fn topic_name(&self, name: &str) -> Result<TopicName, TopicError> {
-        let topics = &self.inner.topics;
-        if let Some(t) = topics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(t) = self.inner.topics.load().get(name) {
             return Ok(t.clone());
         }
         let t = TopicName::new(name)?;
-        let mut cache = topics.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() < TOPIC_CACHE {
-            cache.insert(t.clone());
-        }
+        // A copy of the set per new name, up to `TOPIC_CACHE` of them.
+        self.inner.topics.rcu(|cache| {
+            let mut cache = (**cache).clone();
+            if cache.len() < TOPIC_CACHE {
+                cache.insert(t.clone());
+            }
+            cache
+        });
         Ok(t)
     }
 

@@ -21,9 +21,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
@@ -55,8 +56,15 @@ impl Default for MemoryBroker {
     }
 }
 
+/// The broker's topics, by name.
+type Topics = rustc_hash::FxHashMap<TopicName, Arc<Topic>>;
+
 struct Shared {
-    topics: RwLock<rustc_hash::FxHashMap<TopicName, Arc<Topic>>>,
+    /// Read on every publish: a snapshot loaded without a lock or a reference count on a line
+    /// every publisher writes (as a read lock and an `Arc` clone would), replaced whole under
+    /// `creating` when a topic is created.
+    topics: ArcSwap<Topics>,
+    creating: Mutex<()>,
     /// A simulated outage: publishes wait, subscriptions deliver nothing.
     paused: AtomicBool,
     /// Woken when an outage ends.
@@ -432,7 +440,8 @@ impl MemoryBroker {
     pub fn with_capacity(capacity: usize) -> Self {
         MemoryBroker {
             shared: Arc::new(Shared {
-                topics: RwLock::default(),
+                topics: ArcSwap::default(),
+                creating: Mutex::new(()),
                 paused: AtomicBool::new(false),
                 resumed: Notify::new(),
                 next_member: AtomicU64::new(0),
@@ -458,8 +467,7 @@ impl MemoryBroker {
     /// Wakes every publisher waiting for room, for it to look again: at the end of an outage
     /// and at a bus's close (those of other buses wait on).
     fn wake_publishers(&self) {
-        let topics = self.shared.topics.read().unwrap_or_else(|e| e.into_inner());
-        for t in topics.values() {
+        for t in self.shared.topics.load().values() {
             t.rooms.iter().for_each(Notify::notify_waiters);
         }
     }
@@ -479,30 +487,51 @@ impl MemoryBroker {
     }
 
     fn topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
-        self.shared
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.shared.topics.load().get(name).cloned()
     }
 
     /// The topic, created with the defaults if unknown (as Kafka's auto-creation does).
     fn topic_entry(&self, name: &TopicName) -> Arc<Topic> {
-        if let Some(t) = self.topic(name) {
-            return t;
+        self.with_topic(name, Arc::clone)
+    }
+
+    /// Calls `f` with the topic (created with the defaults if unknown), borrowed from the
+    /// current snapshot: no reference count taken on the publish path.
+    fn with_topic<R>(&self, name: &TopicName, f: impl FnOnce(&Arc<Topic>) -> R) -> R {
+        if let Some(t) = self.shared.topics.load().get(name) {
+            return f(t);
         }
-        self.shared
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.clone())
-            .or_insert_with(|| {
+        let t = self.insert_topic(name, |existing| match existing {
+            Some(t) => Ok(t.clone()),
+            None => {
                 let config =
                     TopicConfig::new(name.as_str()).expect("a valid name makes a valid config");
-                Arc::new(Topic::new(config))
-            })
-            .clone()
+                Ok::<_, std::convert::Infallible>(Arc::new(Topic::new(config)))
+            }
+        });
+        match t {
+            Ok(t) => f(&t),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Under the creation lock: `decide` sees the topic named `name` if there is one and says
+    /// which topic the name maps to from now on (a new one is added to the snapshot).
+    fn insert_topic<E>(
+        &self,
+        name: &TopicName,
+        decide: impl FnOnce(Option<&Arc<Topic>>) -> Result<Arc<Topic>, E>,
+    ) -> Result<Arc<Topic>, E> {
+        let _creating = lock(&self.shared.creating);
+        let topics = self.shared.topics.load_full();
+        let existing = topics.get(name);
+        let t = decide(existing)?;
+        if existing.is_none() {
+            let mut next = (*topics).clone();
+            next.insert(name.clone(), t.clone());
+            self.shared.topics.store(Arc::new(next));
+        }
+        Ok(t)
     }
 
     /// Waits out an outage; `false` once `closed`.
@@ -545,7 +574,16 @@ impl MemoryBackend {
         if self.broker.paused() {
             return Err(message);
         }
-        let t = self.broker.topic_entry(topic);
+        self.broker
+            .with_topic(topic, |t| self.store_now_in(t, topic, message))
+    }
+
+    fn store_now_in(
+        &self,
+        t: &Arc<Topic>,
+        topic: &TopicName,
+        message: Outbound,
+    ) -> Result<(), Outbound> {
         if t.config.durability == Durability::Ephemeral {
             let msg = Message {
                 topic: topic.clone(),
@@ -562,7 +600,7 @@ impl MemoryBackend {
             return Ok(());
         }
         let p = t.partition_of(message.routing_key());
-        self.store_in(&t, p, message, false)
+        self.store_in(t, p, message, false)
     }
 
     /// Appends `message` to partition `p` of `t` unless it is full or the broker paused; a
@@ -647,32 +685,26 @@ impl Backend for MemoryBackend {
             if self.closed.is_set() {
                 return Err(TopicError::Closed);
             }
-            let mut topics = self
+            let created = self
                 .broker
-                .shared
-                .topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            match topics.get(&config.name) {
-                Some(t)
-                    if t.config.durability != config.durability
-                        || t.config.partitions != config.partitions =>
-                {
-                    Err(TopicError::Backend {
-                        topic: config.name.to_string(),
-                        backend: "memory",
-                        message: format!(
-                            "it exists as {:?} with {} partition(s)",
-                            t.config.durability, t.config.partitions
-                        ),
-                    })
-                }
-                Some(_) => Ok(()),
-                None => {
-                    topics.insert(config.name.clone(), Arc::new(Topic::new(config.clone())));
-                    Ok(())
-                }
-            }
+                .insert_topic(&config.name, |existing| match existing {
+                    Some(t)
+                        if t.config.durability != config.durability
+                            || t.config.partitions != config.partitions =>
+                    {
+                        Err(TopicError::Backend {
+                            topic: config.name.to_string(),
+                            backend: "memory",
+                            message: format!(
+                                "it exists as {:?} with {} partition(s)",
+                                t.config.durability, t.config.partitions
+                            ),
+                        })
+                    }
+                    Some(t) => Ok(t.clone()),
+                    None => Ok(Arc::new(Topic::new(config.clone()))),
+                });
+            created.map(drop)
         })
     }
 
