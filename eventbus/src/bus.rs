@@ -783,10 +783,10 @@ mod tests {
 
     #[leakcheck::leak_test]
     async fn an_in_process_envelope_is_held_to_its_wire_size() {
-        let e = Envelope::new("order-42", "OrderPlaced", 1, vec![0; 100]).unwrap();
+        let e = Envelope::new("order-42", "OrderPlaced", 1, vec![0; 100])
+            .unwrap()
+            .with_correlation_id("req-7");
         let size = e.to_wire().len();
-        let e = e.with_correlation_id("req-7");
-        let size = size + 4 + "req-7".len();
         let fits = memory_bus(EventBus::builder().max_payload_bytes(size), "t").await;
         fits.publish_envelope("t", &e).await.unwrap();
         fits.close().await.unwrap();

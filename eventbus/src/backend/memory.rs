@@ -501,18 +501,14 @@ impl MemoryBroker {
         if let Some(t) = self.shared.topics.load().get(name) {
             return f(t);
         }
-        let t = self.insert_topic(name, |existing| match existing {
-            Some(t) => Ok(t.clone()),
-            None => {
+        let Ok(t) = self.insert_topic(name, |existing| {
+            Ok::<_, std::convert::Infallible>(existing.cloned().unwrap_or_else(|| {
                 let config =
                     TopicConfig::new(name.as_str()).expect("a valid name makes a valid config");
-                Ok::<_, std::convert::Infallible>(Arc::new(Topic::new(config)))
-            }
+                Arc::new(Topic::new(config))
+            }))
         });
-        match t {
-            Ok(t) => f(&t),
-            Err(never) => match never {},
-        }
+        f(&t)
     }
 
     /// Under the creation lock: `decide` sees the topic named `name` if there is one and says
