@@ -511,10 +511,7 @@ impl EventBus {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
-        let handler: Handler = Arc::new(move |m: &Message| {
-            let fut = handler(m.clone());
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        });
+        let handler = delivery::handler(move |m: &Message| Ok(handler(m.clone())));
         self.start_subscription(topic, group, handler).await
     }
 
@@ -534,19 +531,14 @@ impl EventBus {
     {
         // Decoded from the delivery itself: no copy of the message per attempt. From the
         // in-process broker, the envelope itself (a reference count).
-        let handler: Handler = Arc::new(move |m: &Message| {
+        let handler = delivery::handler(move |m: &Message| {
             let decoded = match m.payload.envelope() {
                 Some(e) => Ok(e.clone()),
                 None => Envelope::from_wire_bytes(m.payload()),
             };
             match decoded {
-                Ok(e) => {
-                    let fut = handler(e);
-                    Box::pin(async move { fut.await.map_err(Into::into) })
-                }
-                Err(e) => Box::pin(std::future::ready(Err(
-                    Box::new(Undecodable(e)) as HandlerError
-                ))),
+                Ok(e) => Ok(handler(e)),
+                Err(e) => Err(Box::new(Undecodable(e)) as HandlerError),
             }
         });
         self.start_subscription(topic, group, handler).await

@@ -4,6 +4,7 @@
 //! retried in place (the worker holds the key's later messages meanwhile, so order survives a
 //! retry), then the message takes the dead-letter path.
 
+mod call;
 mod pool;
 
 use std::fmt;
@@ -11,7 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use pool::{start, Handler, SubscriptionCtx, Undecodable};
+pub(crate) use call::{handler, Handler};
+pub(crate) use pool::{start, SubscriptionCtx, Undecodable};
 
 use crate::error::EnvelopeError;
 use crate::message::Message;

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -12,18 +13,14 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::call::{Call, Handler};
 use super::{slot, spawn_named, DeadLetter, DeadLetterPolicy, DeadLetterReason, RetryPolicy};
-use crate::backend::{AckBatch, Backend, BoxFuture, Delivery, Inbox, Subscription};
+use crate::backend::{AckBatch, Backend, Delivery, Inbox, Subscription};
 use crate::error::{EnvelopeError, HandlerError};
 use crate::message::{Message, Outbound};
 use crate::observe::Counters;
 use crate::stop::Stop;
 use crate::topic::TopicName;
-
-/// A subscription's handler, type-erased. It borrows the message: a wrapper that needs it
-/// whole (the raw handler) clones it, the envelope decoder does not.
-pub(crate) type Handler =
-    Arc<dyn Fn(&Message) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// The error an envelope handler's decoding step returns: such a message is never retried, it
 /// takes the dead-letter path at once.
@@ -249,6 +246,7 @@ const WORKER_TURN: usize = 4096;
 /// of them before the worker waits for anything (an empty queue or a handler not done at once)
 /// or yields, so a batch never holds one back while the worker is idle.
 async fn keyed_worker(ctx: Arc<SubscriptionCtx>, mut rx: mpsc::Receiver<Delivery>) {
+    let mut call = (ctx.handler)();
     let mut acks = AckBatch::default();
     let mut taken = 0;
     loop {
@@ -265,7 +263,7 @@ async fn keyed_worker(ctx: Arc<SubscriptionCtx>, mut rx: mpsc::Receiver<Delivery
             }
         };
         ctx.counters.dequeued();
-        handle(&ctx, d, &mut acks).await;
+        handle(&ctx, &mut call, d, &mut acks).await;
         taken += 1;
         if taken == WORKER_TURN {
             taken = 0;
@@ -279,20 +277,26 @@ async fn global_worker(
     ctx: Arc<SubscriptionCtx>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
 ) {
+    let mut call = (ctx.handler)();
     loop {
         let next = rx.lock().await.recv().await;
         let Some(d) = next else { break };
         ctx.counters.dequeued();
         // Workers share this queue: each acknowledges at once.
         let mut acks = AckBatch::default();
-        handle(&ctx, d, &mut acks).await;
+        handle(&ctx, &mut call, d, &mut acks).await;
     }
 }
 
 /// Calls the handler until it succeeds (then acknowledges) or the attempts run out (then takes
 /// the dead-letter path). After the close deadline nothing more is handled: the delivery is
 /// dropped unacknowledged, which hands it back to the broker.
-async fn handle(ctx: &SubscriptionCtx, d: Delivery, acks: &mut AckBatch) {
+async fn handle(
+    ctx: &SubscriptionCtx,
+    call: &mut Pin<Box<dyn Call>>,
+    d: Delivery,
+    acks: &mut AckBatch,
+) {
     let Delivery { mut message, ack } = d;
     if ctx.stop_now.is_set() {
         Counters::add(&ctx.counters.handed_back);
@@ -301,28 +305,14 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery, acks: &mut AckBatch) {
     let mut attempt = 1;
     loop {
         message.attempt = attempt;
-        // A panic in the call itself (before the handler returns its future) is caught too.
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(&message))) {
-            Ok(fut) => {
-                let mut call = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
-                // A handler done at once never registers for the cancellation; one that waits
-                // lets the acknowledgements gathered so far go first.
-                match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => {
-                        acks.flush();
-                        tokio::select! {
-                            biased;
-                            r = call => r,
-                            _ = ctx.stop_now.wait() => {
-                                Counters::add(&ctx.counters.handed_back);
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(panic) => Err(panic),
+        let outcome = call_once(ctx, call, &message, acks).await;
+        if !matches!(outcome, Some(Ok(_))) {
+            // Cut short or panicked: what is left of the call goes now.
+            call.as_mut().clear();
+        }
+        let Some(outcome) = outcome else {
+            Counters::add(&ctx.counters.handed_back);
+            return;
         };
         let error = match outcome {
             Ok(Ok(())) => {
@@ -363,6 +353,35 @@ async fn handle(ctx: &SubscriptionCtx, d: Delivery, acks: &mut AckBatch) {
             }
         }
         attempt += 1;
+    }
+}
+
+/// One call of the handler on `message`, a panic caught whether the handler panics before it
+/// returns its future or inside it; `None` when the close deadline cut it short.
+async fn call_once(
+    ctx: &SubscriptionCtx,
+    call: &mut Pin<Box<dyn Call>>,
+    message: &Message,
+    acks: &mut AckBatch,
+) -> Option<std::thread::Result<Result<(), HandlerError>>> {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().start(message)))
+    {
+        return Some(Err(panic));
+    }
+    let polled = std::future::poll_fn(|cx| call.as_mut().poll_call(cx));
+    let mut polled = std::pin::pin!(AssertUnwindSafe(polled).catch_unwind());
+    // A handler done at once never registers for the cancellation; one that waits lets the
+    // acknowledgements gathered so far go first.
+    match std::future::poll_fn(|cx| Poll::Ready(polled.as_mut().poll(cx))).await {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => {
+            acks.flush();
+            tokio::select! {
+                biased;
+                r = polled => Some(r),
+                _ = ctx.stop_now.wait() => None,
+            }
+        }
     }
 }
 
