@@ -70,8 +70,7 @@ where
 {
     fn start(self: Pin<&mut Self>, message: &Message) {
         let mut this = self.project();
-        // What the last call left goes first (and stays gone if `begin` panics).
-        this.state.set(State::Idle);
+        // Idle unless a call was left under way, which the next one replaces.
         let next = match (this.begin)(message) {
             Ok(fut) => State::Running { fut },
             Err(e) => State::Failed { error: Some(e) },
