@@ -211,10 +211,12 @@ impl AckWindow {
     /// Marks `committed + at` acknowledged; returns how far `committed` moves.
     fn ack(&mut self, at: u64) -> u64 {
         let at = at as usize;
-        if self.flags.len() <= at {
-            self.flags.resize(at + 1, false);
-        }
-        if !std::mem::replace(&mut self.flags[at], true) {
+        if at >= self.flags.len() {
+            // The usual case: one past the last offset remembered.
+            self.flags.resize(at, false);
+            self.flags.push_back(true);
+            self.count += 1;
+        } else if !std::mem::replace(&mut self.flags[at], true) {
             self.count += 1;
         }
         self.advance()
