@@ -166,28 +166,33 @@ impl Envelope {
         event_version: u32,
         payload: impl Into<Bytes>,
     ) -> Result<Self, EnvelopeError> {
+        let (aggregate_id, event_type) = (aggregate_id.as_ref(), event_type.as_ref());
+        // Checked before the fields are made, so that they are made in place.
+        check(
+            aggregate_id.as_bytes(),
+            event_version,
+            event_type.as_bytes(),
+        )?;
         let mut id = [0; INLINE];
         let len = uuid::Uuid::new_v4()
             .hyphenated()
             .encode_lower(&mut id)
             .len();
-        let f = Fields {
-            event_id: Text::Inline(len as u8, id),
-            aggregate_id: Text::new(aggregate_id.as_ref()),
-            event_type: Text::new(event_type.as_ref()),
-            event_version,
-            // Millisecond precision, as on the wire: a round trip gives the same envelope.
-            timestamp_ms: millis(SystemTime::now()),
-            trace_id: None,
-            correlation_id: None,
-            headers: Headers::new(),
-            payload: payload.into(),
-            wire: Bytes::new(),
-            encoded: OnceLock::new(),
-        };
-        f.validate()?;
         Ok(Envelope {
-            fields: Arc::new(f),
+            fields: Arc::new(Fields {
+                event_id: Text::Inline(len as u8, id),
+                aggregate_id: Text::new(aggregate_id),
+                event_type: Text::new(event_type),
+                event_version,
+                // Millisecond precision, as on the wire: a round trip gives the same envelope.
+                timestamp_ms: millis(SystemTime::now()),
+                trace_id: None,
+                correlation_id: None,
+                headers: Headers::new(),
+                payload: payload.into(),
+                wire: Bytes::new(),
+                encoded: OnceLock::new(),
+            }),
         })
     }
 
