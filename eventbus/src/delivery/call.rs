@@ -154,6 +154,10 @@ mod tests {
         call.as_mut().start(&message("go"));
         assert_eq!(error(&mut call).as_deref(), Some("handler error"));
         assert_eq!(dropped(), 1, "dropped once done");
+        assert!(
+            error(&mut call).unwrap().contains("had not started"),
+            "idle once done"
+        );
 
         call.as_mut().start(&message("undecodable"));
         assert_eq!(dropped(), 2, "begin's value dropped");
