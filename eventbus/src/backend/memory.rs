@@ -503,33 +503,24 @@ impl MemoryBroker {
         if let Some(t) = self.shared.topics.load().get(name) {
             return f(t);
         }
-        let Ok(t) = self.insert_topic(name, |existing| {
-            Ok::<_, std::convert::Infallible>(existing.cloned().unwrap_or_else(|| {
-                let config =
-                    TopicConfig::new(name.as_str()).expect("a valid name makes a valid config");
-                Arc::new(Topic::new(config))
-            }))
-        });
-        f(&t)
+        let config = TopicConfig::new(name.as_str()).expect("a valid name makes a valid config");
+        f(&self.insert_topic(config))
     }
 
-    /// Under the creation lock: `decide` sees the topic named `name` if there is one and says
-    /// which topic the name maps to from now on (a new one is added to the snapshot).
-    fn insert_topic<E>(
-        &self,
-        name: &TopicName,
-        decide: impl FnOnce(Option<&Arc<Topic>>) -> Result<Arc<Topic>, E>,
-    ) -> Result<Arc<Topic>, E> {
+    /// The topic named as `config` says: the one there is, or else a new one made with
+    /// `config` and added to the snapshot (under the creation lock).
+    fn insert_topic(&self, config: TopicConfig) -> Arc<Topic> {
         let _creating = lock(&self.shared.creating);
         let topics = self.shared.topics.load_full();
-        let existing = topics.get(name);
-        let t = decide(existing)?;
-        if existing.is_none() {
-            let mut next = (*topics).clone();
-            next.insert(name.clone(), t.clone());
-            self.shared.topics.store(Arc::new(next));
+        if let Some(t) = topics.get(&config.name) {
+            return t.clone();
         }
-        Ok(t)
+        let name = config.name.clone();
+        let t = Arc::new(Topic::new(config));
+        let mut next = (*topics).clone();
+        next.insert(name, t.clone());
+        self.shared.topics.store(Arc::new(next));
+        t
     }
 
     /// Waits out an outage; `false` once `closed`.
@@ -683,26 +674,19 @@ impl Backend for MemoryBackend {
             if self.closed.is_set() {
                 return Err(TopicError::Closed);
             }
-            let created = self
-                .broker
-                .insert_topic(&config.name, |existing| match existing {
-                    Some(t)
-                        if t.config.durability != config.durability
-                            || t.config.partitions != config.partitions =>
-                    {
-                        Err(TopicError::Backend {
-                            topic: config.name.to_string(),
-                            backend: "memory",
-                            message: format!(
-                                "it exists as {:?} with {} partition(s)",
-                                t.config.durability, t.config.partitions
-                            ),
-                        })
-                    }
-                    Some(t) => Ok(t.clone()),
-                    None => Ok(Arc::new(Topic::new(config.clone()))),
+            let t = self.broker.insert_topic(config.clone());
+            if t.config.durability != config.durability || t.config.partitions != config.partitions
+            {
+                return Err(TopicError::Backend {
+                    topic: config.name.to_string(),
+                    backend: "memory",
+                    message: format!(
+                        "it exists as {:?} with {} partition(s)",
+                        t.config.durability, t.config.partitions
+                    ),
                 });
-            created.map(drop)
+            }
+            Ok(())
         })
     }
 
@@ -1192,6 +1176,30 @@ mod tests {
             lock(&self.acks).push(d.ack);
             Ok(())
         }
+    }
+
+    #[leakcheck::leak_test]
+    async fn a_topic_is_made_once_and_a_different_config_refused() {
+        let broker = MemoryBroker::new();
+        let backend = MemoryBackend::new(&broker);
+        let two = TopicConfig::new("made").unwrap().partitions(2);
+        backend.create_topic(&two).await.unwrap();
+        let made = broker.topic(&two.name).unwrap();
+        backend.create_topic(&two).await.unwrap();
+        let e = backend
+            .create_topic(&two.clone().partitions(3))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("with 2 partition(s)"), "{e}");
+        assert!(Arc::ptr_eq(&made, &broker.topic(&two.name).unwrap()));
+        // A publish to an unknown topic makes it with the defaults, once.
+        let auto = TopicName::new("auto").unwrap();
+        assert!(backend.try_publish(&auto, Outbound::new("p")).is_none());
+        let defaults = TopicConfig::new("auto").unwrap();
+        backend.create_topic(&defaults).await.unwrap();
+        let t = broker.topic(&auto).unwrap();
+        assert_eq!(t.config.partitions, defaults.partitions);
+        assert!(Arc::ptr_eq(&t, &broker.topic_entry(&auto)));
     }
 
     #[leakcheck::leak_test]
