@@ -516,26 +516,17 @@ impl Fields {
             .map(|(k, v)| 8 + k.len() + v.len())
             .sum();
         // Each string is its `u32` length and its bytes.
-        let optional = |t: &Option<Text>| t.as_ref().map_or(0, |t| 4 + self.text_len(t));
+        let optional = |t: &Option<Text>| t.as_ref().map_or(0, |t| 4 + self.raw(t).len());
         FIXED
             + 3 * 4
-            + self.text_len(&self.event_id)
-            + self.text_len(&self.aggregate_id)
-            + self.text_len(&self.event_type)
+            + self.raw(&self.event_id).len()
+            + self.raw(&self.aggregate_id).len()
+            + self.raw(&self.event_type).len()
             + optional(&self.trace_id)
             + optional(&self.correlation_id)
             + 4
             + headers
             + self.payload.len()
-    }
-
-    /// A string's length in bytes (what [`raw`](Self::raw) would give, without slicing).
-    fn text_len(&self, t: &Text) -> usize {
-        match t {
-            Text::Owned(s) => s.len(),
-            Text::Inline(len, _) => usize::from(*len),
-            Text::Wire(start, end) => (end - start) as usize,
-        }
     }
 }
 
