@@ -412,10 +412,12 @@ impl Check {
             }
         }
         if self.kinds.fds {
-            let fds = state
-                .fds
-                .iter()
-                .filter(|f| !self.baseline.fds.contains(&(f.fd, f.target.clone())));
+            let fds = state.fds.iter().filter(|f| {
+                !self
+                    .baseline
+                    .fds
+                    .contains(&(f.fd, f.target.clone(), f.stamp))
+            });
             {
                 for f in fds {
                     let key = format!("f{}:{}", f.fd, f.target);

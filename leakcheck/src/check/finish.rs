@@ -188,13 +188,9 @@ impl Check {
             .iter()
             // A copy of a descriptor that existed before (tokio's signal receiver, which each
             // runtime duplicates) is the runtime's, not something a task opened.
-            .filter(|(f, _)| !self.baseline.fds.iter().any(|(_, t)| *t == f.target))
-            .filter(|(f, _)| {
-                !after
-                    .fds
-                    .iter()
-                    .any(|a| a.fd == f.fd && a.target == f.target)
-            })
+            .filter(|(f, _)| !self.baseline.fds.iter().any(|(_, t, _)| *t == f.target))
+            // Closed by the shutdown: gone, or its number made again since.
+            .filter(|(f, _)| !after.fds.contains(f))
             .map(|(_, d)| d.as_str())
             .collect();
         if held.is_empty() {

@@ -9,6 +9,9 @@ pub(crate) struct Fd {
     pub(crate) fd: i32,
     /// The `readlink` target: a path, `socket:[inode]`, `pipe:[inode]`, `anon_inode:[eventfd]`...
     pub(crate) target: String,
+    /// [`origins::fd_stamp`](super::origins::fd_stamp) before the target was read: the same
+    /// number and target with another stamp is another descriptor.
+    pub(crate) stamp: u64,
 }
 
 impl Fd {
@@ -62,6 +65,7 @@ fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
         if fd == fd_dir.raw() || Some(fd) == task_dir {
             continue;
         }
+        let stamp = super::origins::fd_stamp(fd);
         let key = identity(fd);
         if key.is_some_and(|k| is_own_fd(k.0, k.1, k.2)) {
             continue;
@@ -82,7 +86,7 @@ fn scan_fds(fd_dir: &super::ProcDir, task_dir: Option<i32>) -> Vec<Fd> {
         if crate::report::is_report_being_written(&target) || is_own_file(&target) {
             continue;
         }
-        out.push(Fd { fd, target });
+        out.push(Fd { fd, target, stamp });
     }
     out
 }

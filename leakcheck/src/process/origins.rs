@@ -8,7 +8,8 @@
 //! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
 //! caller's stack as raw addresses (the frame-pointer walk of spawn backtraces) and the calling
 //! thread; symbols are resolved only for survivors. Outside checks a hook costs an atomic load
-//! and an increment: it counts what it made or closed (see [`made`]), recorded or not.
+//! and an increment: it counts what it made or closed (see [`made`]), recorded or not, and a
+//! descriptor's hook stamps its number with that count (see [`fd_stamp`]).
 //!
 //! Not seen: calls made from inside shared libraries (they bind to libc's functions directly),
 //! and descriptors made by calls not hooked here (`memfd_create`, `signalfd`, `recvmsg` with `SCM_RIGHTS`, ...). Such a
@@ -70,11 +71,32 @@ mod imp {
     static MAIN_THREADS_MADE: AtomicU64 = AtomicU64::new(0);
     static THREADS_MADE: AtomicU64 = AtomicU64::new(0);
 
+    /// Per descriptor number, the count of [`FD_CHANGES`] when it was last made or closed
+    /// through the hooks: a number closed and made again has a new stamp, even where its
+    /// `/proc` target reads the same (every epoll or eventfd descriptor is
+    /// `anon_inode:[eventpoll]` or `anon_inode:[eventfd]`).
+    static FD_STAMPS: [AtomicU64; FD_SLOTS] = [const { AtomicU64::new(0) }; FD_SLOTS];
+
+    /// Counts a change of descriptor `fd` (made, closed or replaced), after the call.
+    fn count_fd_change(fd: c_int) {
+        let n = FD_CHANGES.fetch_add(1, Relaxed) + 1;
+        if let Some(stamp) = FD_STAMPS.get(fd as usize) {
+            stamp.store(n, Release);
+        }
+    }
+
     /// Counts a descriptor closed (or replaced), after the call.
     fn count_closed(fd: c_int) {
         if fd >= 0 && !QUIET.try_with(|q| q.get()).unwrap_or(false) {
-            FD_CHANGES.fetch_add(1, Relaxed);
+            count_fd_change(fd);
         }
+    }
+
+    pub(crate) fn fd_stamp(fd: i32) -> u64 {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| FD_STAMPS.get(i))
+            .map_or(0, |s| s.load(Acquire))
     }
 
     /// Counts a thread started, after the call.
@@ -210,7 +232,7 @@ mod imp {
         if fd < 0 || QUIET.try_with(|q| q.get()).unwrap_or(false) {
             return;
         }
-        FD_CHANGES.fetch_add(1, Relaxed);
+        count_fd_change(fd);
         if !recording() {
             return;
         }
@@ -716,6 +738,9 @@ mod imp {
     pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
     }
+    pub(crate) fn fd_stamp(_fd: i32) -> u64 {
+        0
+    }
     pub(crate) fn renames(_tid: i32) -> u64 {
         0
     }
@@ -738,6 +763,13 @@ pub(crate) fn renames(tid: i32) -> Option<u64> {
 /// docs).
 pub(crate) fn made() -> Option<Made> {
     imp::interposed().then(imp::made)
+}
+
+/// A stamp that changes whenever descriptor number `fd` is made or closed through the hooks;
+/// always 0 without them. Read before the descriptor's target, it tells a descriptor listed
+/// twice from one closed and made again under the same number meanwhile.
+pub(crate) fn fd_stamp(fd: i32) -> u64 {
+    imp::fd_stamp(fd)
 }
 
 /// Counts of what the hooks saw made, from the start of the process.

@@ -375,3 +375,45 @@ fn a_check_finished_on_another_thread_blames_neither_thread() {
     left.join().unwrap().unwrap_err();
     leaked.join().unwrap();
 }
+
+/// A descriptor open at the baseline, closed during the check, and a new one of the same type
+/// given its number (the lowest free one): `/proc` shows the same number and target
+/// (`anon_inode:[eventfd]`), yet the new one is a leak. Under `cargo test` this is how a
+/// runtime's drivers hid behind those of a runtime another test had just released.
+#[test]
+fn a_descriptor_number_closed_and_made_again_during_a_check_is_a_new_descriptor() {
+    fn eventfd() -> i32 {
+        // SAFETY: a plain system call; the descriptor is closed below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        fd
+    }
+    fn close(fd: i32) {
+        // SAFETY: a descriptor this test made and closes once.
+        unsafe { libc::close(fd) };
+    }
+    // Another thread may take the freed number first (under `cargo test`): then try again.
+    for _ in 0..5 {
+        let before = eventfd();
+        let check = Check::builder()
+            .label("a number made again")
+            .kinds(Kinds::parse("fds").unwrap())
+            .settle_deadline(Duration::from_millis(50))
+            .start()
+            .unwrap();
+        close(before);
+        let again = eventfd();
+        let r = check.finish();
+        close(again);
+        if again != before {
+            continue;
+        }
+        let leaked: Vec<_> = r.unknown().collect();
+        assert_eq!(leaked.len(), 1, "{}", r.to_text());
+        assert_eq!(leaked[0].kind, Kind::Fd, "{}", r.to_text());
+        assert_eq!(leaked[0].id, again.to_string(), "{}", r.to_text());
+        assert!(leaked[0].description.contains("eventfd"), "{}", r.to_text());
+        return;
+    }
+    panic!("the closed number was never given to the new descriptor");
+}
