@@ -394,7 +394,21 @@ fn a_descriptor_number_closed_and_made_again_during_a_check_is_a_new_descriptor(
     }
     // Another thread may take the freed number first (under `cargo test`): then try again.
     for _ in 0..5 {
+        // Opened in a check's turn, so that no other test's check sees it appear (under
+        // `cargo test`); that check reports it, as it should.
+        let turn = Check::builder()
+            .label("the first descriptor")
+            .kinds(Kinds::parse("fds").unwrap())
+            .settle_deadline(Duration::from_millis(10))
+            .start()
+            .unwrap();
         let before = eventfd();
+        let r = turn.finish();
+        assert!(
+            r.unknown().any(|s| s.id == before.to_string()),
+            "{}",
+            r.to_text()
+        );
         let check = Check::builder()
             .label("a number made again")
             .kinds(Kinds::parse("fds").unwrap())
