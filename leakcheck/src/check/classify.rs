@@ -412,12 +412,7 @@ impl Check {
             }
         }
         if self.kinds.fds {
-            let fds = state.fds.iter().filter(|f| {
-                !self
-                    .baseline
-                    .fds
-                    .contains(&(f.fd, f.target.clone(), f.stamp))
-            });
+            let fds = state.fds.iter().filter(|f| !self.baseline.fds.contains(*f));
             {
                 for f in fds {
                     let key = format!("f{}:{}", f.fd, f.target);

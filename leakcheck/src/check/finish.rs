@@ -188,7 +188,7 @@ impl Check {
             .iter()
             // A copy of a descriptor that existed before (tokio's signal receiver, which each
             // runtime duplicates) is the runtime's, not something a task opened.
-            .filter(|(f, _)| !self.baseline.fds.iter().any(|(_, t, _)| *t == f.target))
+            .filter(|(f, _)| !self.baseline.fds.iter().any(|b| b.target == f.target))
             // Closed by the shutdown: gone, or its number made again since.
             .filter(|(f, _)| !after.fds.contains(f))
             .map(|(_, d)| d.as_str())

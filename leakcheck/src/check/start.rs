@@ -147,9 +147,9 @@ pub(super) struct Baseline {
     /// Live `leakcheck::LocalSet` tasks.
     pub(super) local_tasks: FxHashSet<u64>,
     pub(super) threads: HashSet<(i32, u64)>,
-    /// (number, target, stamp): a number closed and made again meanwhile is another descriptor,
-    /// even with the same target (see `process::Fd::stamp`).
-    pub(super) fds: HashSet<(i32, String, u64)>,
+    /// By number, target and stamp: a number closed and made again meanwhile is another
+    /// descriptor, even with the same target (see `process::Fd::stamp`).
+    pub(super) fds: HashSet<process::Fd>,
     pub(super) children: HashSet<(i32, u64)>,
 }
 
@@ -344,11 +344,7 @@ impl Check {
                 FxHashSet::default()
             },
             threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
-            fds: state
-                .fds
-                .iter()
-                .map(|f| (f.fd, f.target.clone(), f.stamp))
-                .collect(),
+            fds: state.fds.iter().cloned().collect(),
             children: state.children.iter().map(|c| (c.pid, c.start)).collect(),
         };
         let check = Check {
