@@ -66,6 +66,10 @@ struct Args {
     /// the medians of its timing figures and the worst of its counts (see the README).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
+    /// Only this side, `raw` or `bus` (default both, taking turns): for profiling one of
+    /// them; its rows then have no ratios.
+    #[arg(long)]
+    variant: Option<Variant>,
     /// Print only the JSON (for CI); no progress bars, no table.
     #[arg(long)]
     json_only: bool,
@@ -135,6 +139,9 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
             let mut runs: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
             for repeat in 1..=args.repeat {
                 for (i, variant) in [Variant::Raw, Variant::Bus].into_iter().enumerate() {
+                    if args.variant.is_some_and(|v| v != variant) {
+                        continue;
+                    }
                     let spec = Spec {
                         endpoint: endpoint.clone(),
                         level: level.clone(),
@@ -188,6 +195,12 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
     drop(brokers);
     fill_ratios(&mut rows);
     for r in &rows {
+        if args.variant.is_none() && r.variant == Variant::Bus && r.throughput_ratio.is_none() {
+            failures.push(format!(
+                "{}/{} bus: no ratio against raw",
+                r.backend, r.level
+            ));
+        }
         for p in problems(r) {
             failures.push(format!(
                 "{}/{} {}: {p}",

@@ -9,17 +9,20 @@ use std::process::Command;
 use leakcheck::leak_test;
 use pressure::row::{problems, RunFile, Variant, SCHEMA_VERSION};
 
-/// Runs `pressure --quick --json-only --backend <backend> --in-flight <in_flight>` and returns
-/// what it wrote.
+/// Runs `pressure --quick --json-only --backend <backend> --in-flight <in_flight> <more>` and
+/// returns what it wrote.
 #[track_caller]
-fn quick_run(backend: &str, in_flight: u64) -> RunFile {
+fn quick_run(backend: &str, in_flight: u64, more: &[&str]) -> RunFile {
     let dir = std::env::temp_dir().join(format!(
-        "pressure-test-{backend}-{in_flight}-{}",
+        "pressure-test-{backend}-{in_flight}-{}-{}",
+        more.join(""),
         std::process::id()
     ));
     let out = Command::new(env!("CARGO_BIN_EXE_pressure"))
         .args(["--quick", "--json-only", "--backend", backend])
-        .args(["--in-flight", &in_flight.to_string(), "--out"])
+        .args(["--in-flight", &in_flight.to_string()])
+        .args(more)
+        .arg("--out")
         .arg(&dir)
         .output()
         .expect("start the pressure program");
@@ -82,37 +85,49 @@ fn assert_rows(file: &RunFile, backend: &str, in_flight: u64) {
 
 #[leak_test]
 fn memory_smallest_level() {
-    assert_rows(&quick_run("memory", 1), "memory", 1);
+    assert_rows(&quick_run("memory", 1, &[]), "memory", 1);
 }
 
 /// Publishers with many publishes in flight (`enqueue`): the same counts, nothing lost.
 #[leak_test]
 fn memory_smallest_level_pipelined() {
-    assert_rows(&quick_run("memory", 64), "memory", 64);
+    assert_rows(&quick_run("memory", 64, &[]), "memory", 64);
 }
 
 #[cfg(feature = "kafka")]
 #[leak_test]
 fn kafka_smallest_level() {
-    assert_rows(&quick_run("kafka", 1), "kafka", 1);
+    assert_rows(&quick_run("kafka", 1, &[]), "kafka", 1);
 }
 
 #[cfg(feature = "kafka")]
 #[leak_test]
 fn kafka_smallest_level_pipelined() {
-    assert_rows(&quick_run("kafka", 64), "kafka", 64);
+    assert_rows(&quick_run("kafka", 64, &[]), "kafka", 64);
 }
 
 #[cfg(feature = "nats")]
 #[leak_test]
 fn nats_smallest_level() {
-    assert_rows(&quick_run("nats", 1), "nats", 1);
+    assert_rows(&quick_run("nats", 1, &[]), "nats", 1);
 }
 
 #[cfg(feature = "nats")]
 #[leak_test]
 fn nats_smallest_level_pipelined() {
-    assert_rows(&quick_run("nats", 64), "nats", 64);
+    assert_rows(&quick_run("nats", 64, &[]), "nats", 64);
+}
+
+/// One side alone (for profiling it): its row only, with no ratios, and that is no failure.
+#[leak_test]
+fn one_variant_alone_has_no_ratios() {
+    let file = quick_run("memory", 1, &["--variant", "bus"]);
+    assert_eq!(file.rows.len(), 1);
+    let bus = &file.rows[0];
+    assert_eq!(bus.variant, Variant::Bus);
+    assert_eq!((bus.throughput_ratio, bus.p99_ratio), (None, None));
+    assert_eq!(bus.delivered, bus.messages + bus.paced_messages);
+    assert!(problems(bus).is_empty(), "{:?}", problems(bus));
 }
 
 /// A backend this build leaves out is an error that says how to build it.
