@@ -413,38 +413,36 @@ impl Check {
         }
         if self.kinds.fds {
             let fds = state.fds.iter().filter(|f| !self.baseline.fds.contains(*f));
-            {
-                for f in fds {
-                    let key = format!("f{}:{}", f.fd, f.target);
-                    let (component, p) = self.fd_view(f);
-                    let mut target = f.describe();
-                    if let Some(b) = &self.binary {
-                        if b.checked_inside(&p, Kind::Fd, None) {
-                            continue;
-                        }
-                        if let Some(test) = b.test_of(None, &p) {
-                            target.push_str(&format!(" (left by test `{test}`)"));
-                        }
+            for f in fds {
+                let key = format!("f{}:{}", f.fd, f.target);
+                let (component, p) = self.fd_view(f);
+                let mut target = f.describe();
+                if let Some(b) = &self.binary {
+                    if b.checked_inside(&p, Kind::Fd, None) {
+                        continue;
                     }
-                    let status = self.classify(&Subject {
-                        kind: Kind::Fd,
-                        component: &component,
-                        fd_target: Some(&target),
-                        frames: &p.frames,
-                        ..Default::default()
-                    });
-                    out.push((
-                        key,
-                        p.fill(Survivor::plain(
-                            Kind::Fd,
-                            f.fd.to_string(),
-                            component,
-                            status,
-                            target,
-                            None,
-                        )),
-                    ));
+                    if let Some(test) = b.test_of(None, &p) {
+                        target.push_str(&format!(" (left by test `{test}`)"));
+                    }
                 }
+                let status = self.classify(&Subject {
+                    kind: Kind::Fd,
+                    component: &component,
+                    fd_target: Some(&target),
+                    frames: &p.frames,
+                    ..Default::default()
+                });
+                out.push((
+                    key,
+                    p.fill(Survivor::plain(
+                        Kind::Fd,
+                        f.fd.to_string(),
+                        component,
+                        status,
+                        target,
+                        None,
+                    )),
+                ));
             }
         }
         if self.kinds.children {
