@@ -66,6 +66,11 @@ struct Args {
     /// the medians of its timing figures and the worst of its counts (see the README).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
+    /// Memory's raw side carries the envelope the bus's side makes per message (its id, time
+    /// and checks, one allocation) instead of bytes: the ratios then show the bus's cost beyond
+    /// making envelopes. Memory only: Kafka's and NATS's raw sides send bytes.
+    #[arg(long)]
+    raw_envelopes: bool,
     /// Only this side, `raw` or `bus` (default both, taking turns): for profiling one of
     /// them; its rows then have no ratios.
     #[arg(long)]
@@ -94,6 +99,13 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
     let levels = levels(args)?;
     if args.rate.is_nan() || args.rate <= 0.0 {
         return Err(format!("use a positive --rate, not {}", args.rate));
+    }
+    if args.raw_envelopes && backends.iter().any(|b| *b != Backend::Memory) {
+        return Err(
+            "use --raw-envelopes with --backend memory alone: Kafka's and NATS's raw sides send \
+             bytes"
+                .into(),
+        );
     }
     for b in &backends {
         if !built(*b) {
@@ -154,6 +166,7 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
                             .max(1),
                         stall: Duration::from_secs(args.stall_secs.max(1)),
                         in_flight: args.in_flight.max(1),
+                        raw_envelopes: args.raw_envelopes,
                     };
                     let mut label =
                         format!("{}/{} {}", endpoint.backend.name(), level, variant.name());
@@ -235,9 +248,13 @@ fn main_with(args: &Args) -> Result<ExitCode, String> {
             1 => String::new(),
             n => format!("; medians of {n} runs (counts and RSS: the worst run)"),
         };
+        let raw = match args.raw_envelopes {
+            true => "; the raw side's channels carry envelopes",
+            false => "",
+        };
         println!(
             "{} CPUs; {publishers} publishers with {} publish(es) in flight each; latency at {} \
-             msg/s (paced), throughput at full speed{repeats}",
+             msg/s (paced), throughput at full speed{repeats}{raw}",
             file.cpus,
             args.in_flight.max(1),
             args.rate

@@ -61,6 +61,10 @@ pub struct Row {
     /// Publishes each publisher keeps in flight (1: each waits for its acknowledgement).
     #[serde(default = "one")]
     pub in_flight: u64,
+    /// Memory only (`--raw-envelopes`): the raw side's channels carried the envelope the bus's
+    /// side makes per message instead of bytes, so the ratios leave the envelope's cost out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_envelopes: bool,
     /// Payload bytes per message.
     pub payload_bytes: usize,
     /// Messages per second, first publish to last message handled, at full speed.
@@ -297,6 +301,7 @@ pub(crate) fn sample(variant: Variant) -> Row {
         topics: 5,
         publishers: 50,
         in_flight: 1,
+        raw_envelopes: false,
         payload_bytes: 256,
         throughput: 1000.0,
         p50_ms: 1.0,
@@ -386,6 +391,19 @@ mod tests {
         assert!(raw.get("throughput_ratio").is_none());
         let back: Row = serde_json::from_value(v).unwrap();
         assert_eq!(back, rows[1]);
+    }
+
+    #[test]
+    fn raw_envelopes_appear_only_when_set() {
+        let mut row = sample(Variant::Raw);
+        let v = serde_json::to_value(&row).unwrap();
+        assert!(v.get("raw_envelopes").is_none(), "{v}");
+        // Files written before the field read as bytes.
+        assert!(!serde_json::from_value::<Row>(v).unwrap().raw_envelopes);
+        row.raw_envelopes = true;
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["raw_envelopes"], true);
+        assert_eq!(serde_json::from_value::<Row>(v).unwrap(), row);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use eventbus::Envelope;
 use indicatif::ProgressBar;
 use leakcheck::{Check, Report};
 
@@ -48,6 +50,8 @@ pub struct Spec {
     pub stall: Duration,
     /// Publishes each publisher keeps in flight (1: each waits for its acknowledgement).
     pub in_flight: usize,
+    /// Memory's raw side carries the envelope the bus's side makes per message, not bytes.
+    pub raw_envelopes: bool,
 }
 
 /// A run's outcome: its row, its leak report, and what went wrong if anything did.
@@ -79,8 +83,12 @@ pub fn run(spec: &Spec, bar: &ProgressBar) -> Result<Outcome, leakcheck::Error> 
             let t = check.block_on(Bus::connect(&spec.endpoint, &names));
             drive(&check, t, spec, &names, bar, &mut figures)
         }
+        (Variant::Raw, Backend::Memory) if spec.raw_envelopes => {
+            let t = RawMemory::<Envelope>::new(spec.workload.topics as usize);
+            drive(&check, Ok(t), spec, &names, bar, &mut figures)
+        }
         (Variant::Raw, Backend::Memory) => {
-            let t = RawMemory::new(spec.workload.topics as usize);
+            let t = RawMemory::<Bytes>::new(spec.workload.topics as usize);
             drive(&check, Ok(t), spec, &names, bar, &mut figures)
         }
         #[cfg(feature = "kafka")]
@@ -152,6 +160,7 @@ impl Figures {
             topics: w.topics,
             publishers: w.publishers,
             in_flight: spec.in_flight as u64,
+            raw_envelopes: spec.raw_envelopes,
             payload_bytes: w.payload_bytes,
             throughput,
             p50_ms: paced.latency.quantile_ms(0.50),

@@ -323,9 +323,12 @@ impl Transport for Bus {
     }
 }
 
+/// The run's event type.
+const EVENT_TYPE: &str = "PressureEvent";
+
 /// The run's event: its aggregate is the key.
 fn envelope(topic: &str, key: String, payload: Bytes) -> Result<Envelope, TransportError> {
-    Envelope::new(key, "PressureEvent", 1, payload).map_err(|e| publish_failed(topic, &e))
+    Envelope::new(key, EVENT_TYPE, 1, payload).map_err(|e| publish_failed(topic, &e))
 }
 
 fn publish_failed(topic: &str, e: &dyn std::fmt::Display) -> TransportError {
@@ -338,17 +341,18 @@ fn publish_failed(topic: &str, e: &dyn std::fmt::Display) -> TransportError {
 /// The memory baseline: per topic, as many bounded tokio channels as the bus has keyed
 /// workers (with the same capacity), each drained by one task; a message goes to the channel
 /// of its key's hash, so one aggregate is handled in order, as by the bus's keyed pool.
-/// Per topic, one sender per worker.
-type Senders = Arc<Vec<Vec<tokio::sync::mpsc::Sender<Bytes>>>>;
+/// Per topic, one sender per worker. The channels carry [`Bytes`], or the envelope the bus's
+/// side makes per message (`--raw-envelopes`, to tell the envelope's cost from the bus's).
+type Senders<M> = Arc<Vec<Vec<tokio::sync::mpsc::Sender<M>>>>;
 
-pub(crate) struct RawMemory {
+pub(crate) struct RawMemory<M> {
     /// The senders, per topic and worker (taken away at close).
-    publish: std::sync::RwLock<Option<Senders>>,
+    publish: std::sync::RwLock<Option<Senders<M>>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     topics: usize,
 }
 
-impl RawMemory {
+impl<M> RawMemory<M> {
     pub(crate) fn new(topics: usize) -> Self {
         RawMemory {
             publish: std::sync::RwLock::new(None),
@@ -358,7 +362,37 @@ impl RawMemory {
     }
 }
 
-impl Transport for RawMemory {
+/// What the memory baseline's channels carry: made from a message's key and payload on the
+/// publishing side, its payload read by the handling side.
+pub(crate) trait RawItem: Sized + Send + 'static {
+    fn make(topic: usize, key: String, payload: Bytes) -> Result<Self, TransportError>;
+    fn payload(&self) -> &[u8];
+}
+
+/// The payload alone: a bare channel.
+impl RawItem for Bytes {
+    fn make(_: usize, _: String, payload: Bytes) -> Result<Self, TransportError> {
+        Ok(payload)
+    }
+
+    fn payload(&self) -> &[u8] {
+        self
+    }
+}
+
+/// The envelope the bus's side publishes, made the same way.
+impl RawItem for Envelope {
+    fn make(topic: usize, key: String, payload: Bytes) -> Result<Self, TransportError> {
+        Envelope::new(key, EVENT_TYPE, 1, payload)
+            .map_err(|e| publish_failed(&format!("channel {topic}"), &e))
+    }
+
+    fn payload(&self) -> &[u8] {
+        Envelope::payload(self)
+    }
+}
+
+impl<M: RawItem> Transport for RawMemory<M> {
     async fn subscribe(&self, _names: &Names, phases: Arc<Phases>) -> Result<(), TransportError> {
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
@@ -366,11 +400,11 @@ impl Transport for RawMemory {
             let mut per_topic = Vec::new();
             for _ in 0..eventbus::DEFAULT_KEYED_WORKERS {
                 let (tx, mut rx) =
-                    tokio::sync::mpsc::channel::<Bytes>(eventbus::DEFAULT_QUEUE_CAPACITY);
+                    tokio::sync::mpsc::channel::<M>(eventbus::DEFAULT_QUEUE_CAPACITY);
                 let phases = phases.clone();
                 tasks.push(tokio::spawn(async move {
-                    while let Some(p) = rx.recv().await {
-                        phases.handle(&p);
+                    while let Some(m) = rx.recv().await {
+                        phases.handle(m.payload());
                     }
                 }));
                 per_topic.push(tx);
@@ -401,7 +435,8 @@ impl Transport for RawMemory {
             let senders = senders.ok_or_else(closed)?;
             let per_topic = &senders[topic];
             let worker = key_hash(key.as_bytes()) as usize % per_topic.len();
-            per_topic[worker].send(payload).await.map_err(|_| closed())
+            let m = M::make(topic, key, payload)?;
+            per_topic[worker].send(m).await.map_err(|_| closed())
         }
     }
 

@@ -65,6 +65,7 @@ fn assert_rows(file: &RunFile, backend: &str, in_flight: u64) {
         assert_eq!((r.backend.as_str(), r.level.as_str()), (backend, "low"));
         assert_eq!((r.messages, r.aggregates, r.topics), (500, 50, 5));
         assert_eq!(r.in_flight, in_flight);
+        assert!(!r.raw_envelopes, "the raw side carries bytes unless asked");
         assert_eq!(r.delivered, r.messages + r.paced_messages);
         assert_eq!(
             (
@@ -128,6 +129,35 @@ fn one_variant_alone_has_no_ratios() {
     assert_eq!((bus.throughput_ratio, bus.p99_ratio), (None, None));
     assert_eq!(bus.delivered, bus.messages + bus.paced_messages);
     assert!(problems(bus).is_empty(), "{:?}", problems(bus));
+}
+
+/// Memory's raw side carrying envelopes: both rows say so, and the bus row still has its
+/// ratios (against that raw row).
+#[leak_test]
+fn raw_envelopes_are_marked_on_the_rows() {
+    let file = quick_run("memory", 1, &["--raw-envelopes"]);
+    assert_eq!(file.rows.len(), 2);
+    for row in &file.rows {
+        assert!(row.raw_envelopes, "{row:?}");
+        assert_eq!(row.delivered, row.messages + row.paced_messages);
+        assert!(problems(row).is_empty(), "{:?}", problems(row));
+    }
+    let bus = file.rows.iter().find(|r| r.variant == Variant::Bus);
+    assert!(bus.and_then(|b| b.throughput_ratio).is_some(), "{bus:?}");
+}
+
+/// Only memory's raw side is a channel that can carry envelopes: with another backend the
+/// option is refused before anything runs.
+#[leak_test]
+fn raw_envelopes_are_refused_beside_a_broker() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pressure"))
+        .args(["--quick", "--json-only", "--raw-envelopes"])
+        .args(["--backend", "memory,nats"])
+        .output()
+        .expect("start the pressure program");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--backend memory alone"), "{stderr}");
 }
 
 /// A backend this build leaves out is an error that says how to build it.
