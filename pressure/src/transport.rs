@@ -365,13 +365,14 @@ impl<M> RawMemory<M> {
 /// What the memory baseline's channels carry: made from a message's key and payload on the
 /// publishing side, its payload read by the handling side.
 pub(crate) trait RawItem: Sized + Send + 'static {
-    fn make(topic: usize, key: String, payload: Bytes) -> Result<Self, TransportError>;
+    /// The item, or why it cannot be made.
+    fn make(key: String, payload: Bytes) -> Result<Self, String>;
     fn payload(&self) -> &[u8];
 }
 
 /// The payload alone: a bare channel.
 impl RawItem for Bytes {
-    fn make(_: usize, _: String, payload: Bytes) -> Result<Self, TransportError> {
+    fn make(_: String, payload: Bytes) -> Result<Self, String> {
         Ok(payload)
     }
 
@@ -382,9 +383,8 @@ impl RawItem for Bytes {
 
 /// The envelope the bus's side publishes, made the same way.
 impl RawItem for Envelope {
-    fn make(topic: usize, key: String, payload: Bytes) -> Result<Self, TransportError> {
-        Envelope::new(key, EVENT_TYPE, 1, payload)
-            .map_err(|e| publish_failed(&format!("channel {topic}"), &e))
+    fn make(key: String, payload: Bytes) -> Result<Self, String> {
+        Envelope::new(key, EVENT_TYPE, 1, payload).map_err(|e| e.to_string())
     }
 
     fn payload(&self) -> &[u8] {
@@ -428,14 +428,15 @@ impl<M: RawItem> Transport for RawMemory<M> {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         async move {
-            let closed = || TransportError::Publish {
+            let failed = |message: String| TransportError::Publish {
                 topic: format!("channel {topic}"),
-                message: "the channel is closed".into(),
+                message,
             };
+            let closed = || failed("the channel is closed".into());
             let senders = senders.ok_or_else(closed)?;
             let per_topic = &senders[topic];
             let worker = key_hash(key.as_bytes()) as usize % per_topic.len();
-            let m = M::make(topic, key, payload)?;
+            let m = M::make(key, payload).map_err(failed)?;
             per_topic[worker].send(m).await.map_err(|_| closed())
         }
     }
@@ -477,3 +478,21 @@ pub(crate) fn key_hash(key: &[u8]) -> u64 {
 /// How long one publish may take before the run counts it as failed (the bus's default
 /// publish timeout).
 pub(crate) const PUBLISH_TIMEOUT: Duration = eventbus::DEFAULT_PUBLISH_TIMEOUT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_items_carry_the_payload() {
+        let payload = Bytes::from_static(b"stamp and padding");
+        let bytes = <Bytes as RawItem>::make("agg-1".into(), payload.clone()).unwrap();
+        assert_eq!(RawItem::payload(&bytes), &payload[..]);
+        let e = <Envelope as RawItem>::make("agg-1".into(), payload.clone()).unwrap();
+        assert_eq!(RawItem::payload(&e), &payload[..]);
+        assert_eq!((e.aggregate_id(), e.event_type()), ("agg-1", EVENT_TYPE));
+        // An envelope is checked as the bus's side checks it; bytes are not.
+        assert!(<Envelope as RawItem>::make("no spaces".into(), payload.clone()).is_err());
+        assert!(<Bytes as RawItem>::make("no spaces".into(), payload).is_ok());
+    }
+}
