@@ -131,7 +131,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Kills and reaps a child when dropped.
-struct Reap(std::process::Child);
+pub struct Reap(pub std::process::Child);
 impl Drop for Reap {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -456,7 +456,7 @@ fn local_set_forgotten(leaky: bool) -> BoxedBody {
 }
 
 /// Kills and reaps a process that is not a `std::process::Child` (an adopted orphan).
-struct ReapPid(i32);
+pub struct ReapPid(pub i32);
 impl Drop for ReapPid {
     fn drop(&mut self) {
         // SAFETY: signals and waits for one pid.

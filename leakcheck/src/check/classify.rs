@@ -102,6 +102,27 @@ impl Check {
             .is_none_or(|t| made_by_libtest(&tasks::resolve_frames(&t.frames)))
     }
 
+    /// The pids of `children` started by the thread of another test running in parallel (under
+    /// `cargo test`: the starting thread was named after a test of this binary other than this
+    /// one), and of their descendants (listed after their parents).
+    pub(super) fn other_tests_children(&self, children: &[process::Child]) -> HashSet<i32> {
+        let mut others = HashSet::new();
+        let (Some(names), Some(rec)) = (self.test_names, &self.origins) else {
+            return others;
+        };
+        for c in children {
+            let started_by_other = rec.child(c.pid).is_some_and(|o| {
+                o.creator != self.own_tid
+                    && o.creator_name != self.own_name
+                    && names.contains(&o.creator_name)
+            });
+            if started_by_other || c.parent.as_ref().is_some_and(|(p, _)| others.contains(p)) {
+                others.insert(c.pid);
+            }
+        }
+        others
+    }
+
     /// Whether `t` is a thread spawned without a name from this check's thread.
     pub(super) fn is_unnamed_child_thread(&self, t: &process::Thread) -> bool {
         t.tid != self.own_tid && !self.own_name.is_empty() && t.name == self.own_name
@@ -346,9 +367,13 @@ impl Check {
         &self,
         state: &ProcessState,
         waiting: &HashSet<i32>,
-        excluded: &mut usize,
-        test_threads: &mut usize,
+        uncounted: &mut Uncounted,
     ) -> Vec<(String, Survivor)> {
+        let Uncounted {
+            waiting: excluded,
+            test_threads,
+            test_children,
+        } = uncounted;
         let mut out = Vec::new();
         if self.kinds.threads {
             for t in &state.threads {
@@ -446,8 +471,9 @@ impl Check {
             }
         }
         if self.kinds.children {
+            let others = self.other_tests_children(&state.children);
             for c in &state.children {
-                if self.baseline.had(&self.baseline.children, c.pid, c.start)
+                if self.baseline.had_child(c)
                     || self
                         .binary
                         .as_ref()
@@ -455,6 +481,14 @@ impl Check {
                 {
                     continue;
                 }
+                if others.contains(&c.pid) {
+                    *test_children += 1;
+                    continue;
+                }
+                let p = self.provenance_of(&format!("c{}:{}", c.pid, c.start), || {
+                    let o = self.origins.as_ref()?.child(c.pid)?;
+                    Some((o.frames, o.creator, None, o.gen))
+                });
                 let component = component::of_cmdline(&c.cmdline);
                 let status = self.classify(&Subject {
                     kind: Kind::Child,
@@ -478,14 +512,14 @@ impl Check {
                 }
                 out.push((
                     format!("c{}:{}", c.pid, c.start),
-                    Survivor::plain(
+                    p.fill(Survivor::plain(
                         Kind::Child,
                         c.pid.to_string(),
                         component,
                         status,
                         description,
                         None,
-                    ),
+                    )),
                 ));
             }
         }
@@ -527,7 +561,18 @@ fn made_by_libtest(frames: &[Frame]) -> bool {
     }
 }
 
-/// Where a thread or descriptor came from: its creation stack, resolved once per check.
+/// What a reading of the process left out, and why.
+#[derive(Default)]
+pub(super) struct Uncounted {
+    /// Threads of other checks waiting for their turn.
+    pub(super) waiting: usize,
+    /// Threads of other tests running in parallel (`cargo test`).
+    pub(super) test_threads: usize,
+    /// Children those tests started, with their descendants.
+    pub(super) test_children: usize,
+}
+
+/// Where a thread, descriptor or child came from: its creation stack, resolved once per check.
 #[derive(Debug, Default)]
 pub(crate) struct Provenance {
     /// The creation stack without the runtime's frames.

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use super::settle::poll_until;
 use super::start::{lock, Check, Counts, ProcessState};
 use super::turns::Turn;
-use crate::component;
 use crate::process;
 use crate::report::{Kind, Lifecycle, LifecycleRow};
 
@@ -88,8 +87,9 @@ impl Check {
         for f in fds {
             *c.entry((Kind::Fd, self.fd_view(f).0)).or_default() += 1;
         }
-        for ch in children {
-            *c.entry((Kind::Child, component::of_cmdline(&ch.cmdline)))
+        let others = self.other_tests_children(children);
+        for ch in children.iter().filter(|ch| !others.contains(&ch.pid)) {
+            *c.entry((Kind::Child, self.baseline.child_component(ch)))
                 .or_default() += 1;
         }
         c

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::Id;
 
+use super::classify::Uncounted;
 use super::lifecycle::wait_for_parked_workers;
 use super::start::{ms, Check, ProcessState, RUNTIME_COMPONENT, RUNTIME_THREAD_NAME};
 use super::turns::Turn;
@@ -327,18 +328,15 @@ impl Check {
         // was last seen (a new thread takes its own name only after it starts).
         let mut seen: HashMap<String, Survivor> = HashMap::new();
         let mut gone_at: HashMap<String, Duration> = HashMap::new();
-        let mut excluded;
-        let mut test_threads;
+        let mut uncounted;
         let mut stale = false;
         let (survivors, state) = loop {
             stats.rounds += 1;
-            excluded = 0;
-            test_threads = 0;
+            uncounted = Uncounted::default();
             let waiting = Turn::waiting();
             let read_at = Instant::now();
             let state = ProcessState::read(&self.kinds, self.unread(&waiting));
-            let now_list =
-                self.process_survivors(&state, &waiting, &mut excluded, &mut test_threads);
+            let now_list = self.process_survivors(&state, &waiting, &mut uncounted);
             let alive: HashSet<&String> = now_list.iter().map(|(k, _)| k).collect();
             for k in seen.keys() {
                 if !alive.contains(k) {
@@ -387,8 +385,9 @@ impl Check {
                 }
             }
         }
-        stats.waiting_threads = excluded;
-        stats.test_threads = test_threads;
+        stats.waiting_threads = uncounted.waiting;
+        stats.test_threads = uncounted.test_threads;
+        stats.test_children = uncounted.test_children;
         (survivors.into_iter().map(|(_, s)| s).collect(), state)
     }
 }

@@ -1,6 +1,6 @@
 //! Starting a check: the runtime it builds, the baseline it takes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio::task::Id;
 
 use super::settle::poll_until;
 use super::turns::Turn;
+use crate::component;
 use crate::config::{CheckBuilder, Kinds, Mode, ReportDir};
 use crate::process;
 use crate::report::{Kind, Note};
@@ -150,7 +151,10 @@ pub(super) struct Baseline {
     /// By number, target and stamp: a number closed and made again meanwhile is another
     /// descriptor, even with the same target (see `process::Fd::stamp`).
     pub(super) fds: HashSet<process::Fd>,
-    pub(super) children: HashSet<(i32, u64)>,
+    /// By (pid, start time), with the component each had then: a child that execs another
+    /// program during the check is the same child (a spawn caught between fork and exec reads
+    /// as this process's command line at the baseline).
+    pub(super) children: HashMap<(i32, u64), String>,
 }
 
 impl Baseline {
@@ -158,6 +162,19 @@ impl Baseline {
     /// started before it (a listing of `/proc` can miss an entry; a start time cannot lie).
     pub(super) fn had(&self, listed: &HashSet<(i32, u64)>, id: i32, start: u64) -> bool {
         start < self.ticks || listed.contains(&(id, start))
+    }
+
+    /// Whether child `c` existed at the baseline (as [`Baseline::had`]).
+    pub(super) fn had_child(&self, c: &process::Child) -> bool {
+        c.start < self.ticks || self.children.contains_key(&(c.pid, c.start))
+    }
+
+    /// The component child `c` is counted under: the one it had at the baseline, if listed.
+    pub(super) fn child_component(&self, c: &process::Child) -> String {
+        self.children
+            .get(&(c.pid, c.start))
+            .cloned()
+            .unwrap_or_else(|| component::of_cmdline(&c.cmdline))
     }
 }
 
@@ -237,7 +254,7 @@ impl Check {
         let turn = (!cfg.whole_binary).then(|| Turn::acquire(kinds.any_process()));
         // Orphans of the test's children stay visible (they are re-parented to this process).
         let adopt = kinds.children.then(process::adopt_orphans);
-        let test_names = if kinds.threads && cfg.in_leak_test {
+        let test_names = if (kinds.threads || kinds.children) && cfg.in_leak_test {
             process::sibling_test_names()
         } else {
             None
@@ -246,7 +263,7 @@ impl Check {
             // Synchronous code builds runtimes too (an HTTP client's blocking API does).
             warm_up_tokio_globals();
         }
-        let origins = (kinds.threads || kinds.fds).then(|| {
+        let origins = kinds.any_process().then(|| {
             if cfg.whole_binary {
                 process::Recording::start_whole_binary()
             } else {
@@ -345,7 +362,11 @@ impl Check {
             },
             threads: state.threads.iter().map(|t| (t.tid, t.start)).collect(),
             fds: state.fds.iter().cloned().collect(),
-            children: state.children.iter().map(|c| (c.pid, c.start)).collect(),
+            children: state
+                .children
+                .iter()
+                .map(|c| ((c.pid, c.start), component::of_cmdline(&c.cmdline)))
+                .collect(),
         };
         let check = Check {
             label: cfg.label,

@@ -1,8 +1,9 @@
-//! Where threads and descriptors come from.
+//! Where threads, descriptors and child processes come from.
 //!
-//! tokio says where each task was spawned; for a thread or a descriptor the OS keeps only a
-//! 15-byte name or a number. So leakcheck defines the C functions that create them
-//! (`pthread_create`, `pthread_setname_np`, `socket`, `open`, `opendir`, `pipe2`, `eventfd`, ...) in the
+//! tokio says where each task was spawned; for a thread, a descriptor or a child the OS keeps
+//! only a 15-byte name, a number or a command line. So leakcheck defines the C functions that
+//! create them (`pthread_create`, `pthread_setname_np`, `socket`, `open`, `opendir`, `pipe2`,
+//! `eventfd`, `posix_spawn`, `fork`, ...) in the
 //! binary it is linked into. A definition in the executable wins over libc's for every caller
 //! linked into it (std, tokio, mio, librdkafka's C code); each hook calls the real function found
 //! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
@@ -12,8 +13,9 @@
 //! descriptor's hook stamps its number with that count (see [`fd_stamp`]).
 //!
 //! Not seen: calls made from inside shared libraries (they bind to libc's functions directly),
-//! and descriptors made by calls not hooked here (`memfd_create`, `signalfd`, `recvmsg` with `SCM_RIGHTS`, ...). Such a
-//! survivor simply has no origin. Off with `default-features = false` (feature `origins`).
+//! descriptors made by calls not hooked here (`memfd_create`, `signalfd`, `recvmsg` with `SCM_RIGHTS`, ...),
+//! and children started with `vfork` or `clone` (a hook cannot return into a `vfork`ed child).
+//! Such a survivor simply has no origin. Off with `default-features = false` (feature `origins`).
 
 /// Where a thread was started, and its name in full (Linux keeps 15 bytes of it).
 #[derive(Clone, Debug)]
@@ -23,6 +25,17 @@ pub(crate) struct ThreadOrigin {
     pub(crate) gen: u64,
     /// The thread that called `pthread_create`.
     pub(crate) creator: i32,
+    pub(crate) frames: Vec<usize>,
+}
+
+/// Where a child process was started.
+#[derive(Clone, Debug)]
+pub(crate) struct ChildOrigin {
+    /// The recording generation it was made in.
+    pub(crate) gen: u64,
+    /// The thread that started it, and that thread's (15-byte) name then.
+    pub(crate) creator: i32,
+    pub(crate) creator_name: String,
     pub(crate) frames: Vec<usize>,
 }
 
@@ -51,7 +64,7 @@ mod imp {
 
     use rustc_hash::FxHashMap;
 
-    use super::{FdOrigin, ThreadOrigin};
+    use super::{ChildOrigin, FdOrigin, ThreadOrigin};
     use crate::tasks::capture_whole;
 
     /// Checks recording now; hooks record only while it is above zero.
@@ -137,6 +150,10 @@ mod imp {
     }
 
     static THREADS: Mutex<Option<FxHashMap<i32, ThreadEntry>>> = Mutex::new(None);
+
+    /// Children started through the hooks while recording, by pid (a pid used again replaces
+    /// its entry; an entry of an older generation is stale).
+    static CHILDREN: Mutex<Option<FxHashMap<i32, ChildOrigin>>> = Mutex::new(None);
 
     /// Notes that a hook ran. Read first: a store on every call would bounce the flag's cache
     /// line between every thread that opens or closes a descriptor.
@@ -339,6 +356,80 @@ mod imp {
             creator: n.creator,
             frames: n.frames.to_vec(),
         })
+    }
+
+    pub(crate) fn child(pid: i32) -> Option<ChildOrigin> {
+        let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        children.as_ref()?.get(&pid).cloned()
+    }
+
+    /// Records child `pid`, started by this thread (in the parent, after the call).
+    fn record_child(pid: libc::pid_t) {
+        mark_seen();
+        if pid <= 0 || !recording() {
+            return;
+        }
+        let origin = ChildOrigin {
+            gen: GEN.load(Relaxed),
+            creator: tid(),
+            creator_name: crate::process::current_thread_name(),
+            frames: stack(),
+        };
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(FxHashMap::default)
+            .insert(pid, origin);
+    }
+
+    /// Defines hooks for the `posix_spawn` family (std's `Command::spawn` uses `posix_spawnp`
+    /// where it can): the child's pid is written to the caller's `pid` on success.
+    macro_rules! spawn_hooks {
+        ($($name:ident),*) => {$(
+            /// # Safety
+            /// As libc's function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(
+                pid: *mut libc::pid_t,
+                path: *const c_char,
+                actions: *const libc::posix_spawn_file_actions_t,
+                attr: *const libc::posix_spawnattr_t,
+                argv: *const *mut c_char,
+                envp: *const *mut c_char,
+            ) -> c_int {
+                let real = real!(stringify!($name); unsafe extern "C" fn(
+                    *mut libc::pid_t,
+                    *const c_char,
+                    *const libc::posix_spawn_file_actions_t,
+                    *const libc::posix_spawnattr_t,
+                    *const *mut c_char,
+                    *const *mut c_char,
+                ) -> c_int);
+                // SAFETY: the caller's arguments, unchanged.
+                let rc = unsafe { real(pid, path, actions, attr, argv, envp) };
+                if rc == 0 && !pid.is_null() {
+                    // SAFETY: on success the call wrote the child's pid to the caller's `pid`.
+                    record_child(unsafe { *pid });
+                }
+                rc
+            }
+        )*};
+    }
+
+    spawn_hooks!(posix_spawn, posix_spawnp);
+
+    /// # Safety
+    /// As libc's `fork` (std's `Command::spawn` falls back to it). The child returns at once:
+    /// it may run only async-signal-safe code until it execs.
+    #[no_mangle]
+    pub unsafe extern "C" fn fork() -> libc::pid_t {
+        let real = real!("fork"; unsafe extern "C" fn() -> libc::pid_t);
+        // SAFETY: no arguments; the caller's contract is libc's.
+        let pid = unsafe { real() };
+        if pid > 0 {
+            record_child(pid);
+        }
+        pid
     }
 
     pub(crate) fn thread(tid: i32) -> Option<ThreadOrigin> {
@@ -723,7 +814,7 @@ mod imp {
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
 mod imp {
-    use super::{FdOrigin, ThreadOrigin};
+    use super::{ChildOrigin, FdOrigin, ThreadOrigin};
 
     pub(crate) fn begin(_whole_binary: bool) -> u64 {
         0
@@ -736,6 +827,9 @@ mod imp {
         super::Made::default()
     }
     pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
+        None
+    }
+    pub(crate) fn child(_pid: i32) -> Option<ChildOrigin> {
         None
     }
     pub(crate) fn fd_stamp(_fd: i32) -> u64 {
@@ -789,7 +883,7 @@ pub(crate) fn unrecorded<R>(f: impl FnOnce() -> R) -> R {
     imp::unrecorded(f)
 }
 
-/// Records origins while alive: one per check of threads or descriptors.
+/// Records origins while alive: one per check of threads, descriptors or children.
 pub(crate) struct Recording {
     gen: u64,
     /// A whole-binary check's: it sees what is made in later generations too (the checks that
@@ -833,6 +927,10 @@ impl Recording {
     pub(crate) fn fd(&self, fd: i32) -> Option<FdOrigin> {
         imp::fd(fd).filter(|o| self.sees(o.gen))
     }
+
+    pub(crate) fn child(&self, pid: i32) -> Option<ChildOrigin> {
+        imp::child(pid).filter(|o| self.sees(o.gen))
+    }
 }
 
 impl Drop for Recording {
@@ -852,6 +950,13 @@ mod tests {
     use super::Recording;
     use std::os::fd::AsRawFd;
 
+    /// A recording started by another test of this module would take the generation of what
+    /// these tests make: they run one at a time.
+    fn alone() -> std::sync::MutexGuard<'static, ()> {
+        static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        ALONE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn made_here(frames: &[usize]) -> bool {
         crate::tasks::resolve_frames(frames).iter().any(|f| {
             f.function
@@ -863,6 +968,7 @@ mod tests {
     /// drop) leaves the next one's origins its own.
     #[test]
     fn a_recording_ended_late_keeps_the_next_ones_origins() {
+        let _alone = alone();
         let first = Recording::start();
         let second = Recording::start();
         drop(first);
@@ -877,7 +983,44 @@ mod tests {
     }
 
     #[test]
+    fn records_where_children_are_started() {
+        let _alone = alone();
+        let rec = Recording::start();
+        // std spawns through `posix_spawnp` here; `pre_exec` makes it fork instead.
+        let plain = std::process::Command::new("true").spawn().unwrap();
+        let forked = {
+            use std::os::unix::process::CommandExt;
+            let mut c = std::process::Command::new("true");
+            // SAFETY: the closure does nothing.
+            unsafe { c.pre_exec(|| Ok(())) };
+            c.spawn().unwrap()
+        };
+        for mut child in [plain, forked] {
+            // Read unfiltered: another test of this binary may start a recording meanwhile,
+            // and the child's generation is then that one's.
+            let o = super::imp::child(child.id() as i32).expect("the child's origin");
+            assert!(o.gen >= rec.generation());
+            assert_eq!(o.creator, crate::process::current_tid());
+            assert_eq!(o.creator_name, crate::process::current_thread_name());
+            assert!(
+                crate::tasks::resolve_frames(&o.frames)
+                    .iter()
+                    .any(|f| f.function.contains("records_where_children_are_started")),
+                "{:?}",
+                crate::tasks::resolve_frames(&o.frames)
+            );
+            child.wait().unwrap();
+        }
+        // A new recording ignores older ones.
+        let _next = Recording::start();
+        let mut after = std::process::Command::new("true").spawn().unwrap();
+        assert!(rec.child(after.id() as i32).is_none());
+        after.wait().unwrap();
+    }
+
+    #[test]
     fn records_where_threads_and_descriptors_are_made() {
+        let _alone = alone();
         let rec = Recording::start();
         assert!(rec.works());
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

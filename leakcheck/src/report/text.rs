@@ -131,6 +131,13 @@ fn render(r: &Report, style: Style) -> String {
                 r.settle.test_threads
             );
         }
+        if r.settle.test_children > 0 {
+            let _ = writeln!(
+                out,
+                "not counted: {} child process(es) started by other tests running in parallel",
+                r.settle.test_children
+            );
+        }
     }
 
     // Notes.
@@ -205,6 +212,7 @@ fn render_group(
         let label = match s.kind {
             Kind::Thread => "started in ",
             Kind::Fd => "opened in  ",
+            Kind::Child => "started in ",
             _ => "spawned in ",
         };
         let _ = writeln!(out, "    {label} {}", norm(&f.display()));
@@ -477,7 +485,13 @@ fn hint(s: &Survivor, style: Style) -> String {
             ),
         },
         Kind::Child => (
-            "kill and wait for the child before the check ends".into(),
+            match &s.user_frame {
+                Some(u) => format!(
+                    "kill and wait for the child started at `{}` before the check ends",
+                    norm(&u.display())
+                ),
+                None => "kill and wait for the child before the check ends".into(),
+            },
             Some(("child_cmdline", regex::escape(&norm(&s.description)))),
         ),
     };

@@ -431,3 +431,85 @@ fn a_descriptor_number_closed_and_made_again_during_a_check_is_a_new_descriptor(
     }
     panic!("the closed number was never given to the new descriptor");
 }
+
+/// A child that existed at the baseline and runs another program during the check (a spawn
+/// caught between fork and exec reads as this process's command line at the baseline) is the
+/// same child: not a survivor, and counted under the name it had at the baseline.
+#[test]
+fn a_child_that_execs_during_the_check_is_counted_under_its_first_name() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    // Started inside a check of its own, so that no other test's check (under `cargo test`)
+    // sees the child or its pipe made during it.
+    let starting = Check::builder()
+        .label("starts the child")
+        .kinds(Kinds::parse("fds,children").unwrap())
+        .settle_deadline(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "read go; exec sleep 30"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = starting.finish();
+    assert!(
+        started.unknown().any(|s| s.id == pid.to_string()),
+        "{}",
+        started.to_text()
+    );
+    let check = Check::builder()
+        .label("child execs")
+        .kinds(Kinds::parse("children").unwrap())
+        .settle_deadline(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let execd = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep")) {
+        assert!(std::time::Instant::now() < execd, "the child did not exec");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = check.finish();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = r.to_text();
+    assert!(
+        !r.survivors.iter().any(|s| s.id == pid.to_string()),
+        "{text}"
+    );
+    let row = |name: &str| {
+        r.lifecycle
+            .rows
+            .iter()
+            .find(|row| row.kind == Kind::Child && row.component == name)
+            .map(|row| row.counts.clone())
+    };
+    // Under `cargo test` another test's children may come and go meanwhile: this child keeps
+    // its row, and no row grows for it.
+    assert!(row("sh").is_some_and(|c| c[1] >= 1), "{text}");
+    assert!(row("sleep").is_none_or(|c| c[1] <= c[0]), "{text}");
+}
+
+/// A leaked child names the line that started it (std's `Command::spawn` goes through
+/// leakcheck's `posix_spawnp` hook), and the hint points there.
+#[test]
+fn a_leaked_child_names_the_line_that_started_it() {
+    let r = run("child_left_running", true);
+    let text = r.to_text();
+    let s = r
+        .unknown()
+        .find(|s| s.kind == Kind::Child)
+        .expect("the child");
+    let at = s.user_frame.as_ref().expect("where it was started");
+    assert_eq!(at.file.as_deref(), Some("tests/src/scenarios.rs"), "{text}");
+    assert!(at.function.contains("child_running"), "{text}");
+    assert!(
+        text.contains("hint: kill and wait for the child started at `leakcheck_tests::scenarios::child_running"),
+        "{text}"
+    );
+}
