@@ -123,6 +123,32 @@ impl Check {
         others
     }
 
+    /// Whether descriptor `f` was opened by the thread of another test running in parallel
+    /// (under `cargo test`): that thread, still alive, is named after a test of this binary
+    /// other than this one. (One whose thread has ended cannot be told apart: it is counted.)
+    pub(super) fn opened_by_other_test(
+        &self,
+        f: &process::Fd,
+        threads: &[process::Thread],
+    ) -> bool {
+        let (Some(names), Some(rec)) = (self.test_names, &self.origins) else {
+            return false;
+        };
+        let Some(o) = rec.fd(f.fd) else {
+            return false;
+        };
+        if o.creator == self.own_tid || o.creator == process::current_tid() {
+            return false;
+        }
+        let name = match threads.iter().find(|t| t.tid == o.creator) {
+            Some(t) => Some(t.name.clone()),
+            None => process::unrecorded(|| {
+                process::stat(&format!("/proc/self/task/{}/stat", o.creator)).map(|st| st.comm)
+            }),
+        };
+        name.is_some_and(|n| n != self.own_name && names.contains(&n))
+    }
+
     /// Whether `t` is a thread spawned without a name from this check's thread.
     pub(super) fn is_unnamed_child_thread(&self, t: &process::Thread) -> bool {
         t.tid != self.own_tid && !self.own_name.is_empty() && t.name == self.own_name
@@ -372,6 +398,7 @@ impl Check {
         let Uncounted {
             waiting: excluded,
             test_threads,
+            test_fds,
             test_children,
         } = uncounted;
         let mut out = Vec::new();
@@ -439,6 +466,10 @@ impl Check {
         if self.kinds.fds {
             let fds = state.fds.iter().filter(|f| !self.baseline.fds.contains(*f));
             for f in fds {
+                if self.opened_by_other_test(f, &state.threads) {
+                    *test_fds += 1;
+                    continue;
+                }
                 let key = format!("f{}:{}", f.fd, f.target);
                 let (component, p) = self.fd_view(f);
                 let mut target = f.describe();
@@ -568,6 +599,8 @@ pub(super) struct Uncounted {
     pub(super) waiting: usize,
     /// Threads of other tests running in parallel (`cargo test`).
     pub(super) test_threads: usize,
+    /// Descriptors those tests' threads opened.
+    pub(super) test_fds: usize,
     /// Children those tests started, with their descendants.
     pub(super) test_children: usize,
 }

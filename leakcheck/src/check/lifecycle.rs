@@ -84,7 +84,10 @@ impl Check {
             *c.entry((Kind::Thread, self.thread_component(t)))
                 .or_default() += 1;
         }
-        for f in fds {
+        for f in fds
+            .iter()
+            .filter(|f| !self.opened_by_other_test(f, threads))
+        {
             *c.entry((Kind::Fd, self.fd_view(f).0)).or_default() += 1;
         }
         let others = self.other_tests_children(children);

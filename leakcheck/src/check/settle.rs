@@ -387,6 +387,7 @@ impl Check {
         }
         stats.waiting_threads = uncounted.waiting;
         stats.test_threads = uncounted.test_threads;
+        stats.test_fds = uncounted.test_fds;
         stats.test_children = uncounted.test_children;
         (survivors.into_iter().map(|(_, s)| s).collect(), state)
     }

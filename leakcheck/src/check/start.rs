@@ -254,7 +254,7 @@ impl Check {
         let turn = (!cfg.whole_binary).then(|| Turn::acquire(kinds.any_process()));
         // Orphans of the test's children stay visible (they are re-parented to this process).
         let adopt = kinds.children.then(process::adopt_orphans);
-        let test_names = if (kinds.threads || kinds.children) && cfg.in_leak_test {
+        let test_names = if kinds.any_process() && cfg.in_leak_test {
             process::sibling_test_names()
         } else {
             None

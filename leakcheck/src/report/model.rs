@@ -141,6 +141,9 @@ pub struct SettleStats {
     /// Threads of other tests running in parallel in this process (`cargo test`), told apart
     /// by their names and not counted.
     pub test_threads: usize,
+    /// Descriptors those tests' threads opened (the hooks record which thread opened each),
+    /// not counted.
+    pub test_fds: usize,
     /// Child processes those tests started (their creating thread was named after another
     /// test; the hooks record it), with their descendants, not counted.
     pub test_children: usize,

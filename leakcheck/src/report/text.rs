@@ -131,6 +131,13 @@ fn render(r: &Report, style: Style) -> String {
                 r.settle.test_threads
             );
         }
+        if r.settle.test_fds > 0 {
+            let _ = writeln!(
+                out,
+                "not counted: {} file descriptor(s) opened by other tests running in parallel",
+                r.settle.test_fds
+            );
+        }
         if r.settle.test_children > 0 {
             let _ = writeln!(
                 out,

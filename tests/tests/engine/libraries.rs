@@ -50,3 +50,52 @@ fn a_library_task_spawned_through_another_crate_s_executor_is_filed_under_the_cr
         "{text}"
     );
 }
+
+/// A child started through tokio's `process::Command` and left running: it names this test's
+/// line (std spawns it through leakcheck's `posix_spawnp` hook; tokio's and std's frames are
+/// the runtime's, left out).
+#[test]
+fn a_child_started_through_tokio_names_the_line_that_called_it() {
+    let check = Check::builder()
+        .label("a tokio child kept")
+        .kinds(Kinds::parse("children").unwrap())
+        .settle_deadline(std::time::Duration::from_millis(100))
+        .start_current_thread()
+        .unwrap();
+    let child = check.block_on(async {
+        let mut sleep = tokio::process::Command::new("sleep");
+        sleep.arg("30").spawn().unwrap()
+    });
+    let r = check.finish();
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: signals and reaps this test's own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    drop(child);
+    let text = r.to_text();
+    let s = r
+        .unknown()
+        .find(|s| s.kind == Kind::Child)
+        .unwrap_or_else(|| panic!("the child: {text}"));
+    assert_eq!(s.component, "sleep", "{text}");
+    let user = s.user_frame.as_ref().expect("this test's line");
+    assert_eq!(
+        user.file.as_deref(),
+        Some("tests/tests/engine/libraries.rs"),
+        "{text}"
+    );
+    assert!(
+        user.function
+            .contains("a_child_started_through_tokio_names_the_line_that_called_it"),
+        "{text}"
+    );
+    assert!(
+        s.backtrace
+            .iter()
+            .all(|f| !f.function.starts_with("tokio::") && !f.function.starts_with("std::")),
+        "{:#?}",
+        s.backtrace
+    );
+}

@@ -104,3 +104,47 @@ fn a_sibling_test_child_is_not_blamed() {
         assert!(r.settle.test_children >= 2, "{text}");
     }
 }
+
+/// Stands for the same test opening a file during this check, and holding it open past it.
+#[leak_test(kinds = ["fds"], settle = "100ms")]
+#[ignore = "run by `a_sibling_test_file_is_not_blamed`"]
+fn a_sibling_test_opens_a_file_meanwhile() {
+    let (opened_tx, opened) = mpsc::channel::<()>();
+    let (done, wait) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("options::the_default_runtime_is_current_thread".into())
+        .spawn(move || {
+            let file = std::fs::File::open("Cargo.toml").unwrap();
+            opened_tx.send(()).unwrap();
+            let _ = wait.recv();
+            drop(file);
+        })
+        .unwrap();
+    opened.recv().unwrap();
+    park("sibling-file", vec![Box::new(done)]);
+}
+
+#[test]
+fn a_sibling_test_file_is_not_blamed() {
+    let reports = leakcheck::__private::capture(a_sibling_test_opens_a_file_meanwhile);
+    let r = &reports[0];
+    let text = r.to_text();
+    release("sibling-file");
+    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test") {
+        // A leak; it names the line that opened it.
+        let s = r
+            .unknown()
+            .find(|s| s.kind == Kind::Fd && s.description.ends_with("Cargo.toml"))
+            .unwrap_or_else(|| panic!("the file: {text}"));
+        let at = s.user_frame.as_ref().expect("where it was opened");
+        assert!(
+            at.function
+                .contains("a_sibling_test_opens_a_file_meanwhile"),
+            "{text}"
+        );
+        assert_eq!(r.settle.test_fds, 0);
+    } else {
+        assert!(r.is_clean(), "{text}");
+        assert!(r.settle.test_fds >= 1, "{text}");
+    }
+}
