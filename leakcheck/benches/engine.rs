@@ -269,7 +269,7 @@ fn main() {
         "frames",
     ));
 
-    // 1b. Origins of threads and descriptors: the same calls, unrecorded and recorded.
+    // 1b. Origins of threads, descriptors and children: the same calls, unrecorded and recorded.
     let fd_ns = || {
         ns_per_call(n(7, 1), n(100_000, 1_000), || {
             // SAFETY: a fresh eventfd, closed at once.
@@ -281,13 +281,19 @@ fn main() {
             std::thread::spawn(|| {}).join().unwrap();
         })
     };
+    let child_ns = || {
+        ns_per_call(n(5, 1), n(200, 5), || {
+            let status = std::process::Command::new("true").status().unwrap();
+            assert!(status.success());
+        })
+    };
     assert!(
         leakcheck::__private::origins_recorded(),
         "origins are not recorded in this binary"
     );
-    let (fd_plain, thread_plain) = (fd_ns(), thread_ns());
+    let (fd_plain, thread_plain, child_plain) = (fd_ns(), thread_ns(), child_ns());
     let recording = leakcheck::__private::record_origins();
-    let (fd_rec, thread_rec) = (fd_ns(), thread_ns());
+    let (fd_rec, thread_rec, child_rec) = (fd_ns(), thread_ns(), child_ns());
     drop(recording);
     for (name, plain, rec) in [
         ("eventfd+close, origin recorded", fd_plain, fd_rec),
@@ -295,6 +301,11 @@ fn main() {
             "thread spawn+join, origin recorded",
             thread_plain,
             thread_rec,
+        ),
+        (
+            "child spawn+wait (`true`), origin recorded",
+            child_plain,
+            child_rec,
         ),
     ] {
         figures.push(Figure {

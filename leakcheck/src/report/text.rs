@@ -117,33 +117,28 @@ fn render(r: &Report, style: Style) -> String {
     // Settling.
     if style == Style::Human {
         let _ = writeln!(out, "\n{}", r.settle.line());
-        if r.settle.waiting_threads > 0 {
-            let _ = writeln!(
-                out,
-                "not counted: {} thread(s) waiting to start their own leak check",
-                r.settle.waiting_threads
-            );
-        }
-        if r.settle.test_threads > 0 {
-            let _ = writeln!(
-                out,
-                "not counted: {} thread(s) of other tests running in parallel",
-                r.settle.test_threads
-            );
-        }
-        if r.settle.test_fds > 0 {
-            let _ = writeln!(
-                out,
-                "not counted: {} file descriptor(s) opened by other tests running in parallel",
-                r.settle.test_fds
-            );
-        }
-        if r.settle.test_children > 0 {
-            let _ = writeln!(
-                out,
-                "not counted: {} child process(es) started by other tests running in parallel",
-                r.settle.test_children
-            );
+        let s = &r.settle;
+        for (n, what) in [
+            (
+                s.waiting_threads,
+                "thread(s) waiting to start their own leak check",
+            ),
+            (
+                s.test_threads,
+                "thread(s) of other tests running in parallel",
+            ),
+            (
+                s.test_fds,
+                "file descriptor(s) opened by other tests running in parallel",
+            ),
+            (
+                s.test_children,
+                "child process(es) started by other tests running in parallel",
+            ),
+        ] {
+            if n > 0 {
+                let _ = writeln!(out, "not counted: {n} {what}");
+            }
         }
     }
 
@@ -612,6 +607,41 @@ mod tests {
             .and_then(|p| p.strip_suffix('\''))
             .unwrap_or_else(|| panic!("no any_frame rule in {hint}"));
         regex::Regex::new(pattern).unwrap()
+    }
+
+    #[test]
+    fn what_was_not_counted_is_said_per_kind_in_the_human_form_only() {
+        let r = Report {
+            schema_version: crate::SCHEMA_VERSION,
+            label: None,
+            clean: true,
+            kinds: vec![Kind::Thread, Kind::Fd, Kind::Child],
+            survivors: Vec::new(),
+            lingered: Vec::new(),
+            settle: crate::SettleStats {
+                test_threads: 2,
+                test_children: 3,
+                ..Default::default()
+            },
+            lifecycle: Default::default(),
+            notes: Vec::new(),
+        };
+        let text = r.to_text();
+        assert!(
+            text.contains("not counted: 2 thread(s) of other tests running in parallel\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "not counted: 3 child process(es) started by other tests running in parallel\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("waiting") && !text.contains("descriptor"),
+            "{text}"
+        );
+        assert!(!r.to_normalized().contains("not counted"));
     }
 
     #[test]
