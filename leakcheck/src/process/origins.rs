@@ -6,7 +6,7 @@
 //! `eventfd`, `posix_spawn`, `fork`, ...) in the
 //! binary it is linked into. A definition in the executable wins over libc's for every caller
 //! linked into it (std, tokio, mio, librdkafka's C code); each hook calls the real function found
-//! with `dlsym(RTLD_NEXT)`. While a check of threads or descriptors runs, a hook records the
+//! with `dlsym(RTLD_NEXT)`. While a check of threads, descriptors or children runs, a hook records the
 //! caller's stack as raw addresses (the frame-pointer walk of spawn backtraces) and the calling
 //! thread; symbols are resolved only for survivors. Outside checks a hook costs an atomic load
 //! and an increment: it counts what it made or closed (see [`made`]), recorded or not, and a
