@@ -69,11 +69,15 @@ impl Check {
     /// thread this test spawned without a name carries this test's name), or one libtest just
     /// started (it has the main thread's name until it takes its test's).
     pub(super) fn is_test_thread(&self, t: &process::Thread) -> bool {
-        let Some(names) = self.test_names else {
-            return false;
-        };
         let starting = t.name == self.main_name && t.tid as u32 != std::process::id();
-        t.name != self.own_name && (starting || names.contains(&t.name))
+        (starting && self.test_names.is_some() && t.name != self.own_name)
+            || self.names_another_test(&t.name)
+    }
+
+    /// Whether `name` (a thread's, 15 bytes) is that of another test of this binary.
+    fn names_another_test(&self, name: &str) -> bool {
+        self.test_names
+            .is_some_and(|names| name != self.own_name && names.contains(name))
     }
 
     /// Whether descriptor `f` was opened by a thread that is not this check's: neither the
@@ -107,14 +111,12 @@ impl Check {
     /// one), and of their descendants (listed after their parents).
     pub(super) fn other_tests_children(&self, children: &[process::Child]) -> HashSet<i32> {
         let mut others = HashSet::new();
-        let (Some(names), Some(rec)) = (self.test_names, &self.origins) else {
+        let (Some(_), Some(rec)) = (self.test_names, &self.origins) else {
             return others;
         };
         for c in children {
             let started_by_other = rec.child(c.pid).is_some_and(|o| {
-                o.creator != self.own_tid
-                    && o.creator_name != self.own_name
-                    && names.contains(&o.creator_name)
+                o.creator != self.own_tid && self.names_another_test(&o.creator_name)
             });
             if started_by_other || c.parent.as_ref().is_some_and(|(p, _)| others.contains(p)) {
                 others.insert(c.pid);
@@ -131,22 +133,22 @@ impl Check {
         f: &process::Fd,
         threads: &[process::Thread],
     ) -> bool {
-        let (Some(names), Some(rec)) = (self.test_names, &self.origins) else {
+        let (Some(_), Some(rec)) = (self.test_names, &self.origins) else {
             return false;
         };
-        let Some(o) = rec.fd(f.fd) else {
+        let Some(creator) = rec.fd_creator(f.fd) else {
             return false;
         };
-        if o.creator == self.own_tid || o.creator == process::current_tid() {
+        if creator == self.own_tid || creator == process::current_tid() {
             return false;
         }
-        let name = match threads.iter().find(|t| t.tid == o.creator) {
+        let name = match threads.iter().find(|t| t.tid == creator) {
             Some(t) => Some(t.name.clone()),
             None => process::unrecorded(|| {
-                process::stat(&format!("/proc/self/task/{}/stat", o.creator)).map(|st| st.comm)
+                process::stat(&format!("/proc/self/task/{creator}/stat")).map(|st| st.comm)
             }),
         };
-        name.is_some_and(|n| n != self.own_name && names.contains(&n))
+        name.is_some_and(|n| self.names_another_test(&n))
     }
 
     /// Whether `t` is a thread spawned without a name from this check's thread.

@@ -342,7 +342,8 @@ mod imp {
         SEEN.load(Relaxed)
     }
 
-    pub(crate) fn fd(fd: i32) -> Option<FdOrigin> {
+    /// Reads what `read` needs of descriptor `fd`'s node, if it has one.
+    fn read_fd<R>(fd: i32, read: impl FnOnce(&FdNode) -> R) -> Option<R> {
         let slot = FDS.get(usize::try_from(fd).ok()?)?;
         let _reading = FREEING.read().unwrap_or_else(|e| e.into_inner());
         let p = slot.load(Acquire);
@@ -350,12 +351,20 @@ mod imp {
             return None;
         }
         // SAFETY: nodes are freed only under `FREEING` held exclusively; this holds it shared.
-        let n = unsafe { &*p };
-        Some(FdOrigin {
+        Some(read(unsafe { &*p }))
+    }
+
+    pub(crate) fn fd(fd: i32) -> Option<FdOrigin> {
+        read_fd(fd, |n| FdOrigin {
             gen: n.gen,
             creator: n.creator,
             frames: n.frames.to_vec(),
         })
+    }
+
+    /// Descriptor `fd`'s generation and creating thread, without copying its stack.
+    pub(crate) fn fd_creator(fd: i32) -> Option<(u64, i32)> {
+        read_fd(fd, |n| (n.gen, n.creator))
     }
 
     pub(crate) fn child(pid: i32) -> Option<ChildOrigin> {
@@ -829,6 +838,9 @@ mod imp {
     pub(crate) fn fd(_fd: i32) -> Option<FdOrigin> {
         None
     }
+    pub(crate) fn fd_creator(_fd: i32) -> Option<(u64, i32)> {
+        None
+    }
     pub(crate) fn child(_pid: i32) -> Option<ChildOrigin> {
         None
     }
@@ -926,6 +938,13 @@ impl Recording {
 
     pub(crate) fn fd(&self, fd: i32) -> Option<FdOrigin> {
         imp::fd(fd).filter(|o| self.sees(o.gen))
+    }
+
+    /// The thread that created descriptor `fd` (as [`Recording::fd`], without its stack).
+    pub(crate) fn fd_creator(&self, fd: i32) -> Option<i32> {
+        imp::fd_creator(fd)
+            .filter(|(gen, _)| self.sees(*gen))
+            .map(|(_, creator)| creator)
     }
 
     pub(crate) fn child(&self, pid: i32) -> Option<ChildOrigin> {
